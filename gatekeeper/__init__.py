@@ -1,0 +1,1 @@
+"""gatekeeper: keeps French/EU marketing campaigns lawful."""

@@ -1,0 +1,58 @@
+"""The application factory (no app object at import time)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from gatekeeper import db
+from gatekeeper.config import PROJECT_ROOT, Settings, load_settings
+from gatekeeper.errors import GatekeeperError
+from gatekeeper.register.context import context_from
+
+
+def create_app(settings: Settings | None = None, overrides: Mapping[str, Any] | None = None) -> Flask:
+    settings = settings or load_settings(overrides=overrides)
+    app = Flask(
+        "gatekeeper",
+        template_folder=str(PROJECT_ROOT / "templates"),
+        static_folder=str(PROJECT_ROOT / "templates" / "static"),
+    )
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        JSON_SORT_KEYS=False,
+    )
+    app.extensions["gatekeeper.settings"] = settings
+    app.extensions["gatekeeper.context"] = context_from(settings)
+    db.init_app(app, db.Database(settings.database_url))
+
+    from gatekeeper import jobs
+    from gatekeeper.api import bp as api_bp
+
+    jobs.init_app(app)
+    app.register_blueprint(api_bp)
+    _register_errors(app)
+    return app
+
+
+def _error_body(status: int, code: str, message: str, details: list[Any] | None = None) -> Response:
+    response = jsonify({"error": {"code": code, "message": message, "details": details or []}})
+    response.status_code = status
+    return response
+
+
+def _register_errors(app: Flask) -> None:
+    @app.errorhandler(GatekeeperError)
+    def _domain(exc: GatekeeperError) -> Response:
+        return _error_body(exc.status, exc.code, exc.message, exc.details)
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException) -> Response | HTTPException:
+        if not request.path.startswith("/api/"):
+            return exc
+        code = (exc.name or "error").lower().replace(" ", "_")
+        return _error_body(exc.code or 500, code, exc.description or code)

@@ -1,0 +1,140 @@
+"""Background jobs for long work (CSV imports, campaign lists): a row in ``jobs`` with state
+and progress, run by a small thread pool in the process that accepted it.
+
+Progress is written in its own short transactions so ``GET /api/v1/jobs/{id}`` shows it while
+the job's main transaction is still open; the main transaction commits all or nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import IO, Any
+
+from flask import Flask
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from gatekeeper.config import VAR_DIR
+from gatekeeper.db import Database, get_database
+from gatekeeper.errors import GatekeeperError, TooLargeError
+from gatekeeper.models import Job, utcnow
+from gatekeeper.register.context import RegisterContext
+
+log = logging.getLogger(__name__)
+UPLOADS = VAR_DIR / "uploads"
+Progress = Callable[[int, int | None], None]
+# A job function gets its own session (the job's transaction), its parameters, a progress
+# callback taking (done, total) and the register context.
+JobFn = Callable[[Session, dict[str, Any], Progress, RegisterContext], dict[str, Any]]
+_REGISTRY: dict[str, JobFn] = {}
+
+
+def job_kind(name: str) -> Callable[[JobFn], JobFn]:
+    def register(fn: JobFn) -> JobFn:
+        _REGISTRY[name] = fn
+        return fn
+
+    return register
+
+
+class JobRunner:
+    def __init__(self, database: Database, ctx: RegisterContext, workers: int = 2) -> None:
+        self.database = database
+        self.ctx = ctx
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gk-job")
+        self.futures: dict[int, Future[None]] = {}
+
+    def submit(self, session: Session, kind: str, params: dict[str, Any], sha256: str | None = None) -> Job:
+        if kind not in _REGISTRY:
+            raise GatekeeperError(f"unknown job kind {kind!r}")
+        job = Job(kind=kind, params=params, input_sha256=sha256, state="queued")
+        session.add(job)
+        session.flush()
+        return job
+
+    def start(self, job_id: int) -> None:
+        """Called after the request committed the job row, so the worker can see it."""
+        self.futures[job_id] = self.pool.submit(self._run, job_id)
+
+    def wait(self, job_id: int, timeout: float = 120) -> None:
+        future = self.futures.get(job_id)
+        if future is not None:
+            future.result(timeout=timeout)
+
+    def _run(self, job_id: int) -> None:
+        with self.database.session_scope() as s:
+            job = s.get_one(Job, job_id)
+            kind, params = job.kind, dict(job.params or {})
+            job.state, job.updated_at = "running", utcnow()
+        try:
+            with self.database.session_scope() as session:
+                result = _REGISTRY[kind](session, params, self._progress(job_id), self.ctx)
+        except GatekeeperError as exc:
+            self._finish(job_id, "failed", {"message": exc.message}, exc.details or [{"problem": exc.message}])
+        except Exception as exc:  # a job must end in a state the user can read, whatever happened
+            log.exception("job %s failed", job_id)
+            self._finish(job_id, "failed", {"message": "internal error"}, [{"problem": type(exc).__name__}])
+        else:
+            self._finish(job_id, "done", result, [])
+
+    def _progress(self, job_id: int) -> Progress:
+        def report(done: int, total: int | None) -> None:
+            values: dict[str, Any] = {"progress_done": done, "updated_at": utcnow()}
+            if total is not None:
+                values["progress_total"] = total
+            with self.database.session_scope() as s:
+                s.execute(update(Job).where(Job.id == job_id).values(**values))
+
+        return report
+
+    def _finish(self, job_id: int, state: str, result: dict[str, Any], errors: list[Any]) -> None:
+        with self.database.session_scope() as s:
+            job = s.get_one(Job, job_id)
+            job.state, job.result, job.errors = state, result, errors
+            job.finished_at = job.updated_at = utcnow()
+            if state == "done" and job.progress_total is not None:
+                job.progress_done = job.progress_total
+
+
+def save_upload(stream: IO[bytes], max_bytes: int) -> tuple[Path, str]:
+    """Spool an upload to disk (never held in memory) and return its path and SHA-256."""
+    UPLOADS.mkdir(parents=True, exist_ok=True)
+    path = UPLOADS / f"{uuid.uuid4().hex}.csv"
+    digest = hashlib.sha256()
+    written = 0
+    with path.open("wb") as out:
+        while chunk := stream.read(1 << 20):
+            written += len(chunk)
+            if written > max_bytes:
+                out.close()
+                path.unlink()
+                raise TooLargeError(f"the upload exceeds {max_bytes} bytes")
+            digest.update(chunk)
+            out.write(chunk)
+    return path, digest.hexdigest()
+
+
+def job_view(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id, "kind": job.kind, "state": job.state,
+        "progress": {"done": job.progress_done, "total": job.progress_total},
+        "result": job.result or {}, "errors": job.errors or [],
+    }
+
+
+def init_app(app: Flask) -> None:
+    app.extensions["gatekeeper.jobs"] = JobRunner(get_database(app), app.extensions["gatekeeper.context"])
+    from gatekeeper.register import jobs as _register_jobs  # noqa: F401  (registers kinds)
+
+
+def runner(app: Flask) -> JobRunner:
+    r: JobRunner = app.extensions["gatekeeper.jobs"]
+    return r
+
+
+__all__ = ["JobRunner", "job_kind", "job_view", "runner", "save_upload"]

@@ -1,0 +1,70 @@
+"""Coordinates to their canonical form: e-mails lower-cased (IDN domains to Unicode NFC via
+email-validator), phones to E.164 (national formats read in the default region).
+
+The bulk paths call these a million times, so the common case (plain ASCII address, already
+E.164 or French national number) takes a regular-expression fast path; anything unusual goes
+through the full libraries, which also produce the error message.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+
+_ATEXT = r"[a-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_FAST_EMAIL = re.compile(
+    rf"^{_ATEXT}(?:\.{_ATEXT})*@(?:[a-z0-9](?:[a-z0-9-]{{0,61}}[a-z0-9])?\.)+[a-z]{{2,63}}$"
+)
+# Special-use TLDs that email-validator refuses: leave them to the slow path to get its error.
+_SPECIAL_TLDS = frozenset({"arpa", "invalid", "local", "localhost", "onion", "test", "example"})
+_E164 = re.compile(r"^\+[1-9]\d{7,14}$")
+_PHONE_JUNK = re.compile(r"[\s.\-()/]")
+
+
+class CoordinateError(ValueError):
+    pass
+
+
+def normalise_email(raw: str) -> str:
+    text = raw.strip().lower()
+    if len(text) <= 254 and _FAST_EMAIL.match(text) and text.rsplit(".", 1)[1] not in _SPECIAL_TLDS:
+        return text
+    return _slow_email(text)
+
+
+@lru_cache(maxsize=4096)
+def _slow_email(text: str) -> str:
+    if not text:
+        raise CoordinateError("empty e-mail address")
+    try:
+        result = validate_email(text, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise CoordinateError(str(exc)) from exc
+    return str(result.normalized).lower()
+
+
+def normalise_phone(raw: str, region: str = "FR") -> str:
+    text = _PHONE_JUNK.sub("", raw.strip())
+    if text.startswith("00"):
+        text = "+" + text[2:]
+    if region == "FR" and len(text) == 10 and text[0] == "0" and text[1] != "0" and text.isdigit():
+        text = "+33" + text[1:]
+    if _E164.match(text) and text.startswith("+33") and len(text) == 12 and text[3] != "0":
+        return text  # French numbers are always +33 and nine digits: no need to ask the library
+    return _slow_phone(text, region)
+
+
+@lru_cache(maxsize=4096)
+def _slow_phone(text: str, region: str) -> str:
+    if not text:
+        raise CoordinateError("empty phone number")
+    try:
+        number = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException as exc:
+        raise CoordinateError(f"not a phone number: {exc}") from exc
+    if not phonenumbers.is_valid_number(number):
+        raise CoordinateError(f"not a valid phone number for {region}: {text!r}")
+    return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
