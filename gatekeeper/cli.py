@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from gatekeeper.config import load_settings
+from gatekeeper.config import VAR_DIR, load_settings
 from gatekeeper.db import Database
 from gatekeeper.errors import GatekeeperError
 from gatekeeper.register.context import context_from
@@ -57,6 +57,70 @@ def apikey_create(name: str, scopes: str | None) -> None:
         raise click.UsageError(str(exc)) from exc
     click.echo(f"API key {name!r} with scopes {', '.join(chosen)} (shown once; store it now):", err=True)
     click.echo(key)
+
+
+@apikey.command("bootstrap")
+def apikey_bootstrap() -> None:
+    """First run of `make run`: create a key if none exists and print it (dev only)."""
+    from sqlalchemy import func, select
+
+    from gatekeeper.api.auth import DEFAULT_SCOPES, create_api_key
+    from gatekeeper.models import ApiKey
+
+    settings = load_settings()
+    database = Database(settings.database_url)
+    with database.session_scope() as session:
+        if session.scalar(select(func.count()).select_from(ApiKey)):
+            click.echo("API keys exist already (gatekeeper apikey create --name NAME for another).")
+            return
+        key = create_api_key(session, context_from(settings).hasher, "make run", DEFAULT_SCOPES)
+    if settings.is_dev:
+        # Dev convenience for the README's curl examples; var/ is never committed.
+        (VAR_DIR / "dev-api-key.txt").write_text(key + "\n")
+    click.echo(f"Your API key (also in var/dev-api-key.txt):\n{key}")
+
+
+@main.command("mailsink")
+@click.option("--port", default=8025, show_default=True, type=int)
+def mailsink(port: int) -> None:
+    """A local SMTP server keeping every message under var/mail/."""
+    import time
+
+    from gatekeeper.mailsink import start_sink
+
+    controller = start_sink(VAR_DIR / "mail", port=port)
+    click.echo(f"mail sink on 127.0.0.1:{port}, messages in {VAR_DIR / 'mail'}")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        controller.stop()
+
+
+@main.command("run")
+@click.option("--port", default=8000, show_default=True, type=int)
+def run_all(port: int) -> None:
+    """The whole service for development: mail sink, web service (gunicorn), side by side."""
+    import signal
+    import subprocess
+    import time
+
+    load_settings()
+    exe = [sys.executable, "-m", "gatekeeper.cli"]
+    children = [subprocess.Popen([*exe, "mailsink"]),  # noqa: S603 - our own interpreter and module
+                subprocess.Popen([*exe, "serve", "--port", str(port)])]  # noqa: S603
+    click.echo(f"gatekeeper on http://127.0.0.1:{port}/  (OpenAPI: /api/v1/openapi.json; Ctrl-C stops)")
+    try:
+        while all(c.poll() is None for c in children):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children:
+            child.wait(timeout=15)
 
 
 @main.command("import")

@@ -229,9 +229,11 @@ def parse_timestamp(value: Any) -> datetime:
     if isinstance(value, str):
         stripped = value.strip()
         try:
-            return _from_epoch(float(stripped))
+            number = float(stripped)
         except ValueError:
-            pass
+            number = None
+        if number is not None:
+            return _from_epoch(number)
         try:
             parsed = datetime.fromisoformat(stripped)
         except ValueError as exc:
@@ -244,7 +246,7 @@ def parse_timestamp(value: Any) -> datetime:
 
 def _from_epoch(seconds: float) -> datetime:
     if not math.isfinite(seconds):
-        raise ValueError("timestamp is not finite")
+        raise PayloadError("timestamp is not finite")
     if abs(seconds) >= _MILLISECONDS_THRESHOLD:
         seconds /= 1000
     try:

@@ -123,7 +123,7 @@ def compute_clock(facts: ContactFacts, policy: Policy) -> RetentionClock:
     relationship_end = _latest(client)[0]
     reconsents = [e for e in prospect if e[1] == "reconsent" and e[0] > relationship_end]
     if reconsents:  # RULES.md §4: an ex-client who accepted a reconsent is a prospect again
-        anchor = _latest(e for e in prospect if e[0] >= max(reconsents)[0])
+        anchor = _latest(prospect)  # >= the reconsent, itself later than every client event
         return _clock("prospect", anchor, _years(facts, "prospect", policy), policy)
     # The client clock also takes the latest contact from the client (and collection, so
     # that a late, older purchase never moves the deadline backwards).

@@ -15,7 +15,9 @@ MESSAGE_ID = "<202405061220.12345678901@smtp-relay.mailin.fr>"
 
 
 def request_for(document) -> InboundRequest:
-    return InboundRequest("POST", URL, {"Content-Type": "application/json"}, json.dumps(document).encode())
+    return InboundRequest(
+        "POST", URL, {"Content-Type": "application/json"}, json.dumps(document).encode()
+    )
 
 
 CASES = [
@@ -28,10 +30,9 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("name", "kind", "provider_event", "ts", "url"), CASES, ids=[c[0] for c in CASES])
-def test_each_documented_event_parses_into_our_normalised_event(
-    payload, name, kind, provider_event, ts, url
-):
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_each_documented_event_parses_into_our_normalised_event(payload, case):
+    name, kind, provider_event, ts, url = case
     (event,) = adapter.parse(request_for(payload("brevo", name))).events
     assert event.kind == kind
     assert event.provider_event == provider_event
@@ -66,10 +67,19 @@ def test_the_event_time_prefers_ts_event_and_reads_milliseconds(payload):
 
 
 def test_a_marketing_click_uses_its_url_field(payload):
-    document = {"id": 1, "camp_id": 99, "email": "marie@example.fr", "event": "click",
-                "date_sent": "2024-05-06 14:00:00", "date_event": "2024-05-06 15:01:00",
-                "ts_sent": 1715000000, "ts_event": 1715000460, "ts": 1715000460, "tag": "",
-                "URL": "https://boutique.example.fr/offre"}
+    document = {
+        "id": 1,
+        "camp_id": 99,
+        "email": "marie@example.fr",
+        "event": "click",
+        "date_sent": "2024-05-06 14:00:00",
+        "date_event": "2024-05-06 15:01:00",
+        "ts_sent": 1715000000,
+        "ts_event": 1715000460,
+        "ts": 1715000460,
+        "tag": "",
+        "URL": "https://boutique.example.fr/offre",
+    }
     (event,) = adapter.parse(request_for(document)).events
     assert event.url == "https://boutique.example.fr/offre"
     assert event.dedupe_key.startswith("brevo:click|99|")

@@ -28,10 +28,9 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("name", "kind", "provider_event", "ts", "url"), CASES, ids=[c[0] for c in CASES])
-def test_each_documented_event_parses_into_our_normalised_event(
-    payload, name, kind, provider_event, ts, url
-):
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_each_documented_event_parses_into_our_normalised_event(payload, case):
+    name, kind, provider_event, ts, url = case
     (event,) = adapter.parse(request_for(payload("mailjet", name))).events
     assert event.kind == kind
     assert event.provider_event == provider_event
@@ -53,7 +52,9 @@ def test_a_bare_object_and_a_grouped_array_both_parse(payload):
 
 def test_parsing_twice_gives_the_same_dedupe_key(payload):
     request = request_for(payload("mailjet", "click"))
-    assert adapter.parse(request).events[0].dedupe_key == adapter.parse(request).events[0].dedupe_key
+    assert (
+        adapter.parse(request).events[0].dedupe_key == adapter.parse(request).events[0].dedupe_key
+    )
 
 
 def test_the_click_user_agent_comes_from_agent(payload):

@@ -45,28 +45,62 @@ def body_of(payload, name: str) -> bytes:
 
 
 CASES = [
-    ("click", "click", datetime(2024, 5, 6, 13, 1, tzinfo=UTC), "c2VuZGdyaWQtY2xpY2stMQ",
-     "https://shop.example.com/offer"),
+    (
+        "click",
+        "click",
+        datetime(2024, 5, 6, 13, 1, tzinfo=UTC),
+        "c2VuZGdyaWQtY2xpY2stMQ",
+        "https://shop.example.com/offer",
+    ),
     ("open", "open", datetime(2024, 5, 6, 13, 0, tzinfo=UTC), "c2VuZGdyaWQtb3Blbi0x", None),
-    ("unsubscribe", "unsubscribe", datetime(2024, 5, 6, 13, 2, tzinfo=UTC),
-     "c2VuZGdyaWQtdW5zdWItMQ", "https://u.example.com/unsubscribe"),
-    ("hard_bounce", "hard_bounce", datetime(2024, 5, 6, 12, 55, tzinfo=UTC),
-     "c2VuZGdyaWQtYm91bmNlLTE", None),
-    ("soft_bounce", "soft_bounce", datetime(2024, 5, 6, 12, 55, 10, tzinfo=UTC),
-     "c2VuZGdyaWQtYmxvY2tlZC0x", None),
-    ("deferred", "soft_bounce", datetime(2024, 5, 6, 12, 54, 20, tzinfo=UTC),
-     "c2VuZGdyaWQtZGVmZXJyZWQtMQ", None),
-    ("complaint", "complaint", datetime(2024, 5, 6, 13, 3, 20, tzinfo=UTC),
-     "c2VuZGdyaWQtc3BhbS0x", None),
-    ("delivered", "delivered", datetime(2024, 5, 6, 12, 54, 10, tzinfo=UTC),
-     "c2VuZGdyaWQtZGVsaXZlcmVkLTE", None),
+    (
+        "unsubscribe",
+        "unsubscribe",
+        datetime(2024, 5, 6, 13, 2, tzinfo=UTC),
+        "c2VuZGdyaWQtdW5zdWItMQ",
+        "https://u.example.com/unsubscribe",
+    ),
+    (
+        "hard_bounce",
+        "hard_bounce",
+        datetime(2024, 5, 6, 12, 55, tzinfo=UTC),
+        "c2VuZGdyaWQtYm91bmNlLTE",
+        None,
+    ),
+    (
+        "soft_bounce",
+        "soft_bounce",
+        datetime(2024, 5, 6, 12, 55, 10, tzinfo=UTC),
+        "c2VuZGdyaWQtYmxvY2tlZC0x",
+        None,
+    ),
+    (
+        "deferred",
+        "soft_bounce",
+        datetime(2024, 5, 6, 12, 54, 20, tzinfo=UTC),
+        "c2VuZGdyaWQtZGVmZXJyZWQtMQ",
+        None,
+    ),
+    (
+        "complaint",
+        "complaint",
+        datetime(2024, 5, 6, 13, 3, 20, tzinfo=UTC),
+        "c2VuZGdyaWQtc3BhbS0x",
+        None,
+    ),
+    (
+        "delivered",
+        "delivered",
+        datetime(2024, 5, 6, 12, 54, 10, tzinfo=UTC),
+        "c2VuZGdyaWQtZGVsaXZlcmVkLTE",
+        None,
+    ),
 ]
 
 
-@pytest.mark.parametrize(("name", "kind", "occurred_at", "event_id", "url"), CASES, ids=[c[0] for c in CASES])
-def test_each_documented_event_parses_into_our_normalised_event(
-    payload, name, kind, occurred_at, event_id, url
-):
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_each_documented_event_parses_into_our_normalised_event(payload, case):
+    name, kind, occurred_at, event_id, url = case
     (event,) = adapter.parse(InboundRequest("POST", URL, {}, body_of(payload, name))).events
     assert event.kind == kind
     assert event.email == "jane@example.com"
@@ -109,7 +143,9 @@ def test_non_integer_custom_args_are_ignored(payload):
 
 def test_a_valid_signature_verifies(payload, private_key, now, guard):
     request = signed_request(body_of(payload, "click"), private_key)
-    adapter.verify(request, [{"public_key": public_key_as_configured(private_key)}], now=now, guard=guard)
+    adapter.verify(
+        request, [{"public_key": public_key_as_configured(private_key)}], now=now, guard=guard
+    )
 
 
 def test_any_configured_account_may_verify(payload, private_key, now, guard):
@@ -123,22 +159,25 @@ def test_a_tampered_body_is_refused(payload, private_key, now, guard):
     request = signed_request(body_of(payload, "click"), private_key)
     tampered = InboundRequest("POST", URL, request.headers, request.body.replace(b"42", b"43"))
     with pytest.raises(AuthenticationError):
-        adapter.verify(tampered, [{"public_key": public_key_as_configured(private_key)}], now=now,
-                       guard=guard)
+        adapter.verify(
+            tampered, [{"public_key": public_key_as_configured(private_key)}], now=now, guard=guard
+        )
 
 
 def test_a_signature_from_another_key_is_refused(payload, private_key, now, guard):
     request = signed_request(body_of(payload, "click"), ec.generate_private_key(ec.SECP256R1()))
     with pytest.raises(AuthenticationError):
-        adapter.verify(request, [{"public_key": public_key_as_configured(private_key)}], now=now,
-                       guard=guard)
+        adapter.verify(
+            request, [{"public_key": public_key_as_configured(private_key)}], now=now, guard=guard
+        )
 
 
 def test_a_request_without_signature_headers_is_refused(payload, private_key, now, guard):
     request = InboundRequest("POST", URL, {}, body_of(payload, "click"))
     with pytest.raises(AuthenticationError):
-        adapter.verify(request, [{"public_key": public_key_as_configured(private_key)}], now=now,
-                       guard=guard)
+        adapter.verify(
+            request, [{"public_key": public_key_as_configured(private_key)}], now=now, guard=guard
+        )
 
 
 def test_no_configured_key_means_no_request_is_accepted(payload, private_key, now, guard):

@@ -1,0 +1,40 @@
+# One target per job. `make run` and `make test` are the whole quick start.
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed-stamp
+PYTHON  ?= python3
+
+.PHONY: install run test lint bench bench-check browser clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)  ## virtual environment at .venv (idempotent)
+
+run: install  ## migrate, then web service + mail sink on 127.0.0.1 (SQLite, dev secrets)
+	GATEKEEPER_ENV=dev $(BIN)/gatekeeper db upgrade
+	GATEKEEPER_ENV=dev $(BIN)/gatekeeper apikey bootstrap
+	GATEKEEPER_ENV=dev $(BIN)/gatekeeper run
+
+browser:  ## Debian's Chromium for the page tests (installed once)
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian chromium for the browser tests"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  || { echo "could not install chromium (need root or sudo)"; exit 1; }; }
+
+test: install browser  ## every test, on SQLite and PostgreSQL
+	$(BIN)/pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check gatekeeper webhooks
+	$(BIN)/mypy
+
+bench: install  ## benchmarks at full size; each prints its figure, baseline and ratio
+	$(BIN)/python bench/import.py
+
+clean:
+	rm -rf $(VENV) var build *.egg-info
