@@ -93,8 +93,10 @@ def _b2c_electronic(c: Campaign, s: Situation, p: Policy) -> str:
     if status in ("valid", "withdrawn"):
         return _opt_in(c, s, p)
     soft = _soft_opt_in(c, s, p)
-    if soft == r.BASIS_SOFT_OPT_IN or status == "invalid":
-        return soft if soft == r.BASIS_SOFT_OPT_IN else r.CONSENT_INVALID
+    if soft == r.BASIS_SOFT_OPT_IN:
+        return soft
+    if status == "invalid":
+        return r.CONSENT_INVALID
     if soft == r.SOFT_OPT_IN_NOT_ANALOGOUS:
         return soft
     client_like = bool(s.profile and (s.profile.bought or s.profile.has_account))
@@ -111,7 +113,9 @@ def _b2c_phone(c: Campaign, s: Situation, p: Policy) -> str:
     object; before, opt-out (Bloctel is checked in step 2)."""
     status = consent_status(c, s)
     if status == "withdrawn" or not s.consent_law_in_force:
-        if status != "withdrawn" and s.contract_in_progress and not c.is_charity:
+        # Before 2026-08-11 the contract only matters as the Bloctel exception (step 2).
+        bloctel_exception = s.bloctel_listed and s.contract_in_progress
+        if status != "withdrawn" and bloctel_exception:
             return r.BASIS_CONTRACT_IN_PROGRESS
         return _opt_out(c, s, p)
     if status == "valid":

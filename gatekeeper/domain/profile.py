@@ -62,14 +62,26 @@ class GateProfile:
     _hash: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        values = tuple(getattr(self, f) for f in self.__dataclass_fields__ if f != "_hash")
+        values = tuple(getattr(self, f) for f in _PROFILE_FIELDS)
         object.__setattr__(self, "_hash", hash(values))
 
     def __hash__(self) -> int:
         return self._hash
 
+    def __eq__(self, other: object) -> bool:
+        # Memo lookups compare profiles on every hit: identity and cached hash first.
+        if self is other:
+            return True
+        if not isinstance(other, GateProfile) or self._hash != other._hash:
+            return False
+        mine = tuple(getattr(self, f) for f in _PROFILE_FIELDS)
+        return mine == tuple(getattr(other, f) for f in _PROFILE_FIELDS)
+
     def consents_on(self, channel: str) -> tuple[ChannelConsent, ...]:
         return tuple(k for ch, k in self.consents if ch == channel)
+
+
+_PROFILE_FIELDS = tuple(f for f in GateProfile.__dataclass_fields__ if f != "_hash")
 
 
 @dataclass(frozen=True, slots=True)
