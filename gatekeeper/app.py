@@ -29,13 +29,18 @@ def create_app(settings: Settings | None = None, overrides: Mapping[str, Any] | 
     app.extensions["gatekeeper.context"] = context_from(settings)
     db.init_app(app, db.Database(settings.database_url))
 
-    from gatekeeper import jobs
+    from gatekeeper import jobs, webhook_views
     from gatekeeper.api import bp as api_bp
 
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the contract's field order
     jobs.init_app(app)
     # blueprints (one line each; helpers add theirs here)
     app.register_blueprint(api_bp)
+    from gatekeeper import links  # public links: /u /r /p /c /d
+
+    app.register_blueprint(links.bp)
+    links.init_app(app)  # fast path for GET /u, /c, /d and the pages' security headers
+    app.register_blueprint(webhook_views.bp)
     _register_errors(app)
     return app
 

@@ -90,6 +90,10 @@ class Contact(Base):
     external_id: Mapped[str | None] = mapped_column(String(200), unique=True)
     email: Mapped[str | None] = mapped_column(String(320), unique=True)
     phone: Mapped[str | None] = mapped_column(String(20), unique=True)
+    # Keyed hashes of the coordinates, so the gate joins suppressions set-based even when a
+    # recipient is named by external_id (and so a hash survives when the clear text goes).
+    email_hash: Mapped[str | None] = mapped_column(String(64))
+    phone_hash: Mapped[str | None] = mapped_column(String(64))
     first_name: Mapped[str | None] = mapped_column(String(200))
     last_name: Mapped[str | None] = mapped_column(String(200))
     postal_address: Mapped[dict[str, Any] | None] = mapped_column(JSON)
@@ -173,3 +177,68 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class WebhookEvent(Base):
+    """One provider event as received (raw payload kept), stored once per provider event."""
+
+    __tablename__ = "webhook_events"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    dedupe_key: Mapped[str] = mapped_column(String(255), unique=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    provider_event: Mapped[str] = mapped_column(String(64))
+    occurred_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id", ondelete="SET NULL"), index=True)
+    campaign_id: Mapped[int | None] = mapped_column(BigInteger)
+    raw: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class WebhookToken(Base):
+    """Signature tokens already used (Mailgun signs timestamp + token only: replays are refused)."""
+
+    __tablename__ = "webhook_tokens"
+    __table_args__ = (UniqueConstraint("provider", "token"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    token: Mapped[str] = mapped_column(String(255))
+    seen_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+
+
+class CampaignRow(Base):
+    __tablename__ = "campaigns"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    channel: Mapped[str] = mapped_column(String(16))
+    purpose: Mapped[str] = mapped_column(String(16))
+    sender: Mapped[str] = mapped_column(String(200))
+    sender_nonprofit: Mapped[bool] = mapped_column(default=False)
+    product_category: Mapped[str | None] = mapped_column(String(200))
+    topic_tags: Mapped[list[str] | None] = mapped_column(JSON)
+    professional_relevance: Mapped[bool] = mapped_column(default=False)
+    partner: Mapped[str | None] = mapped_column(String(200))
+    sector: Mapped[str | None] = mapped_column(String(64))
+    send_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class VerdictRun(Base):
+    """Every decision run (a check call or a campaign list) with the policy version that decided."""
+
+    __tablename__ = "verdict_runs"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaigns.id", ondelete="SET NULL"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # check | list
+    state: Mapped[str] = mapped_column(String(16), default="done")
+    as_of: Mapped[datetime] = mapped_column(UtcDateTime)
+    policy_id: Mapped[str] = mapped_column(String(32))
+    policy_version: Mapped[str] = mapped_column(String(32))
+    recipients: Mapped[int] = mapped_column(BigInteger, default=0)
+    allowed: Mapped[int] = mapped_column(BigInteger, default=0)
+    blocked: Mapped[int] = mapped_column(BigInteger, default=0)
+    duplicates: Mapped[int] = mapped_column(BigInteger, default=0)
+    by_reason: Mapped[dict[str, int] | None] = mapped_column(JSON)
+    output_path: Mapped[str | None] = mapped_column(String(500))
+    job_id: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

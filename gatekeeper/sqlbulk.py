@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from functools import lru_cache
 from itertools import islice
 from typing import Any
 
@@ -41,12 +42,22 @@ def ts_value(dialect: str, value: datetime | None) -> Any:
     if value is None:
         return None
     if dialect == "sqlite":
-        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+        return _sqlite_ts(value)
     return value
 
 
+@lru_cache(maxsize=65536)
+def _sqlite_ts(value: datetime) -> str:
+    # Bulk rows repeat the same instants (collection dates): format each once.
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+# One encoder, built once: json.dumps with non-default arguments builds a new one per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def json_value(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return None if value is None else _ENCODER.encode(value)
 
 
 def load_rows(session: Session, name: str, columns: Columns, rows: Iterable[Sequence[Any]]) -> int:

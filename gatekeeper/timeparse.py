@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
@@ -19,7 +20,12 @@ def parse_instant(value: object) -> datetime:
         return _aware(value)
     if not isinstance(value, str) or not value.strip():
         raise InstantError("expected an RFC 3339 date or date-time")
-    text = value.strip()
+    return _parse_text(value.strip())
+
+
+@lru_cache(maxsize=65536)
+def _parse_text(text: str) -> datetime:
+    # Imports repeat the same dates thousands of times: parse each spelling once.
     try:
         if _DATE_ONLY.match(text):
             return datetime.combine(date.fromisoformat(text), datetime.min.time(), PARIS).astimezone(UTC)

@@ -47,7 +47,7 @@ def upsert_contacts_view() -> tuple[Response, int]:
     refuse_json_problems(problems, "contacts")
     session = request_session()
     with indexed_errors():
-        result = upsert_contacts(session, records, ctx.policy)
+        result = upsert_contacts(session, records, ctx)
     session.commit()
     contacts = [{"id": cid, "external_id": ext} for _row, (cid, ext) in sorted(result.ids.items())]
     body = {"created": result.created, "updated": result.updated, "unchanged": result.unchanged,

@@ -105,7 +105,7 @@ def stored_summary(facts: ContactFacts, policy: Policy) -> tuple[Stored, dict[st
     return Stored(
         clock=str(clock.clock), anchor_at=clock.anchor_at, anchor_kind=clock.anchor_kind,
         deadline=clock.deadline, reconsent_at=clock.reconsent_at, refused_at=refused,
-        profile_key=key_of(profile), instants=instants or None,
+        profile_key=key_of(profile), instants=instants if any(instants.values()) else None,
     ), profile
 
 

@@ -17,7 +17,8 @@ from zoneinfo import available_timezones
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from gatekeeper.domain.policy import Policy
+from gatekeeper.register.context import RegisterContext
+from gatekeeper.security import KeyedHasher
 from gatekeeper.errors import ValidationError
 from gatekeeper.models import utcnow
 from gatekeeper.register import clocks
@@ -124,7 +125,7 @@ def _record(
     return ContactRecord(
         row=row, external_id=v["external_id"], email=email, phone=phone,
         first_name=v["first_name"], last_name=v["last_name"], postal_address=address or None,
-        audience=v["audience"] or "b2c", profession_tags=v["profession_tags"],
+        audience=v["audience"] or "b2c", profession_tags=v["profession_tags"] or [],
         collected_at=v["collected_at"], collected_by=v["collected_by"],
         source_type=v["source.type"] or "direct", source_name=v["source.name"],
         source_proof_ref=v["source.proof_ref"], purpose=v["purpose"] or "marketing",
@@ -142,11 +143,12 @@ DATA_COLUMNS: list[tuple[str, str]] = [
     ("source_type", "text"), ("source_name", "text"), ("source_proof_ref", "text"),
     ("purpose", "text"), ("timezone", "text"), ("attributes", "json"),
 ]
+HASH_COLUMNS: list[tuple[str, str]] = [("email_hash", "text"), ("phone_hash", "text")]
 CLOCK_COLUMNS: list[tuple[str, str]] = [
     ("clock", "text"), ("clock_anchor_at", "ts"), ("clock_anchor_kind", "text"),
     ("deadline", "ts"), ("reconsent_at", "ts"), ("profile_key", "text"), ("instants", "json"),
 ]
-STAGE_COLUMNS = [("row_no", "int"), *DATA_COLUMNS, *CLOCK_COLUMNS, ("contact_id", "int")]
+STAGE_COLUMNS = [("row_no", "int"), *DATA_COLUMNS, *HASH_COLUMNS, *CLOCK_COLUMNS, ("contact_id", "int")]
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +162,7 @@ class UpsertResult:
 def upsert_contacts(
     session: Session,
     records: Iterable[ContactRecord],
-    policy: Policy,
+    ctx: RegisterContext,
     *,
     want_ids: bool = True,
     before_apply: Callable[[], None] = lambda: None,
@@ -169,8 +171,8 @@ def upsert_contacts(
     streaming import raises there if any row was invalid, before anything is written)."""
     dialect = dialect_of(session)
     create_temp(session, STAGE, STAGE_COLUMNS)
-    summaries = clocks.NewContactSummaries(policy)
-    load_rows(session, STAGE, STAGE_COLUMNS, _stage_rows(records, dialect, summaries))
+    summaries = clocks.NewContactSummaries(ctx.policy)
+    load_rows(session, STAGE, STAGE_COLUMNS, _stage_rows(records, dialect, summaries, ctx.hasher))
     before_apply()
     summaries.store_profiles(session)
     _check_duplicates(session)
@@ -185,21 +187,24 @@ def upsert_contacts(
     ids = _ids(session) if want_ids else {}
     drop_temp(session, STAGE)
     # Existing contacts may have events: their clock is recomputed from all their facts.
-    clocks.refresh(session, refreshed_ids, policy)
+    clocks.refresh(session, refreshed_ids, ctx.policy)
     return UpsertResult(created=created, updated=updated, unchanged=existing - updated, ids=ids)
 
 
 def _stage_rows(
-    records: Iterable[ContactRecord], dialect: str, summaries: clocks.NewContactSummaries
+    records: Iterable[ContactRecord], dialect: str, summaries: clocks.NewContactSummaries,
+    hasher: KeyedHasher,
 ) -> Iterator[tuple[Any, ...]]:
     for r in records:
         s = summaries.for_record(r)
+        email_hash = hasher.coordinate("email", r.email) if r.email else None
+        phone_hash = hasher.coordinate("phone", r.phone) if r.phone else None
         yield (
             r.row, r.external_id, r.email, r.phone, r.first_name, r.last_name,
             json_value(r.postal_address), r.audience, json_value(r.profession_tags or None),
             ts_value(dialect, r.collected_at), r.collected_by, r.source_type, r.source_name,
             r.source_proof_ref, r.purpose, r.timezone, json_value(r.attributes),
-            s.clock, ts_value(dialect, s.anchor_at), s.anchor_kind, ts_value(dialect, s.deadline),
+            email_hash, phone_hash, s.clock, ts_value(dialect, s.anchor_at), s.anchor_kind, ts_value(dialect, s.deadline),
             ts_value(dialect, s.reconsent_at), s.profile_key, json_value(s.instants), None,
         )
 
@@ -207,10 +212,11 @@ def _stage_rows(
 def _check_duplicates(session: Session) -> None:
     problems = Problems()
     for col in ("external_id", "email", "phone"):
+        session.execute(text(f"CREATE INDEX ix_{STAGE}_{col} ON {STAGE} ({col})"))
         rows = session.execute(text(
-            f"SELECT s.row_no, (SELECT min(t.row_no) FROM {STAGE} t WHERE t.{col} = s.{col}) "  # noqa: S608
-            f"FROM {STAGE} s WHERE s.{col} IS NOT NULL AND EXISTS (SELECT 1 FROM {STAGE} t "
-            f"WHERE t.{col} = s.{col} AND t.row_no < s.row_no) ORDER BY s.row_no LIMIT 100"))
+            f"SELECT s.row_no, d.first FROM {STAGE} s JOIN (SELECT {col} AS v, min(row_no) AS first "  # noqa: S608
+            f"FROM {STAGE} WHERE {col} IS NOT NULL GROUP BY {col} HAVING count(*) > 1) d ON d.v = s.{col} "
+            f"WHERE s.row_no > d.first ORDER BY s.row_no LIMIT 100"))
         for row, first in rows:
             problems.add(row, col, f"same {col} as row {first}: a contact appears once per batch")
     if problems:
@@ -259,7 +265,7 @@ def _changed_predicate(dialect: str) -> str:
 
 
 def _update_existing(session: Session, dialect: str) -> int:
-    sets = ", ".join(f"{col} = COALESCE(s.{col}, contacts.{col})" for col, _ in DATA_COLUMNS)
+    sets = ", ".join(f"{col} = COALESCE(s.{col}, contacts.{col})" for col, _ in DATA_COLUMNS + HASH_COLUMNS)
     result = session.execute(text(
         f"UPDATE contacts SET {sets}, updated_at = :now FROM {STAGE} s "  # noqa: S608
         f"WHERE contacts.id = s.contact_id AND ({_changed_predicate(dialect)})"),
@@ -268,7 +274,7 @@ def _update_existing(session: Session, dialect: str) -> int:
 
 
 def _insert_new(session: Session) -> int:
-    cols = [c for c, _ in DATA_COLUMNS] + [c for c, _ in CLOCK_COLUMNS]
+    cols = [c for c, _ in DATA_COLUMNS + HASH_COLUMNS + CLOCK_COLUMNS]
     names = ", ".join(cols)
     values = ", ".join(f"COALESCE({c}, {d})" if d else c for c, d in _defaults(cols))
     result = session.execute(text(

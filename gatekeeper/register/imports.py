@@ -81,7 +81,7 @@ def _contacts(session: Session, path: Path, ctx: RegisterContext, problems: Prob
             if not _extra(row, item, problems) and (rec := parse_contact(item, row, problems, ctx.region)):
                 yield rec
 
-    result = upsert_contacts(session, records(), ctx.policy, want_ids=False,
+    result = upsert_contacts(session, records(), ctx, want_ids=False,
                              before_apply=lambda: _refuse(problems, "contacts"))
     return {"created": result.created, "updated": result.updated, "unchanged": result.unchanged}
 

@@ -130,8 +130,16 @@ def apply_specs(
     out: dict[str, Any] = {}
     ok = True
     for name, spec in specs.items():
+        value = raw.get(name)
+        if value is None or value == "":
+            # The common case in CSV files: an empty cell. No parser call needed.
+            if spec.required:
+                problems.add(row, name, "is required")
+                ok = False
+            out[name] = None
+            continue
         try:
-            value = spec.parse(raw.get(name))
+            value = spec.parse(value)
         except FieldError as exc:
             problems.add(row, name, str(exc))
             ok = False

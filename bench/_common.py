@@ -1,0 +1,53 @@
+"""Shared bits of the benchmarks: deterministic data, timing, peak memory, the output line."""
+
+from __future__ import annotations
+
+import json
+import resource
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+FIRST = ["Paul", "Marie", "Jean", "Hélène", "Luc", "Chloé", "Nadia", "Karim", "Léa", "Hugo"]
+LAST = ["Martin", "Bernard", "Dubois", "Thomas", "Robert", "Richard", "Petit", "Durand", "Leroy", "Moreau"]
+CITIES = ["Paris", "Lyon", "Marseille", "Lille", "Nantes", "Rennes", "Bordeaux", "Nice"]
+
+
+def email_of(i: int) -> str:
+    return f"user{i}@example{i % 97}.fr"
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def peak_rss_mib() -> int:
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def ins_baseline(rows: int, workdir: Path) -> float:
+    """INS (PERFORMANCE.md): SQLite executemany of N tuples into a table with a unique index,
+    one transaction. Returns rows per second."""
+    path = workdir / "ins.db"
+    path.unlink(missing_ok=True)
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, email TEXT, first_name TEXT, last_name TEXT, city TEXT)")
+    conn.execute("CREATE UNIQUE INDEX t_email ON t (email)")
+    data = [(email_of(i), FIRST[i % 10], LAST[i % 10], CITIES[i % 8]) for i in range(rows)]
+    start = time.perf_counter()
+    with conn:
+        conn.executemany("INSERT INTO t (email, first_name, last_name, city) VALUES (?, ?, ?, ?)", data)
+    elapsed = time.perf_counter() - start
+    conn.close()
+    return rows / elapsed
+
+
+def emit(figures: list[dict[str, Any]]) -> None:
+    for f in figures:
+        print(f"  {f['bench']:<10} {f.get('db', ''):<10} {f['value']:>12,.1f} {f['unit']:<10} "
+              f"baseline {f['baseline']} {f['baseline_value']:,.1f}  ratio {f['ratio']:.2f}")
+    print(json.dumps(figures))

@@ -1,0 +1,258 @@
+"""Public links under load: gunicorn (2 sync workers) and wrk on 127.0.0.1 only.
+
+Measures, in the same run and on the same machine (PERFORMANCE.md):
+  1. the HTTP baseline: bench/trivial_app.py, a bare WSGI 302;
+  2. ``GET /u/{token}``: verify + read the contact + render the unsubscribe page;
+  3. ``GET /c/{token}``: verify + record a counting click + recompute the clock + 302;
+and prints req/s and p99 of each with the ratios to the baseline. Each request of 2 and 3
+names another contact (a campaign's clicks come from many people, not one), from a register of
+generated contacts in a fresh database.
+
+    .venv/bin/python bench/links.py --seconds 10            # SQLite (default)
+    .venv/bin/python bench/links.py --seconds 10 --db postgresql
+
+Needs ``wrk`` (Debian package); run as root it installs it with apt-get, else says how.
+The last line of output is the JSON list of figures (PERFORMANCE.md "Output contract").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sqlalchemy import create_engine, text  # noqa: E402
+
+from gatekeeper.config import load_settings  # noqa: E402
+from gatekeeper.db import Database  # noqa: E402
+from gatekeeper.links.tokens import LinkSigner, utc_clock  # noqa: E402
+from gatekeeper.migrate import upgrade  # noqa: E402
+from gatekeeper.register.contacts import parse_contact, upsert_contacts  # noqa: E402
+from gatekeeper.register.context import context_from  # noqa: E402
+from gatekeeper.register.schema import Problems  # noqa: E402
+
+PG_ADMIN = os.environ.get("GATEKEEPER_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+SECRET = "bench-secret-not-for-production"
+BROWSER_UA = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
+LUA = """
+local paths = {}
+for line in io.lines(os.getenv("GK_PATHS")) do paths[#paths + 1] = line end
+local i = 0
+request = function()
+  i = i % #paths + 1
+  return wrk.format("GET", paths[i])
+end
+"""
+WARM_UP = 2  # seconds of load before each measured run, not counted
+# PERFORMANCE.md targets (ratios to the trivial 302 in the same run).
+TARGETS = {"unsubscribe_get": (0.85, 1.5), "click": (0.65, 2.0)}
+
+
+def ensure_wrk() -> str:
+    found = shutil.which("wrk")
+    if found:
+        return found
+    print("wrk is not installed; it is the Debian package 'wrk'.", flush=True)
+    if os.geteuid() == 0:
+        print("installing it: apt-get install -y wrk", flush=True)
+        subprocess.run(["apt-get", "update", "-qq"], check=False)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=False,
+                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    found = shutil.which("wrk")
+    if not found:
+        sys.exit("wrk is required: run `sudo apt-get install wrk`, then this benchmark again")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"gunicorn exited with {proc.returncode}; see its log above")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                time.sleep(0.5)  # let both workers boot
+                return
+        time.sleep(0.1)
+    sys.exit("gunicorn did not start listening in time")
+
+
+@contextmanager
+def gunicorn(app: str, env: dict[str, str], log: Path) -> Any:
+    port = free_port()
+    args = [sys.executable, "-m", "gunicorn", "--workers", "2", "--bind", f"127.0.0.1:{port}",
+            "--chdir", str(ROOT), app]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(args, env={**os.environ, **env}, stdout=out, stderr=out)
+        try:
+            wait_listening(port, proc)
+            yield port
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+def run_wrk(wrk: str, url: str, seconds: int, connections: int, script: Path | None = None,
+            paths: Path | None = None) -> dict[str, float]:
+    args = [wrk, "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
+            "-H", f"User-Agent: {BROWSER_UA}", "-H", "Accept-Language: fr-FR,fr;q=0.9"]
+    if script is not None:
+        args += ["-s", str(script)]
+    env = {**os.environ, "GK_PATHS": str(paths or "")}
+    out = subprocess.run([*args, url], capture_output=True, text=True, env=env, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", out)
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors:.*", out)
+    total = re.search(r"(\d+) requests in", out)
+    return {"rps": rps, "p99_ms": float(p99.group(1)) * _UNITS[p99.group(2)],  # type: ignore[union-attr]
+            "bad": float(bad.group(1)) if bad else 0.0, "requests": float(total.group(1)) if total else 0.0,
+            "socket_errors": 1.0 if errors else 0.0}
+
+
+def make_register(url: str, contacts: int) -> None:
+    upgrade(url)
+    settings = load_settings(environ={}, overrides={"env": "bench", "secret_key": SECRET, "database_url": url})
+    ctx = context_from(settings)
+    problems = Problems()
+    records = [parse_contact({"external_id": f"bench-{i}", "email": f"user{i}@example{i % 97}.fr",
+                              "first_name": "Paul", "collected_at": "2025-06-10", "collected_by": "ACME SAS"},
+                             i, problems, "FR") for i in range(contacts)]
+    database = Database(url)
+    with database.session_scope() as session:
+        upsert_contacts(session, [r for r in records if r is not None], ctx.policy, want_ids=False)
+    database.engine.dispose()
+
+
+def write_paths(path: Path, kind: str, contacts: int) -> None:
+    signer = LinkSigner([SECRET], "http://127.0.0.1", utc_clock)
+    sent = datetime.now(UTC) - timedelta(hours=1)  # past the scanner grace: every click counts
+    with path.open("w") as fh:
+        for cid in range(1, contacts + 1):
+            if kind == "unsubscribe":
+                fh.write(f"/u/{signer.unsubscribe(cid, 1)}\n")
+            else:
+                fh.write(f"/c/{signer.tracked('click', cid, 1, 'https://shop.example/offre?id=42', sent)}\n")
+
+
+def count_clicks(url: str) -> int:
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.connect() as conn:
+        n = conn.execute(text("SELECT COUNT(*) FROM events WHERE type = 'interest'")).scalar_one()
+    engine.dispose()
+    return int(n)
+
+
+@contextmanager
+def database(kind: str, workdir: Path) -> Any:
+    if kind == "sqlite":
+        yield f"sqlite:///{workdir / 'bench.db'}"
+        return
+    name = f"gk_bench_{os.getpid()}"
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def figure(name: str, db: str, measured: dict[str, float], base: dict[str, float]) -> list[dict[str, Any]]:
+    rate_target, p99_target = TARGETS[name]
+    return [
+        {"bench": f"links.{name}", "db": db, "value": round(measured["rps"], 1), "unit": "req/s",
+         "baseline": "HTTP", "baseline_value": round(base["rps"], 1),
+         "ratio": round(measured["rps"] / base["rps"], 3), "target_min": rate_target},
+        {"bench": f"links.{name}.p99", "db": db, "value": round(measured["p99_ms"], 2), "unit": "ms",
+         "baseline": "HTTP p99", "baseline_value": round(base["p99_ms"], 2),
+         "ratio": round(measured["p99_ms"] / base["p99_ms"], 3), "target_max": p99_target},
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
+    args = parser.parse_args()
+    wrk = ensure_wrk()
+    contacts = min(100_000, max(5_000, args.seconds * 3_000))
+    with tempfile.TemporaryDirectory(prefix="gk-bench-links-") as tmp, database(args.db, Path(tmp)) as url:
+        work = Path(tmp)
+        print(f"register: {contacts} contacts ({args.db}); wrk -t1 -c{args.connections} -d{args.seconds}s", flush=True)
+        make_register(url, contacts)
+        for kind in ("unsubscribe", "click"):
+            write_paths(work / f"{kind}.txt", kind, contacts)
+        (work / "paths.lua").write_text(LUA)
+        with gunicorn("bench.trivial_app:app", {}, work / "trivial.log") as port:
+            run_wrk(wrk, f"http://127.0.0.1:{port}/r", WARM_UP, args.connections)
+            base = run_wrk(wrk, f"http://127.0.0.1:{port}/r", args.seconds, args.connections)
+        with gunicorn("bench.trivial_app:flask_app", {}, work / "flask.log") as port:
+            run_wrk(wrk, f"http://127.0.0.1:{port}/r", WARM_UP, args.connections)
+            flask = run_wrk(wrk, f"http://127.0.0.1:{port}/r", args.seconds, args.connections)
+        env = {"GATEKEEPER_ENV": "bench", "GATEKEEPER_SECRET_KEY": SECRET, "GATEKEEPER_DATABASE_URL": url,
+               "GATEKEEPER_ARCHIVE_DATABASE_URL": f"sqlite:///{work / 'archive.db'}",
+               # The limiter still runs on every request; wrk is one address, so lift its ceiling.
+               "GATEKEEPER_RATE_LIMIT_PER_MINUTE": str(10**9)}
+        results = {}
+        with gunicorn("gatekeeper.wsgi:app", env, work / "gatekeeper.log") as port:
+            for name, kind in (("unsubscribe_get", "unsubscribe"), ("click", "click")):
+                # Workers import the app and compile templates on their first requests.
+                run_wrk(wrk, f"http://127.0.0.1:{port}", WARM_UP, args.connections,
+                        work / "paths.lua", work / f"{kind}.txt")
+                results[name] = run_wrk(wrk, f"http://127.0.0.1:{port}", args.seconds, args.connections,
+                                        work / "paths.lua", work / f"{kind}.txt")
+        recorded = count_clicks(url)
+        report(base, flask, results, recorded, args.db, work)
+
+
+def report(base: dict[str, float], flask: dict[str, float], results: dict[str, dict[str, float]],
+           recorded: int, db: str, work: Path) -> None:
+    print(f"  trivial 302        {base['rps']:>9,.0f} req/s  p99 {base['p99_ms']:6.2f} ms")
+    print(f"  (flask 302         {flask['rps']:>9,.0f} req/s  p99 {flask['p99_ms']:6.2f} ms   "
+          f"ratio {flask['rps'] / base['rps']:.2f}: the framework alone, for reference)")
+    figures: list[dict[str, Any]] = [
+        {"bench": "links.flask_302", "db": db, "value": round(flask["rps"], 1), "unit": "req/s",
+         "baseline": "HTTP", "baseline_value": round(base["rps"], 1),
+         "ratio": round(flask["rps"] / base["rps"], 3), "note": "reference only, no target"}]
+    for name, measured in results.items():
+        print(f"  {name:<18} {measured['rps']:>9,.0f} req/s  p99 {measured['p99_ms']:6.2f} ms   "
+              f"ratio {measured['rps'] / base['rps']:.2f} (target >= {TARGETS[name][0]}),  "
+              f"p99 ratio {measured['p99_ms'] / base['p99_ms']:.2f} (target <= {TARGETS[name][1]})")
+        if measured["bad"] or measured["socket_errors"]:
+            print(f"  WARNING {name}: {measured['bad']:.0f} non-2xx/3xx answers or socket errors; "
+                  f"see {work}/gatekeeper.log")
+        figures += figure(name, db, measured, base)
+    print(f"  clicks recorded: {recorded} of {results['click']['requests']:.0f} requests")
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+"""The hot public endpoints as a thin WSGI layer in front of Flask.
+
+``GET /u/{token}`` (every webmail that opens the List-Unsubscribe URL, every person reading the
+page) and ``GET|HEAD /c|d/{token}`` (every click of every recipient, plus the link scanners that
+fetch them all seconds after delivery) are served here without Flask's request machinery, which
+alone costs about a third of a trivial 302 under gunicorn (measured by bench/links.py). They only
+verify a token, read one row, and render a page or record a click and redirect; everything with
+a form body (the POSTs, reconsent, preferences) goes on to the Flask blueprint in ``pages``.
+Both use the same signer, limiter, records, templates and security headers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import parse_qs
+
+from gatekeeper.links import i18n
+from gatekeeper.links.headers import security_headers
+from gatekeeper.links.records import ContactCard, Raw, load_card, record_interest
+from gatekeeper.links.service import LinkService
+from gatekeeper.links.tokens import LinkClaims, TokenExpiredError, TokenInvalidError
+
+StartResponse = Callable[..., Any]
+WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+STATUS = {
+    200: "200 OK",
+    302: "302 Found",
+    400: "400 Bad Request",
+    410: "410 Gone",
+    429: "429 Too Many Requests",
+}
+_ROUTES = {"/u/": "unsubscribe", "/c/": "click", "/d/": "download"}
+
+
+class FastLinks:
+    def __init__(self, app: WsgiApp, service: LinkService) -> None:
+        self.app = app
+        self.service = service
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path: str = environ.get("PATH_INFO", "")
+        purpose = _ROUTES.get(path[:3])
+        method = environ.get("REQUEST_METHOD", "GET")
+        if purpose is None or method not in ("GET", "HEAD") or "/" in path[3:] or len(path) < 4:
+            return self.app(environ, start_response)
+        return _Request(self.service, environ, start_response, purpose, method).respond(path[3:])
+
+
+class _Request:
+    def __init__(
+        self,
+        service: LinkService,
+        environ: dict[str, Any],
+        start_response: StartResponse,
+        purpose: str,
+        method: str,
+    ) -> None:
+        self.s, self.environ, self.start_response = service, environ, start_response
+        self.purpose, self.method = purpose, method
+        query = environ.get("QUERY_STRING", "")
+        asked = parse_qs(query).get("lang", [None])[0] if query else None
+        self.lang = i18n.negotiate(asked, environ.get("HTTP_ACCEPT_LANGUAGE"))
+
+    def respond(self, token: str) -> Iterable[bytes]:
+        retry = self.s.limiter.hit(self.environ.get("REMOTE_ADDR") or "-")
+        if retry:
+            return self.page(
+                429,
+                "public/message.html",
+                [("Retry-After", str(int(retry) + 1))],
+                title_key="e_rate_title",
+                body_key="e_rate_body",
+            )
+        try:
+            claims = self.s.signer.load(self.purpose, token)
+        except TokenInvalidError:
+            return self.page(
+                400, "public/message.html", title_key="e_invalid_title", body_key="e_invalid_body"
+            )
+        except TokenExpiredError as exc:
+            dest = exc.claims.url if exc.claims is not None else None
+            return self.page(
+                410,
+                "public/message.html",
+                title_key="e_expired_title",
+                body_key="e_expired_body",
+                destination=dest,
+            )
+        raw = self.s.database.engine.raw_connection()
+        try:
+            return self.with_claims(Raw(raw, self.s.database.dialect), claims, token)
+        except BaseException:
+            raw.rollback()
+            raise
+        finally:
+            raw.close()
+
+    def with_claims(self, raw: Raw, claims: LinkClaims, token: str) -> Iterable[bytes]:
+        card = load_card(raw, claims.contact_id)
+        if claims.purpose != "unsubscribe":
+            return self.track(raw, claims, card)
+        if card is None or not card.recordable:
+            return self.page(
+                410, "public/message.html", title_key="e_erased_title", body_key="e_erased_body"
+            )
+        return self.unsubscribe_page(claims, card)
+
+    def track(self, raw: Raw, claims: LinkClaims, card: ContactCard | None) -> Iterable[bytes]:
+        # An erased person still reaches the page they clicked; nothing about them is stored.
+        if card is not None and card.recordable:
+            with self.s.writer.held():
+                record_interest(
+                    raw,
+                    self.s.context.policy,
+                    card,
+                    claims,
+                    method=self.method,
+                    user_agent=self.environ.get("HTTP_USER_AGENT"),
+                    now=self.s.now(),
+                )
+                raw.connection.commit()
+        headers = [("Location", str(claims.url)), ("Content-Length", "0"), *self.security()]
+        self.start_response(STATUS[302], headers)
+        return [b""]
+
+    def unsubscribe_page(self, claims: LinkClaims, card: ContactCard) -> Iterable[bytes]:
+        prefs = self.s.signer.preferences(claims.contact_id, claims.campaign_id)
+        address = _address(card, claims.channel)
+        fixed = (
+            ("channel_by", i18n.CHANNEL_BY[self.lang][claims.channel]),
+            ("has_address", address is not None),
+        )
+        body = self.s.render_fast(
+            "public/unsubscribe.html",
+            self.lang,
+            fixed,
+            address=address or "",
+            prefs_path=f"/p/{prefs}",
+        )
+        return self.send(200, body)
+
+    def page(
+        self, status: int, template: str, extra: list[tuple[str, str]] | None = None, **values: Any
+    ) -> Iterable[bytes]:
+        return self.send(status, self.s.render(template, self.lang, **values), extra)
+
+    def send(
+        self, status: int, text: str, extra: list[tuple[str, str]] | None = None
+    ) -> Iterable[bytes]:
+        body = text.encode()
+        headers = [
+            ("Content-Type", "text/html; charset=utf-8"),
+            ("Content-Length", str(len(body))),
+            ("Content-Language", self.lang),
+            ("Vary", "Accept-Language"),
+            *(extra or []),
+            *self.security(),
+        ]
+        self.start_response(STATUS[status], headers)
+        return [b""] if self.method == "HEAD" else [body]
+
+    def security(self) -> list[tuple[str, str]]:
+        return security_headers(https=self.s.https)
+
+
+def _address(card: ContactCard, channel: str) -> str | None:
+    if channel == "email" and card.email:
+        return i18n.mask_email(card.email)
+    if channel in ("sms", "phone", "automated_call", "fax") and card.phone:
+        return i18n.mask_phone(card.phone)
+    return None

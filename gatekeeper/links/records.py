@@ -1,0 +1,380 @@
+"""What the public links read and record, all SQL in one place.
+
+Consents and objections (unsubscribe, reconsent, preferences) go through the register's own
+``append_events``: the same validation-free fact store, the same keyed-hash suppressions (so an
+objection blocks the gate as soon as the view commits) and the same clock refresh.
+
+Tracked clicks are the hot path (one per recipient and link, bursts right after a send), so
+they are recorded with raw DB-API statements on one connection: insert the interest event and,
+only when it counts (not a scanner, RULES.md §4), recompute the contact's retention clock with
+the domain's own ``compute_clock``. An interest never changes the gate profile or its instants
+(they hold consents, objections, purchases and contracts), so only the clock columns are
+written; a test proves the row then equals what ``clocks.refresh`` writes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from gatekeeper.domain.policy import Policy
+from gatekeeper.domain.retention import compute_clock, interest_counts, reconsent_refused
+from gatekeeper.links.tokens import CHANNELS, LinkClaims
+from gatekeeper.register.clocks import facts_from
+from gatekeeper.register.context import RegisterContext
+from gatekeeper.register.events import EventRecord, append_events
+from gatekeeper.register.schema import dedupe_key
+from gatekeeper.sqlbulk import read_json, read_ts, ts_value
+from gatekeeper.timeparse import isoformat
+
+PREFERENCE_CHANNELS = ("email", "sms", "phone", "postal")
+_USER_AGENT_MAX = 300  # enough to recognise a scanner; never a fingerprint
+
+
+class Raw:
+    """A DB-API connection with the dialect's placeholder style (SQL is written with ``?``)."""
+
+    def __init__(self, connection: Any, dialect: str) -> None:
+        self.connection = connection
+        self.dialect = dialect
+
+    def _cursor(self, sql: str, params: Sequence[Any]) -> Any:
+        cursor = self.connection.cursor()
+        cursor.execute(_placeholders(sql, self.dialect), tuple(params))
+        return cursor
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        cursor = self._cursor(sql, params)
+        row = cursor.fetchone()
+        cursor.close()
+        return row
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        cursor = self._cursor(sql, params)
+        rows = cursor.fetchall()
+        cursor.close()
+        return list(rows)
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self._cursor(sql, params).close()
+
+    def ts(self, value: datetime | None) -> Any:
+        if value is None or self.dialect != "sqlite":
+            return ts_value(self.dialect, value)
+        # ts_value's exact text ("%Y-%m-%d %H:%M:%S.%f", naive UTC), without strftime's cost.
+        return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+@lru_cache(maxsize=64)
+def _placeholders(sql: str, dialect: str) -> str:
+    return sql.replace("?", "%s") if dialect == "postgresql" else sql
+
+
+def session_raw(session: Session) -> Raw:
+    """The request's own connection, so raw reads see (and join) the view's transaction."""
+    connection = session.connection()
+    return Raw(connection.connection.driver_connection, connection.dialect.name)
+
+
+_CARD_COLUMNS = (
+    "id, external_id, email, phone, first_name, last_name, postal_address, timezone, clock,"
+    " deadline, anonymised_at, audience, collected_at, collected_by, source_type, purpose,"
+    " profession_tags"
+)
+_CARD_SQL = f"SELECT {_CARD_COLUMNS} FROM contacts WHERE id = ?"  # noqa: S608 - constant
+
+
+class ContactCard:
+    """What a page may know about the person behind a token. Columns are converted when read:
+    the hot pages look at two or three of them."""
+
+    __slots__ = ("_row",)
+
+    def __init__(self, row: Sequence[Any]) -> None:
+        self._row = row
+
+    @property
+    def id(self) -> int:
+        return int(self._row[0])
+
+    @property
+    def external_id(self) -> str | None:
+        return self._row[1]  # type: ignore[no-any-return]
+
+    @property
+    def email(self) -> str | None:
+        return self._row[2]  # type: ignore[no-any-return]
+
+    @property
+    def phone(self) -> str | None:
+        return self._row[3]  # type: ignore[no-any-return]
+
+    @property
+    def has_name(self) -> bool:
+        return bool(self._row[4] or self._row[5])
+
+    @property
+    def has_postal(self) -> bool:
+        return bool(read_json(self._row[6]))
+
+    @property
+    def timezone(self) -> str | None:
+        return self._row[7]  # type: ignore[no-any-return]
+
+    @property
+    def clock(self) -> str:
+        return str(self._row[8])
+
+    @property
+    def deadline(self) -> datetime | None:
+        return None if self._row[9] is None else read_ts(self._row[9])
+
+    @property
+    def anonymised(self) -> bool:
+        return self._row[10] is not None
+
+    @property
+    def audience(self) -> str:
+        return str(self._row[11])
+
+    @property
+    def facts_row(self) -> dict[str, Any]:
+        """The columns ``clocks.facts_from`` reads."""
+        r = self._row
+        return {
+            "id": r[0],
+            "audience": r[11],
+            "collected_at": read_ts(r[12]),
+            "collected_by": r[13],
+            "source_type": r[14],
+            "purpose": r[15],
+            "timezone": r[7],
+            "profession_tags": r[16],
+            "anonymised_at": r[10],
+        }
+
+    @property
+    def ref(self) -> tuple[str, str] | None:
+        """How ``append_events`` names this contact."""
+        for value, kind in zip(self._row[1:4], ("external_id", "email", "phone"), strict=True):
+            if value:
+                return kind, value
+        return None
+
+    @property
+    def recordable(self) -> bool:
+        return self._row[10] is None and any(self._row[1:4])
+
+
+def load_card(raw: Raw, contact_id: int) -> ContactCard | None:
+    row = raw.one(_CARD_SQL, (contact_id,))
+    return None if row is None else ContactCard(row)
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelState:
+    """The person's latest word on one channel for our sender."""
+
+    answer: str | None  # "yes" (consent), "no" (refusal or objection), None (never asked)
+    objected: bool  # an objection in force: no consent given after it (GDPR art. 21)
+
+
+def channel_states(raw: Raw, contact_id: int, sender: str) -> dict[str, ChannelState]:
+    """Same instant: "no" wins [cautious], as in the domain's own ordering."""
+    rows = raw.all(
+        "SELECT type, occurred_at, data FROM events WHERE contact_id = ?"
+        " AND type IN ('consent', 'opposition')",
+        (contact_id,),
+    )
+    latest: dict[str, tuple[datetime, bool, str]] = {}
+    objected_at: dict[str, datetime] = {}
+    consented_at: dict[str, datetime] = {}
+    for etype, at, data in rows:
+        when, payload = read_ts(at), read_json(data)
+        for channel, answer in _answers(etype, payload, sender):
+            key = (when, answer == "no", answer)
+            latest[channel] = max(latest.get(channel, key), key)
+            marks = (
+                objected_at if etype == "opposition" else consented_at if answer == "yes" else None
+            )
+            if marks is not None:
+                marks[channel] = max(marks.get(channel, when), when)
+    return {
+        ch: ChannelState(
+            latest[ch][2] if ch in latest else None,
+            ch in objected_at and consented_at.get(ch, objected_at[ch]) <= objected_at[ch],
+        )
+        for ch in CHANNELS
+    }
+
+
+def _answers(etype: str, data: dict[str, Any], sender: str) -> Iterable[tuple[str, str]]:
+    if etype == "opposition":
+        chans = data.get("channels") or []
+        return [(ch, "no") for ch in (CHANNELS if "all" in chans else chans)]
+    if data.get("sender") not in (None, "", sender):
+        return []  # a consent to a partner says nothing about our sender
+    return [(data.get("channel", ""), "yes" if data.get("given") else "no")]
+
+
+def latest_reconsent(raw: Raw, contact_id: int, since: int) -> bool | None:
+    """The last answer given to a reconsent since the link was sent (True: keep), if any."""
+    rows = raw.all(
+        "SELECT occurred_at, data FROM events WHERE contact_id = ? AND type = 'consent'"
+        " AND occurred_at >= ?",
+        (contact_id, raw.ts(_from_epoch(since))),
+    )
+    answers = sorted(
+        (read_ts(at), bool(payload.get("given")))
+        for at, data in rows
+        if (payload := read_json(data)).get("method") == "reconsent"
+    )
+    return answers[-1][1] if answers else None
+
+
+@dataclass(frozen=True, slots=True)
+class Proof:
+    """How a consent or objection was given (RULES.md §6): when, where, by which text."""
+
+    occurred_at: datetime
+    ip: str | None
+    user_agent: str | None
+    url: str
+    form_id: str
+    text_version: str
+    sender: str
+    campaign_id: int | str | None
+
+    def data(self) -> dict[str, Any]:
+        values = {
+            "occurred_at": isoformat(self.occurred_at),
+            "ip": self.ip,
+            "user_agent": (self.user_agent or "")[:_USER_AGENT_MAX] or None,
+            "url": self.url,
+            "form_id": self.form_id,
+            "text_version": self.text_version,
+            "campaign_id": self.campaign_id,
+        }
+        return {k: v for k, v in values.items() if v is not None}
+
+
+def consent_record(
+    card: ContactCard, channel: str, given: bool, method: str, proof: Proof
+) -> EventRecord:
+    kind, value = _ref(card)
+    data = proof.data() | {
+        "channel": channel,
+        "given": given,
+        "method": method,
+        "prechecked": False,
+        "bundled_with_terms": False,
+        "sender": proof.sender,
+    }
+    return EventRecord(0, kind, value, "consent", proof.occurred_at, data)
+
+
+def objection_record(
+    card: ContactCard, channels: list[str], via: str, proof: Proof, **extra: Any
+) -> EventRecord:
+    kind, value = _ref(card)
+    data = proof.data() | {"channels": channels, "via": via, **extra}
+    return EventRecord(0, kind, value, "opposition", proof.occurred_at, data)
+
+
+def _ref(card: ContactCard) -> tuple[str, str]:
+    ref = card.ref
+    if ref is None:
+        raise ValueError("an anonymised contact cannot be recorded")
+    return ref
+
+
+def record(session: Session, ctx: RegisterContext, records: list[EventRecord]) -> None:
+    """Store consents and objections; objections become suppressions in the same transaction."""
+    if records:
+        append_events(session, records, ctx, origin="link")
+
+
+def record_interest(
+    raw: Raw,
+    policy: Policy,
+    card: ContactCard,
+    claims: LinkClaims,
+    *,
+    method: str,
+    user_agent: str | None,
+    now: datetime,
+) -> bool:
+    """Store a click or download; True when it counts as interest and restarted the clock.
+    The caller commits."""
+    since_send = None if claims.sent_at is None else now.timestamp() - claims.sent_at
+    counts = interest_counts(claims.purpose, user_agent, since_send, method, policy=policy)
+    data = {
+        "kind": claims.purpose,
+        "occurred_at": isoformat(now),
+        "counts": counts,
+        "detail": claims.url,
+        "campaign_id": claims.campaign_id,
+        "method": method.upper(),
+        "user_agent": (user_agent or "")[:_USER_AGENT_MAX] or None,
+        "sent_at": None if claims.sent_at is None else isoformat(_from_epoch(claims.sent_at)),
+    }
+    data = {k: v for k, v in data.items() if v is not None}
+    _lock_contact(raw, card.id)
+    raw.run(
+        "INSERT INTO events (contact_id, type, occurred_at, data, origin, dedupe_key, created_at)"
+        " VALUES (?, 'interest', ?, ?, 'link', ?, ?) ON CONFLICT (dedupe_key) DO NOTHING",
+        (
+            card.id,
+            raw.ts(now),
+            json.dumps(data, separators=(",", ":"), ensure_ascii=False),
+            dedupe_key("contact_id", card.id, "interest", data),
+            raw.ts(now),
+        ),
+    )
+    if counts:
+        _refresh_clock(raw, policy, card)
+    return counts
+
+
+def _lock_contact(raw: Raw, contact_id: int) -> None:
+    # Two clicks of one person in two workers: the second clock computation must see the first
+    # click, or it could write an older anchor (never unlawful, but wrong).
+    if raw.dialect == "sqlite":
+        raw.run("BEGIN IMMEDIATE")
+    else:
+        raw.run("SELECT id FROM contacts WHERE id = ? FOR UPDATE", (contact_id,))
+
+
+def _refresh_clock(raw: Raw, policy: Policy, card: ContactCard) -> None:
+    events = [
+        (etype, read_ts(at), read_json(data))
+        for etype, at, data in raw.all(
+            "SELECT type, occurred_at, data FROM events WHERE contact_id = ?", (card.id,)
+        )
+    ]
+    facts = facts_from(card.facts_row, events)
+    clock = compute_clock(facts, policy)
+    refused = clock.anchor_at if reconsent_refused(facts, clock) else None
+    raw.run(
+        "UPDATE contacts SET clock = ?, clock_anchor_at = ?, clock_anchor_kind = ?,"
+        " deadline = ?, reconsent_at = ?, refused_at = ? WHERE id = ?",
+        (
+            clock.clock,
+            raw.ts(clock.anchor_at),
+            clock.anchor_kind,
+            raw.ts(clock.deadline),
+            raw.ts(clock.reconsent_at),
+            raw.ts(refused),
+            card.id,
+        ),
+    )
+
+
+def _from_epoch(seconds: int) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)

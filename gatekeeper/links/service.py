@@ -1,0 +1,174 @@
+"""Everything the public links share, built once per app: the signer, the limiter, the clock,
+the settings the pages need and the page renderer (used by the Flask views and the fast path).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment
+from markupsafe import escape
+
+from gatekeeper.config import Settings
+from gatekeeper.db import Database
+from gatekeeper.links import i18n
+from gatekeeper.links.ratelimit import RateLimiter
+from gatekeeper.links.tokens import Clock, LinkSigner, signer_secrets, utc_clock
+from gatekeeper.register.context import RegisterContext
+
+STATIC_CSS = "public.css"
+_MARK = "\ue000"  # a private-use character: never in our texts, untouched by escaping
+_MAX_SKELETONS = 256
+
+
+class Skeleton:
+    """A page rendered once with markers where the per-request values go.
+
+    Jinja spends most of a hot page's time building contexts and walking blocks; the
+    unsubscribe page differs between people only by a few values, so it is rendered once
+    per language and variant and then filled by joining strings (values HTML-escaped here).
+    """
+
+    def __init__(self, rendered: str) -> None:
+        pieces = rendered.split(_MARK)
+        self.literals, self.slots = pieces[0::2], pieces[1::2]
+
+    def fill(self, values: dict[str, str]) -> str:
+        out = [self.literals[0]]
+        for name, literal in zip(self.slots, self.literals[1:], strict=True):
+            out.append(str(escape(values[name])))
+            out.append(literal)
+        return "".join(out)
+
+
+class WriterLock:
+    """Serialises the click writers of all workers on one SQLite file, without polling.
+
+    SQLite's busy handler waits for a held write lock by sleeping 1, 2, 5, 10… ms; two workers
+    recording clicks would spend most of their time asleep. A blocking ``flock`` on a file
+    next to the database wakes the next writer the moment the previous one is done. PostgreSQL
+    queues row locks itself, so there it is a no-op.
+    """
+
+    def __init__(self, database_url: str) -> None:
+        path = database_url.split(":///", 1)[-1] if database_url.startswith("sqlite") else ""
+        self.path = f"{path}.links-lock" if path and path != ":memory:" else None
+        self._threads = threading.Lock()
+        self._fd: tuple[int, int] | None = None  # (pid, fd): a forked worker opens its own
+
+    def _descriptor(self) -> int:
+        if self._fd is None or self._fd[0] != os.getpid():
+            assert self.path is not None
+            self._fd = (os.getpid(), os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        return self._fd[1]
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        if self.path is None:
+            yield
+            return
+        with self._threads:
+            fd = self._descriptor()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+@dataclass
+class LinkService:
+    signer: LinkSigner
+    limiter: RateLimiter
+    database: Database
+    context: RegisterContext
+    jinja: Environment
+    sender: str
+    https: bool
+    csrf_secret: str
+    css_url: str
+    writer: WriterLock
+    _templates: dict[str, Any] = field(default_factory=dict, repr=False)
+    _skeletons: dict[tuple[Any, ...], Skeleton] = field(default_factory=dict, repr=False)
+
+    @property
+    def clock(self) -> Clock:
+        return self.signer.clock
+
+    @clock.setter
+    def clock(self, value: Clock) -> None:
+        # Tests step time through here; minting, verifying and recording all read it.
+        self.signer.clock = value
+
+    def now(self) -> datetime:
+        return self.signer.clock()
+
+    def render(self, template: str, lang: str, **values: Any) -> str:
+        compiled = self._templates.get(template)
+        if compiled is None:  # Flask's loader, compiled once: the fast path has no app context
+            compiled = self._templates[template] = self.jinja.get_template(template)
+        other = "en" if lang == "fr" else "fr"
+        common = {
+            "lang": lang,
+            "t": i18n.MESSAGES[lang],
+            "other_lang": other,
+            "css_url": self.css_url,
+            "sender": self.sender,
+        }
+        return str(compiled.render(common | values))
+
+    def render_fast(
+        self, template: str, lang: str, fixed: tuple[tuple[str, Any], ...], **dynamic: str
+    ) -> str:
+        """``render`` for hot pages: ``fixed`` values pick the skeleton, ``dynamic`` ones fill
+        it. Dynamic values may only be printed by the template, never tested or transformed."""
+        key = (template, lang, fixed)
+        skeleton = self._skeletons.get(key)
+        if skeleton is None:
+            if len(self._skeletons) >= _MAX_SKELETONS:
+                self._skeletons.clear()
+            markers = {name: f"{_MARK}{name}{_MARK}" for name in dynamic}
+            skeleton = Skeleton(self.render(template, lang, **dict(fixed), **markers))
+            self._skeletons[key] = skeleton
+        return skeleton.fill(dynamic)
+
+    def date(self, moment: datetime, lang: str, timezone: str | None) -> str:
+        return i18n.date_in_words(moment, lang, timezone)
+
+
+def css_url(static_folder: str | None) -> str:
+    """The stylesheet's URL with a content hash, so a new deploy is never served stale CSS."""
+    path = Path(static_folder or ".") / STATIC_CSS
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:10] if path.exists() else "0"
+    return f"/static/{STATIC_CSS}?v={digest}"
+
+
+def build_service(
+    settings: Settings,
+    database: Database,
+    context: RegisterContext,
+    jinja: Environment,
+    static_folder: str | None,
+) -> LinkService:
+    secrets = signer_secrets(settings.secret_key, settings.old_secret_keys)
+    return LinkService(
+        signer=LinkSigner(secrets, settings.public_base_url, utc_clock),
+        limiter=RateLimiter(settings.rate_limit_per_minute),
+        database=database,
+        context=context,
+        jinja=jinja,
+        sender=settings.sender_entity,
+        https=settings.public_base_url.startswith("https://"),
+        csrf_secret=settings.secret_key,
+        css_url=css_url(static_folder),
+        writer=WriterLock(settings.database_url),
+    )

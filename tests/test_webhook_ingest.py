@@ -1,0 +1,441 @@
+"""Webhooks through HTTP: captured payloads, signed for real, posted twice, on both databases.
+
+Each test checks the response and the stored state: the raw provider events, the register's
+events, the suppressions (by keyed hash) and the contact's retention deadline as the API shows
+it. Outgoing HTTP (the SNS certificate and subscription URLs) is the only double.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import text
+from webhook_signing import PROVIDERS, PUBLIC_BASE_URL, Signer, make_signer
+from werkzeug.test import TestResponse
+
+from gatekeeper.app import create_app
+from gatekeeper.config import Settings, load_settings
+from gatekeeper.domain.retention import add_years
+from gatekeeper.errors import ConfigError
+from gatekeeper.sqlbulk import read_ts, ts_value
+from gatekeeper.timeparse import isoformat
+
+PAYLOADS = Path(__file__).parent / "webhook_adapters" / "payloads"
+KINDS = ("click", "open", "unsubscribe", "hard_bounce", "soft_bounce", "complaint")
+CASES = [(p, k) for p in PROVIDERS for k in KINDS]
+# The recipient of every captured payload of each provider.
+RECIPIENT = {
+    "sendgrid": "jane@example.com", "mailgun": "alice@example.com", "brevo": "marie@example.fr",
+    "mailjet": "paul@example.fr", "postmark": "john@example.com",
+    "mandrill": "example.webhook@mandrillapp.com", "ses": "recipient@example.com",
+}
+# Collected 2023-01-10 (Paris): kept until 2026-01-09T23:00Z unless the person shows interest.
+COLLECTED = "2023-01-10"
+FIRST_DEADLINE = "2026-01-09T23:00:00Z"
+# What each kind does besides being stored: (register event, (suppression reason, channels)).
+EFFECTS: dict[str, tuple[str | None, tuple[str, str] | None]] = {
+    "click": ("interest", None),
+    "open": ("open", None),
+    "unsubscribe": ("opposition", ("unsubscribe", "email")),
+    "hard_bounce": (None, ("hard_bounce", "email")),
+    "soft_bounce": (None, None),
+    "complaint": (None, ("complaint", "all")),
+}
+# Brevo's click events carry no user agent, and a click from nobody in particular is not
+# interest [cautious, RULES.md §4]: recorded, but the clock keeps running.
+CLICK_WITHOUT_USER_AGENT = {"brevo"}
+
+
+def payload(provider: str, name: str) -> Any:
+    return json.loads((PAYLOADS / provider / f"{name}.json").read_text())
+
+
+def settings_for(db_url: str, tmp_path: Path, signer: Signer, **extra: Any) -> Settings:
+    overrides = {"env": "test", "database_url": db_url, "secret_key": "test-secret-0123456789",
+                 "archive_database_url": f"sqlite:///{tmp_path / 'archive.db'}",
+                 "public_base_url": PUBLIC_BASE_URL, "webhooks": json.dumps(signer.credentials()),
+                 **extra}
+    return load_settings(environ={}, overrides=overrides)
+
+
+@dataclass
+class OutgoingHttp:
+    """The process edge: serves the SNS certificate, records every other GET."""
+
+    signer: Signer
+    fail: bool = False
+    fetched: list[str] = field(default_factory=list)
+
+    def get(self, url: str, **_options: Any) -> requests.Response:
+        response = requests.Response()
+        response.status_code = 200
+        if url == self.signer.sns_certificate_url:
+            response._content = self.signer.sns_certificate
+            return response
+        if self.fail:
+            raise requests.ConnectionError("connection refused")
+        self.fetched.append(url)
+        response._content = b"<ConfirmSubscriptionResponse/>"
+        return response
+
+
+@pytest.fixture(scope="module")
+def signer() -> Signer:
+    return make_signer()
+
+
+@pytest.fixture(autouse=True)
+def aws(signer: Signer, monkeypatch: pytest.MonkeyPatch) -> OutgoingHttp:
+    edge = OutgoingHttp(signer)
+    monkeypatch.setattr(requests, "get", edge.get)
+    return edge
+
+
+@pytest.fixture
+def app(db_url: str, tmp_path: Path, signer: Signer) -> Iterator[Flask]:
+    application = create_app(settings_for(db_url, tmp_path, signer))
+    application.config["TESTING"] = True
+    yield application
+    application.extensions["gatekeeper.jobs"].pool.shutdown(wait=True)
+    application.extensions["gatekeeper.db"].engine.dispose()
+
+
+@dataclass
+class Harness:
+    """The service as a provider and an API client see it, plus its database."""
+
+    app: Flask
+    client: FlaskClient
+    auth: dict[str, str]
+    signer: Signer
+
+    def deliver(self, provider: str, body: Any, *, forged: bool = False) -> TestResponse:
+        data, headers = self.signer.sign(provider, body, forged=forged)
+        return self.post(provider, data, headers)
+
+    def post(self, provider: str, data: bytes, headers: dict[str, str]) -> TestResponse:
+        return self.client.post(f"/webhooks/{provider}", data=data, headers=headers)
+
+    def contact(self, email: str) -> int:
+        body = {"contacts": [{"email": email, "collected_at": COLLECTED,
+                              "collected_by": "ACME SAS"}]}
+        res = self.client.post("/api/v1/contacts", json=body, headers=self.auth)
+        assert res.status_code == 200, res.json
+        return int(res.json["contacts"][0]["id"])  # type: ignore[index]
+
+    def deadline(self, contact_id: int) -> str:
+        view = self.client.get(f"/api/v1/contacts/{contact_id}", headers=self.auth).json
+        return str(view["retention"]["deadline"])  # type: ignore[index]
+
+    def query(self, sql: str, **params: Any) -> list[Any]:
+        with self.app.extensions["gatekeeper.db"].engine.connect() as conn:
+            return list(conn.execute(text(sql), params).all())
+
+    def count(self, table: str) -> int:
+        return int(self.query(f"SELECT count(*) FROM {table}")[0][0])
+
+    def suppressions(self, address: str) -> set[tuple[str, str]]:
+        coord = self.app.extensions["gatekeeper.context"].hasher.coordinate("email", address)
+        rows = self.query("SELECT reason, channels FROM suppressions WHERE coord_hash = :h",
+                          h=coord)
+        return {(r.reason, r.channels) for r in rows}
+
+    def facts(self, contact_id: int) -> list[Any]:
+        """The register's events of the contact."""
+        return self.query("SELECT type, occurred_at, data, origin FROM events"
+                          " WHERE contact_id = :c", c=contact_id)
+
+    def deadline_after(self, kind: str) -> str:
+        """Three years after the stored event of this kind (a click restarts the clock)."""
+        (row,) = self.query("SELECT occurred_at FROM webhook_events WHERE kind = :k", k=kind)
+        moment: datetime = add_years(read_ts(row.occurred_at), 3)
+        return str(isoformat(moment))
+
+
+@pytest.fixture
+def gk(app: Flask, client: FlaskClient, auth: dict[str, str], signer: Signer) -> Harness:
+    return Harness(app, client, auth, signer)
+
+
+# --- idempotency and authentication, every provider ---------------------------------------
+
+
+@pytest.mark.parametrize(("provider", "kind"), CASES, ids=[f"{p}-{k}" for p, k in CASES])
+def test_each_captured_event_posted_twice_is_stored_once_with_its_raw_payload(
+    gk: Harness, provider: str, kind: str
+) -> None:
+    contact_id = gk.contact(RECIPIENT[provider])
+    first = gk.deliver(provider, payload(provider, kind))
+    again = gk.deliver(provider, payload(provider, kind))
+    assert first.status_code == 200, first.json
+    assert again.status_code == 200, again.json
+    stored = first.json["stored"]  # type: ignore[index]
+    assert stored >= 1
+    assert again.json == {"received": stored, "stored": 0, "duplicates": stored}
+    rows = gk.query("SELECT provider, kind, contact_id, raw FROM webhook_events")
+    assert len(rows) == stored
+    assert {(r.provider, r.kind) for r in rows} == {(provider, kind)}
+    assert contact_id in {r.contact_id for r in rows}
+    assert all(r.raw for r in rows)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_forged_request_is_refused_and_stores_nothing(gk: Harness, provider: str) -> None:
+    gk.contact(RECIPIENT[provider])
+    res = gk.deliver(provider, payload(provider, "hard_bounce"), forged=True)
+    assert res.status_code == 401
+    assert res.json["error"]["code"] == "unauthorized"  # type: ignore[index]
+    for table in ("webhook_events", "webhook_tokens", "events", "suppressions"):
+        assert gk.count(table) == 0, table
+
+
+# --- effects on the register, every provider ----------------------------------------------
+
+
+@pytest.mark.parametrize(("provider", "kind"), CASES, ids=[f"{p}-{k}" for p, k in CASES])
+def test_each_captured_event_changes_the_gate_state_as_its_kind_requires(
+    gk: Harness, provider: str, kind: str
+) -> None:
+    address = RECIPIENT[provider]
+    contact_id = gk.contact(address)
+    for _ in range(2):  # the redelivery changes nothing more
+        assert gk.deliver(provider, payload(provider, kind)).status_code == 200
+    event_type, suppression = EFFECTS[kind]
+    facts = gk.facts(contact_id)
+    assert [f.type for f in facts] == ([event_type] if event_type else [])
+    assert all(f.origin == f"webhook:{provider}" for f in facts)
+    assert gk.suppressions(address) == ({suppression} if suppression else set())
+    moves = kind == "click" and provider not in CLICK_WITHOUT_USER_AGENT
+    expected = gk.deadline_after("click") if moves else FIRST_DEADLINE
+    assert gk.deadline(contact_id) == expected
+
+
+# --- out of order, matching, scanners -----------------------------------------------------
+
+
+def sendgrid_click(at: int, event_id: str, **changes: Any) -> list[dict[str, Any]]:
+    (event,) = payload("sendgrid", "click")
+    return [event | {"timestamp": at, "sg_event_id": event_id} | changes]
+
+
+def test_a_late_older_click_never_moves_the_deadline_back(gk: Harness) -> None:
+    contact_id = gk.contact(RECIPIENT["sendgrid"])
+    gk.deliver("sendgrid", sendgrid_click(1_715_000_460, "newer"))  # 2024-05-06T13:01Z
+    assert gk.deadline(contact_id) == "2027-05-06T13:01:00Z"
+    res = gk.deliver("sendgrid", sendgrid_click(1_700_000_000, "older"))  # 2023-11-14
+    assert res.json["stored"] == 1  # type: ignore[index]
+    assert [f.type for f in gk.facts(contact_id)] == ["interest", "interest"]
+    assert gk.deadline(contact_id) == "2027-05-06T13:01:00Z"
+
+
+def test_a_late_older_unsubscribe_never_undoes_the_newer_suppression_date(gk: Harness) -> None:
+    (event,) = payload("sendgrid", "unsubscribe")
+    for at, event_id in ((1_715_000_520, "newer"), (1_700_000_000, "older")):
+        gk.deliver("sendgrid", [event | {"timestamp": at, "sg_event_id": event_id}])
+    (row,) = gk.query("SELECT occurred_at FROM suppressions")
+    assert isoformat(read_ts(row.occurred_at)) == "2024-05-06T13:02:00Z"
+
+
+def test_our_contact_id_in_the_metadata_wins_over_the_recipient_address(gk: Harness) -> None:
+    by_address = gk.contact(RECIPIENT["sendgrid"])
+    named = gk.contact("jane.new-address@example.com")
+    gk.deliver("sendgrid", sendgrid_click(1_715_000_460, "e1", gk_contact=str(named)))
+    assert [f.type for f in gk.facts(named)] == ["interest"]
+    assert gk.facts(by_address) == []
+
+
+def test_an_unknown_contact_id_in_the_metadata_falls_back_to_the_address(gk: Harness) -> None:
+    contact_id = gk.contact(RECIPIENT["sendgrid"])
+    gk.deliver("sendgrid", sendgrid_click(1_715_000_460, "e1", gk_contact="999999"))
+    assert [f.type for f in gk.facts(contact_id)] == ["interest"]
+
+
+def test_an_unsubscribe_from_an_address_we_do_not_hold_is_still_suppressed(gk: Harness) -> None:
+    assert gk.deliver("mailgun", payload("mailgun", "unsubscribe")).status_code == 200
+    assert gk.suppressions(RECIPIENT["mailgun"]) == {("unsubscribe", "email")}
+    assert gk.count("events") == 0
+    assert gk.query("SELECT contact_id FROM webhook_events")[0].contact_id is None
+
+
+@pytest.mark.parametrize(
+    "user_agent",
+    ["Mozilla/5.0 (compatible; Barracuda Sentinel link scanner)", None],
+    ids=["scanner user agent", "no user agent"],
+)
+def test_a_click_that_is_not_a_person_is_recorded_but_keeps_the_deadline(
+    gk: Harness, user_agent: str | None
+) -> None:
+    contact_id = gk.contact(RECIPIENT["sendgrid"])
+    gk.deliver("sendgrid", sendgrid_click(1_715_000_460, "e1", useragent=user_agent))
+    (fact,) = gk.facts(contact_id)
+    data = json.loads(fact.data) if isinstance(fact.data, str) else fact.data
+    assert data["counts"] is False
+    assert gk.deadline(contact_id) == FIRST_DEADLINE
+
+
+def test_a_click_seconds_after_our_campaign_was_sent_is_a_scanner(gk: Harness) -> None:
+    contact_id = gk.contact(RECIPIENT["sendgrid"])
+    engine = gk.app.extensions["gatekeeper.db"].engine
+    sent = ts_value(engine.dialect.name, datetime(2024, 5, 6, 13, 0, 58, tzinfo=UTC))
+    with engine.begin() as conn:  # campaign 7 is the one named in the captured payload
+        conn.execute(text(
+            "INSERT INTO campaigns (id, channel, purpose, sender, sender_nonprofit,"
+            " professional_relevance, send_at, created_at) VALUES (7, 'email', 'commercial',"
+            " 'ACME SAS', false, false, :at, :at)"), {"at": sent})
+    gk.deliver("sendgrid", sendgrid_click(1_715_000_460, "e1"))  # two seconds later
+    assert gk.deadline(contact_id) == FIRST_DEADLINE
+
+
+# --- whole batches, replays, failures -----------------------------------------------------
+
+
+def test_a_500_event_batch_is_stored_in_one_request_and_only_once(gk: Harness) -> None:
+    contact_id = gk.contact(RECIPIENT["sendgrid"])
+    kinds = ["click", "open", "delivered", "hard_bounce", "unsubscribe"]
+    batch = []
+    for i in range(500):
+        (event,) = payload("sendgrid", kinds[i % len(kinds)])
+        batch.append(event | {"sg_event_id": f"batch-{i}", "email": f"person{i}@example.com",
+                              "timestamp": 1_715_000_000 + i})
+    batch[0] |= {"email": RECIPIENT["sendgrid"]}
+    first = gk.deliver("sendgrid", batch)
+    again = gk.deliver("sendgrid", batch)
+    assert (first.json["stored"], again.json["stored"]) == (500, 0)  # type: ignore[index]
+    assert gk.count("webhook_events") == 500
+    assert gk.count("suppressions") == 200  # 100 hard bounces and 100 unsubscribes
+    assert [f.type for f in gk.facts(contact_id)] == ["interest"]
+
+
+def test_a_mailgun_request_replayed_byte_for_byte_is_dropped_with_406(gk: Harness) -> None:
+    data, headers = gk.signer.sign("mailgun", payload("mailgun", "click"))
+    assert gk.post("mailgun", data, headers).status_code == 200
+    replay = gk.post("mailgun", data, headers)
+    assert replay.status_code == 406
+    assert replay.json["error"]["code"] == "replayed"  # type: ignore[index]
+    assert (gk.count("webhook_events"), gk.count("webhook_tokens")) == (1, 1)
+
+
+@pytest.mark.parametrize(("provider", "status"), [("sendgrid", 400), ("mailgun", 406)])
+def test_a_signed_but_malformed_body_gets_the_providers_no_retry_status(
+    gk: Harness, provider: str, status: int
+) -> None:
+    body: Any = {"not": "a batch"} if provider == "sendgrid" else {"event-data": "broken"}
+    assert gk.deliver(provider, body).status_code == status
+    assert (gk.count("webhook_events"), gk.count("webhook_tokens")) == (0, 0)
+
+
+class FailingStorage:
+    """A real database error on every insert into webhook_events (a trigger), until restored."""
+
+    def __init__(self, app: Flask) -> None:
+        self.engine = app.extensions["gatekeeper.db"].engine
+        sqlite = self.engine.dialect.name == "sqlite"
+        self.create = (
+            ["CREATE TRIGGER gk_refuse BEFORE INSERT ON webhook_events"
+             " BEGIN SELECT RAISE(ABORT, 'storage unavailable'); END"] if sqlite else
+            ["CREATE FUNCTION gk_refuse() RETURNS trigger LANGUAGE plpgsql AS"
+             " $$ BEGIN RAISE EXCEPTION 'storage unavailable'; END $$",
+             "CREATE TRIGGER gk_refuse BEFORE INSERT ON webhook_events"
+             " FOR EACH ROW EXECUTE FUNCTION gk_refuse()"])
+        self.drop = (["DROP TRIGGER IF EXISTS gk_refuse"] if sqlite else
+                     ["DROP TRIGGER IF EXISTS gk_refuse ON webhook_events",
+                      "DROP FUNCTION IF EXISTS gk_refuse()"])
+
+    def _run(self, statements: list[str]) -> None:
+        with self.engine.begin() as conn:
+            for statement in statements:
+                conn.exec_driver_sql(statement)
+
+    def break_(self) -> None:
+        self._run(self.create)
+
+    def restore(self) -> None:
+        self._run(self.drop)
+
+
+@pytest.fixture
+def storage(app: Flask) -> Iterator[FailingStorage]:
+    failing = FailingStorage(app)
+    failing.break_()
+    yield failing
+    failing.restore()  # the PostgreSQL database is shared by the whole session
+
+
+def test_a_database_failure_asks_for_a_retry_and_does_not_burn_the_token(
+    gk: Harness, storage: FailingStorage, caplog: pytest.LogCaptureFixture
+) -> None:
+    data, headers = gk.signer.sign("mailgun", payload("mailgun", "hard_bounce"))
+    res = gk.post("mailgun", data, headers)
+    assert res.status_code == 503
+    assert res.json["error"]["code"] == "storage_unavailable"  # type: ignore[index]
+    assert "storage failed" in caplog.text
+    assert (gk.count("webhook_tokens"), gk.count("suppressions")) == (0, 0)
+    storage.restore()
+    retry = gk.post("mailgun", data, headers)  # Mailgun's retry: the same token
+    assert retry.status_code == 200
+    assert (gk.count("webhook_events"), gk.count("suppressions")) == (1, 1)
+
+
+# --- SNS, Mandrill's probe, routing -------------------------------------------------------
+
+
+def test_an_sns_subscription_is_confirmed_by_fetching_its_subscribe_url(
+    gk: Harness, aws: OutgoingHttp
+) -> None:
+    envelope = payload("ses", "subscription_confirmation")
+    assert gk.deliver("ses", envelope).status_code == 200
+    assert aws.fetched == [envelope["SubscribeURL"]]
+    assert gk.count("webhook_events") == 0
+
+
+def test_an_sns_confirmation_that_cannot_reach_aws_asks_sns_to_retry(
+    gk: Harness, aws: OutgoingHttp
+) -> None:
+    aws.fail = True
+    res = gk.deliver("ses", payload("ses", "subscription_confirmation"))
+    assert res.status_code == 503
+    assert res.json["error"]["code"] == "upstream_unavailable"  # type: ignore[index]
+
+
+def test_mandrills_unsigned_setup_probe_is_answered(client: FlaskClient) -> None:
+    assert client.head("/webhooks/mandrill").status_code == 200
+
+
+def test_an_unknown_provider_is_a_json_404(client: FlaskClient) -> None:
+    res = client.post("/webhooks/sendgird", data=b"[]")
+    assert res.status_code == 404
+    assert res.json["error"]["code"] == "not_found"  # type: ignore[index]
+
+
+def test_a_body_over_the_configured_limit_is_refused(
+    db_url: str, tmp_path: Path, signer: Signer
+) -> None:
+    small = create_app(settings_for(db_url, tmp_path, signer, max_body_bytes=1024))
+    data, headers = signer.sign("sendgrid", payload("sendgrid", "open") * 20)
+    res = small.test_client().post("/webhooks/sendgrid", data=data, headers=headers)
+    assert res.status_code == 413
+    small.extensions["gatekeeper.jobs"].pool.shutdown(wait=True)
+    small.extensions["gatekeeper.db"].engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "configured",
+    ["{not json", '["sendgrid"]', '{"sendgird": [{"public_key": "x"}]}',
+     '{"mailgun": [{"signing_key": 42}]}'],
+    ids=["not JSON", "not an object", "unknown provider", "non-string value"],
+)
+def test_a_wrong_webhook_configuration_stops_the_service_at_startup(
+    tmp_path: Path, signer: Signer, configured: str
+) -> None:
+    settings = settings_for(f"sqlite:///{tmp_path / 'x.db'}", tmp_path, signer, webhooks=configured)
+    with pytest.raises(ConfigError, match="GATEKEEPER_WEBHOOKS"):
+        create_app(settings)
