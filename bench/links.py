@@ -45,7 +45,9 @@ from gatekeeper.register.contacts import parse_contact, upsert_contacts  # noqa:
 from gatekeeper.register.context import context_from  # noqa: E402
 from gatekeeper.register.schema import Problems  # noqa: E402
 
-PG_ADMIN = os.environ.get("GATEKEEPER_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN = os.environ.get(
+    "GATEKEEPER_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
 SECRET = "bench-secret-not-for-production"
 BROWSER_UA = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
 LUA = """
@@ -70,8 +72,11 @@ def ensure_wrk() -> str:
     if os.geteuid() == 0:
         print("installing it: apt-get install -y wrk", flush=True)
         subprocess.run(["apt-get", "update", "-qq"], check=False)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=False,
-                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "wrk"],
+            check=False,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        )
     found = shutil.which("wrk")
     if not found:
         sys.exit("wrk is required: run `sudo apt-get install wrk`, then this benchmark again")
@@ -100,8 +105,18 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 30
 @contextmanager
 def gunicorn(app: str, env: dict[str, str], log: Path) -> Any:
     port = free_port()
-    args = [sys.executable, "-m", "gunicorn", "--workers", "2", "--bind", f"127.0.0.1:{port}",
-            "--chdir", str(ROOT), app]
+    args = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--workers",
+        "2",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--chdir",
+        str(ROOT),
+        app,
+    ]
     with log.open("wb") as out:
         proc = subprocess.Popen(args, env={**os.environ, **env}, stdout=out, stderr=out)
         try:
@@ -115,10 +130,25 @@ def gunicorn(app: str, env: dict[str, str], log: Path) -> Any:
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 
 
-def run_wrk(wrk: str, url: str, seconds: int, connections: int, script: Path | None = None,
-            paths: Path | None = None) -> dict[str, float]:
-    args = [wrk, "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
-            "-H", f"User-Agent: {BROWSER_UA}", "-H", "Accept-Language: fr-FR,fr;q=0.9"]
+def run_wrk(
+    wrk: str,
+    url: str,
+    seconds: int,
+    connections: int,
+    script: Path | None = None,
+    paths: Path | None = None,
+) -> dict[str, float]:
+    args = [
+        wrk,
+        "-t1",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--latency",
+        "-H",
+        f"User-Agent: {BROWSER_UA}",
+        "-H",
+        "Accept-Language: fr-FR,fr;q=0.9",
+    ]
     if script is not None:
         args += ["-s", str(script)]
     env = {**os.environ, "GK_PATHS": str(paths or "")}
@@ -128,19 +158,37 @@ def run_wrk(wrk: str, url: str, seconds: int, connections: int, script: Path | N
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     errors = re.search(r"Socket errors:.*", out)
     total = re.search(r"(\d+) requests in", out)
-    return {"rps": rps, "p99_ms": float(p99.group(1)) * _UNITS[p99.group(2)],  # type: ignore[union-attr]
-            "bad": float(bad.group(1)) if bad else 0.0, "requests": float(total.group(1)) if total else 0.0,
-            "socket_errors": 1.0 if errors else 0.0}
+    return {
+        "rps": rps,
+        "p99_ms": float(p99.group(1)) * _UNITS[p99.group(2)],  # type: ignore[union-attr]
+        "bad": float(bad.group(1)) if bad else 0.0,
+        "requests": float(total.group(1)) if total else 0.0,
+        "socket_errors": 1.0 if errors else 0.0,
+    }
 
 
 def make_register(url: str, contacts: int) -> None:
     upgrade(url)
-    settings = load_settings(environ={}, overrides={"env": "bench", "secret_key": SECRET, "database_url": url})
+    settings = load_settings(
+        environ={}, overrides={"env": "bench", "secret_key": SECRET, "database_url": url}
+    )
     ctx = context_from(settings)
     problems = Problems()
-    records = [parse_contact({"external_id": f"bench-{i}", "email": f"user{i}@example{i % 97}.fr",
-                              "first_name": "Paul", "collected_at": "2025-06-10", "collected_by": "ACME SAS"},
-                             i, problems, "FR") for i in range(contacts)]
+    records = [
+        parse_contact(
+            {
+                "external_id": f"bench-{i}",
+                "email": f"user{i}@example{i % 97}.fr",
+                "first_name": "Paul",
+                "collected_at": "2025-06-10",
+                "collected_by": "ACME SAS",
+            },
+            i,
+            problems,
+            "FR",
+        )
+        for i in range(contacts)
+    ]
     database = Database(url)
     with database.session_scope() as session:
         upsert_contacts(session, [r for r in records if r is not None], ctx.policy, want_ids=False)
@@ -155,7 +203,9 @@ def write_paths(path: Path, kind: str, contacts: int) -> None:
             if kind == "unsubscribe":
                 fh.write(f"/u/{signer.unsubscribe(cid, 1)}\n")
             else:
-                fh.write(f"/c/{signer.tracked('click', cid, 1, 'https://shop.example/offre?id=42', sent)}\n")
+                fh.write(
+                    f"/c/{signer.tracked('click', cid, 1, 'https://shop.example/offre?id=42', sent)}\n"
+                )
 
 
 def count_clicks(url: str) -> int:
@@ -184,29 +234,53 @@ def database(kind: str, workdir: Path) -> Any:
         admin.dispose()
 
 
-def figure(name: str, db: str, measured: dict[str, float], base: dict[str, float]) -> list[dict[str, Any]]:
+def figure(
+    name: str, db: str, measured: dict[str, float], base: dict[str, float]
+) -> list[dict[str, Any]]:
     rate_target, p99_target = TARGETS[name]
     return [
-        {"bench": f"links.{name}", "db": db, "value": round(measured["rps"], 1), "unit": "req/s",
-         "baseline": "HTTP", "baseline_value": round(base["rps"], 1),
-         "ratio": round(measured["rps"] / base["rps"], 3), "target_min": rate_target},
-        {"bench": f"links.{name}.p99", "db": db, "value": round(measured["p99_ms"], 2), "unit": "ms",
-         "baseline": "HTTP p99", "baseline_value": round(base["p99_ms"], 2),
-         "ratio": round(measured["p99_ms"] / base["p99_ms"], 3), "target_max": p99_target},
+        {
+            "bench": f"links.{name}",
+            "db": db,
+            "value": round(measured["rps"], 1),
+            "unit": "req/s",
+            "baseline": "HTTP",
+            "baseline_value": round(base["rps"], 1),
+            "ratio": round(measured["rps"] / base["rps"], 3),
+            "target_min": rate_target,
+        },
+        {
+            "bench": f"links.{name}.p99",
+            "db": db,
+            "value": round(measured["p99_ms"], 2),
+            "unit": "ms",
+            "baseline": "HTTP p99",
+            "baseline_value": round(base["p99_ms"], 2),
+            "ratio": round(measured["p99_ms"] / base["p99_ms"], 3),
+            "target_max": p99_target,
+        },
     ]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
     args = parser.parse_args()
     wrk = ensure_wrk()
     contacts = min(100_000, max(5_000, args.seconds * 3_000))
-    with tempfile.TemporaryDirectory(prefix="gk-bench-links-") as tmp, database(args.db, Path(tmp)) as url:
+    with (
+        tempfile.TemporaryDirectory(prefix="gk-bench-links-") as tmp,
+        database(args.db, Path(tmp)) as url,
+    ):
         work = Path(tmp)
-        print(f"register: {contacts} contacts ({args.db}); wrk -t1 -c{args.connections} -d{args.seconds}s", flush=True)
+        print(
+            f"register: {contacts} contacts ({args.db}); wrk -t1 -c{args.connections} -d{args.seconds}s",
+            flush=True,
+        )
         make_register(url, contacts)
         for kind in ("unsubscribe", "click"):
             write_paths(work / f"{kind}.txt", kind, contacts)
@@ -217,38 +291,74 @@ def main() -> None:
         with gunicorn("bench.trivial_app:flask_app", {}, work / "flask.log") as port:
             run_wrk(wrk, f"http://127.0.0.1:{port}/r", WARM_UP, args.connections)
             flask = run_wrk(wrk, f"http://127.0.0.1:{port}/r", args.seconds, args.connections)
-        env = {"GATEKEEPER_ENV": "bench", "GATEKEEPER_SECRET_KEY": SECRET, "GATEKEEPER_DATABASE_URL": url,
-               "GATEKEEPER_ARCHIVE_DATABASE_URL": f"sqlite:///{work / 'archive.db'}",
-               # The limiter still runs on every request; wrk is one address, so lift its ceiling.
-               "GATEKEEPER_RATE_LIMIT_PER_MINUTE": str(10**9)}
+        env = {
+            "GATEKEEPER_ENV": "bench",
+            "GATEKEEPER_SECRET_KEY": SECRET,
+            "GATEKEEPER_DATABASE_URL": url,
+            "GATEKEEPER_ARCHIVE_DATABASE_URL": f"sqlite:///{work / 'archive.db'}",
+            # The limiter still runs on every request; wrk is one address, so lift its ceiling.
+            "GATEKEEPER_RATE_LIMIT_PER_MINUTE": str(10**9),
+        }
         results = {}
         with gunicorn("gatekeeper.wsgi:app", env, work / "gatekeeper.log") as port:
             for name, kind in (("unsubscribe_get", "unsubscribe"), ("click", "click")):
                 # Workers import the app and compile templates on their first requests.
-                run_wrk(wrk, f"http://127.0.0.1:{port}", WARM_UP, args.connections,
-                        work / "paths.lua", work / f"{kind}.txt")
-                results[name] = run_wrk(wrk, f"http://127.0.0.1:{port}", args.seconds, args.connections,
-                                        work / "paths.lua", work / f"{kind}.txt")
+                run_wrk(
+                    wrk,
+                    f"http://127.0.0.1:{port}",
+                    WARM_UP,
+                    args.connections,
+                    work / "paths.lua",
+                    work / f"{kind}.txt",
+                )
+                results[name] = run_wrk(
+                    wrk,
+                    f"http://127.0.0.1:{port}",
+                    args.seconds,
+                    args.connections,
+                    work / "paths.lua",
+                    work / f"{kind}.txt",
+                )
         recorded = count_clicks(url)
         report(base, flask, results, recorded, args.db, work)
 
 
-def report(base: dict[str, float], flask: dict[str, float], results: dict[str, dict[str, float]],
-           recorded: int, db: str, work: Path) -> None:
+def report(
+    base: dict[str, float],
+    flask: dict[str, float],
+    results: dict[str, dict[str, float]],
+    recorded: int,
+    db: str,
+    work: Path,
+) -> None:
     print(f"  trivial 302        {base['rps']:>9,.0f} req/s  p99 {base['p99_ms']:6.2f} ms")
-    print(f"  (flask 302         {flask['rps']:>9,.0f} req/s  p99 {flask['p99_ms']:6.2f} ms   "
-          f"ratio {flask['rps'] / base['rps']:.2f}: the framework alone, for reference)")
+    print(
+        f"  (flask 302         {flask['rps']:>9,.0f} req/s  p99 {flask['p99_ms']:6.2f} ms   "
+        f"ratio {flask['rps'] / base['rps']:.2f}: the framework alone, for reference)"
+    )
     figures: list[dict[str, Any]] = [
-        {"bench": "links.flask_302", "db": db, "value": round(flask["rps"], 1), "unit": "req/s",
-         "baseline": "HTTP", "baseline_value": round(base["rps"], 1),
-         "ratio": round(flask["rps"] / base["rps"], 3), "note": "reference only, no target"}]
+        {
+            "bench": "links.flask_302",
+            "db": db,
+            "value": round(flask["rps"], 1),
+            "unit": "req/s",
+            "baseline": "HTTP",
+            "baseline_value": round(base["rps"], 1),
+            "ratio": round(flask["rps"] / base["rps"], 3),
+            "note": "reference only, no target",
+        }
+    ]
     for name, measured in results.items():
-        print(f"  {name:<18} {measured['rps']:>9,.0f} req/s  p99 {measured['p99_ms']:6.2f} ms   "
-              f"ratio {measured['rps'] / base['rps']:.2f} (target >= {TARGETS[name][0]}),  "
-              f"p99 ratio {measured['p99_ms'] / base['p99_ms']:.2f} (target <= {TARGETS[name][1]})")
+        print(
+            f"  {name:<18} {measured['rps']:>9,.0f} req/s  p99 {measured['p99_ms']:6.2f} ms   "
+            f"ratio {measured['rps'] / base['rps']:.2f} (target >= {TARGETS[name][0]}),  "
+            f"p99 ratio {measured['p99_ms'] / base['p99_ms']:.2f} (target <= {TARGETS[name][1]})"
+        )
         if measured["bad"] or measured["socket_errors"]:
-            print(f"  WARNING {name}: {measured['bad']:.0f} non-2xx/3xx answers or socket errors; "
-                  f"see {work}/gatekeeper.log")
+            print(
+                f"  WARNING {name}: {measured['bad']:.0f} non-2xx/3xx answers or socket errors; "
+                f"see {work}/gatekeeper.log"
+            )
         figures += figure(name, db, measured, base)
     print(f"  clicks recorded: {recorded} of {results['click']['requests']:.0f} requests")
     print(json.dumps(figures))

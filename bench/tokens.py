@@ -20,7 +20,7 @@ from itsdangerous import URLSafeTimedSerializer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gatekeeper.links.tokens import PURPOSES, LinkSigner, utc_clock  # noqa: E402
+from gatekeeper.links.tokens import PURPOSES, LinkSigner, utc_clock
 
 SECRET = "bench-secret-not-for-production"  # noqa: S105 - a benchmark's throwaway key
 URL = "https://shop.example/offre-de-printemps?utm_campaign=printemps"
@@ -43,7 +43,11 @@ def ours(rows: int) -> tuple[float, list[str]]:
 
 def baseline(rows: int) -> float:
     serializers = {n: URLSafeTimedSerializer(SECRET, salt=p.salt) for n, p in PURPOSES.items()}
-    unsub, prefs, click = serializers["unsubscribe"], serializers["preferences"], serializers["click"]
+    unsub, prefs, click = (
+        serializers["unsubscribe"],
+        serializers["preferences"],
+        serializers["click"],
+    )
     start = time.perf_counter()
     for cid in range(rows):
         unsub.dumps({"a": "u", "c": cid, "m": CAMPAIGN, "ch": "email"})
@@ -64,9 +68,22 @@ def main() -> None:
     ratio = rate / base
     print(f"  itsdangerous dumps {base:>12,.0f} tokens/s")
     print(f"  gatekeeper mint    {rate:>12,.0f} tokens/s   ratio {ratio:.2f} (target >= 3)")
-    print(json.dumps([{"bench": "tokens.mint", "rows": rows, "value": round(rate, 1),
-                       "unit": "tokens/s", "baseline": "SIGN", "baseline_value": round(base, 1),
-                       "ratio": round(ratio, 3), "target_min": 3.0}]))
+    print(
+        json.dumps(
+            [
+                {
+                    "bench": "tokens.mint",
+                    "rows": rows,
+                    "value": round(rate, 1),
+                    "unit": "tokens/s",
+                    "baseline": "SIGN",
+                    "baseline_value": round(base, 1),
+                    "ratio": round(ratio, 3),
+                    "target_min": 3.0,
+                }
+            ]
+        )
+    )
 
 
 if __name__ == "__main__":

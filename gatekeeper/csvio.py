@@ -57,9 +57,17 @@ def open_text(path: Path, fmt: CsvFormat) -> IO[str]:
     return path.open("r", encoding=fmt.encoding, newline="")
 
 
-def read_rows(path: Path) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
+def read_header(path: Path, fmt: CsvFormat) -> list[str]:
+    header, rows = read_rows(path, fmt)
+    for _ in rows:  # start the generator so closing it closes the file
+        break
+    rows.close()  # type: ignore[attr-defined]
+    return header
+
+
+def read_rows(path: Path, fmt: CsvFormat | None = None) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
     """The header (stripped, lower-cased) and an iterator of (line number, values)."""
-    fmt = detect_format(path)
+    fmt = fmt or detect_format(path)
     fh = open_text(path, fmt)
     reader = csv.reader(fh, delimiter=fmt.delimiter)
     try:

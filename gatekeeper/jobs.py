@@ -129,7 +129,8 @@ def job_view(job: Job) -> dict[str, Any]:
 
 def init_app(app: Flask) -> None:
     app.extensions["gatekeeper.jobs"] = JobRunner(get_database(app), app.extensions["gatekeeper.context"])
-    from gatekeeper.register import jobs as _register_jobs  # noqa: F401  (registers kinds)
+    from gatekeeper.gate import jobs as _gate_jobs  # noqa: F401  (registers kinds)
+    from gatekeeper.register import jobs as _register_jobs  # noqa: F401
 
 
 def runner(app: Flask) -> JobRunner:

@@ -125,6 +125,12 @@ def _int_bytes(value: int) -> bytes:
     return value.to_bytes(8, "big").lstrip(b"\x00")
 
 
+@lru_cache(maxsize=4)
+def _stamp(now: int) -> bytes:
+    # A campaign mints thousands of tokens within the same second.
+    return b"." + _b64(_int_bytes(now))
+
+
 @lru_cache(maxsize=4096)
 def _json_str(value: str) -> str:
     # Campaign ids and URLs repeat across a campaign's tokens: escape each once.
@@ -158,7 +164,7 @@ class _Keys:
         self.macs = [hmac.new(k, digestmod=hashlib.sha1) for k in keys]
 
     def sign(self, payload: bytes, now: int) -> str:
-        body = _b64(payload) + b"." + _b64(_int_bytes(now))
+        body = _b64(payload) + _stamp(now)
         mac = self.macs[0].copy()
         mac.update(body)
         return (body + b"." + _b64(mac.digest())).decode("ascii")
