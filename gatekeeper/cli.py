@@ -153,6 +153,65 @@ def import_command(kind: str, file: Path) -> None:
     click.echo(", ".join(f"{k}: {v}" for k, v in result.items()))
 
 
+@main.command("check")
+@click.option("--campaign", "campaign_file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="campaign TOML (channel, purpose, sender, product_category, send_at, ...)")
+@click.argument("list_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--as-of", default=None, help="decide as if it were this moment (RFC 3339)")
+def check_command(campaign_file: Path, list_file: Path, output: Path, as_of: str | None) -> None:
+    """Decide every recipient of LIST_FILE; write it with decision and reasons appended."""
+    import tomllib
+
+    from gatekeeper.gate.campaigns import parse_campaign
+    from gatekeeper.gate.lists import decide_list
+    from gatekeeper.gate.runs import record_run
+    from gatekeeper.models import utcnow
+    from gatekeeper.register.imports import count_rows
+    from gatekeeper.timeparse import parse_instant
+
+    settings = load_settings()
+    ctx = context_from(settings)
+    try:
+        moment = parse_instant(as_of) if as_of else utcnow()
+        with campaign_file.open("rb") as fh:
+            campaign, _ = parse_campaign(tomllib.load(fh).get("campaign", {}), moment)
+        total = count_rows(list_file)
+        database = Database(settings.database_url)
+        with click.progressbar(length=total, label="deciding", file=sys.stderr) as bar, \
+                database.session_scope() as session:
+            last = [0]
+
+            def progress(n: int) -> None:
+                bar.update(n - last[0])
+                last[0] = n
+
+            summary = decide_list(session, ctx, campaign, moment, list_file, output, progress)
+            record_run(session, ctx, kind="cli", as_of=moment, summary=summary, output=output)
+            bar.update(total - last[0])
+    except (GatekeeperError, ValueError, tomllib.TOMLDecodeError) as exc:
+        _fail(exc)
+    _print_summary(summary, ctx.policy.id, ctx.policy.version, output)
+
+
+def _fail(exc: Exception) -> None:
+    message = exc.message if isinstance(exc, GatekeeperError) else str(exc)
+    click.echo(f"error: {message}", err=True)
+    for d in getattr(exc, "details", []) or []:
+        click.echo(f"  {d.get('field') or '-'}: {d.get('problem')}", err=True)
+    sys.exit(1)
+
+
+def _print_summary(summary: dict[str, object], policy_id: str, version: str, output: Path) -> None:
+    click.echo(f"policy {policy_id} {version}: {summary['recipients']} recipients, {summary['allowed']} allowed, "
+               f"{summary['blocked']} blocked, {summary['duplicates']} duplicates (decided once)")
+    by_reason = summary["by_reason"]
+    assert isinstance(by_reason, dict)
+    for reason, n in by_reason.items():
+        click.echo(f"  {n:>9}  {reason}")
+    click.echo(f"verdicts written to {output}")
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)

@@ -4,8 +4,9 @@ Theory of operation
 -------------------
 No API key: each request proves itself to its provider's adapter (``webhooks/``), on the raw
 bytes, with the accounts configured in ``GATEKEEPER_WEBHOOKS``. One transaction per request, in
-warehouse's order: verify (one-time tokens recorded by a database guard) → parse → drop the
-events already stored → apply the state change → store the raw events → commit → 200. The token
+warehouse's order: verify → parse → drop the events already stored → apply the state change →
+store the raw events → commit → 200. Everything that only reads runs first; the writes (the
+one-time token, recorded by a database guard, with them) take a short turn at the end. The token
 shares the transaction, so a request that fails after verification does not burn it for the
 provider's retry. Every status comes from the adapter (``status_for``): a refused request
 stores nothing, and a database failure answers the transient code (503) so the provider retries.
@@ -33,7 +34,9 @@ from gatekeeper.register.context import RegisterContext
 from gatekeeper.register.deliveries import (
     DatabaseReplayGuard,
     DeliveryResult,
-    record_delivery_events,
+    apply_deliveries,
+    plan_deliveries,
+    write_turn,
 )
 from webhooks import (
     Adapter,
@@ -140,8 +143,11 @@ def _ingest(provider: str, adapter: Adapter, inbound: InboundRequest) -> Deliver
     parsed = adapter.parse(inbound)
     if parsed.subscribe_url:
         confirm_subscription(parsed.subscribe_url)
-    result = record_delivery_events(session, parsed.events, ctx, now=now)
-    session.commit()  # teardown rolls back whatever a failed request left
+    plan = plan_deliveries(session, parsed.events, ctx, now=now)  # reads only
+    with write_turn(session):  # the writes, the token with them, then commit
+        guard.record()
+        result = apply_deliveries(session, plan, ctx)
+        session.commit()
     return result
 
 

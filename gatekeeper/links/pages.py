@@ -124,7 +124,7 @@ def public_link(purpose: str) -> Callable[[View], Callable[[str], Response]]:
             if card is None or not card.recordable:
                 # One-click: the sender asked for an unsubscribe that an erasure already made.
                 return html(
-                    200 if one_click() else 410,
+                    200 if purpose == "unsubscribe" and one_click() else 410,
                     MESSAGE,
                     title_key="e_erased_title",
                     body_key="e_erased_body",

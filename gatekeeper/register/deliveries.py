@@ -3,18 +3,19 @@
 Theory of operation
 -------------------
 The webhook view hands over the events of one request, already verified and parsed
-(``webhooks.base.NormalizedEvent``). Everything here runs in the caller's transaction, which also
-holds the request's one-time token (``DatabaseReplayGuard``), so a failure stores nothing and
-burns nothing. Per request, set-based, never a query per event (PERFORMANCE.md):
+(``webhooks.base.NormalizedEvent``). Everything happens in the caller's transaction, which also
+records the request's one-time token (``DatabaseReplayGuard``), so a failure stores nothing and
+burns nothing. Set-based, never a query per event (PERFORMANCE.md), in two phases so that
+SQLite's single writer is held as briefly as possible:
 
-1. match contacts: our id from the message metadata when that contact exists, else the
-   normalised recipient address (one query for the batch);
-2. store each provider event once: a multi-row ``INSERT … ON CONFLICT (dedupe_key) DO NOTHING
-   RETURNING dedupe_key`` says which events are new (providers retry whole batches, so
-   idempotency is per event);
-3. apply the state change for the new events only (warehouse's recipe: drop duplicates before
-   the state change), from the ``EFFECTS`` table;
-4. recompute the clocks of the contacts that received an interest or an objection, once.
+1. ``plan_deliveries`` only reads, and runs concurrently in every worker: normalise the
+   addresses, match contacts (our id from the message metadata when that contact exists, else
+   the address; one query), and prepare each event's raw row and its consequences (``EFFECTS``);
+2. ``apply_deliveries`` writes, one worker at a time on SQLite (``write_turn``): a multi-row
+   ``INSERT … ON CONFLICT (dedupe_key) DO NOTHING RETURNING dedupe_key`` stores each provider
+   event once and says which are new (providers retry whole batches: idempotency is per event);
+   only the new ones change the register (warehouse's recipe: drop duplicates before the state
+   change); then the clocks of contacts given an interest or an objection are recomputed once.
 
 Clocks are a maximum over facts and suppressions keep their latest date, so events arriving out
 of order (Brevo often does) never move a clock backwards nor undo a newer suppression.
@@ -22,15 +23,16 @@ of order (Brevo often does) never move a clock backwards nor undo a newer suppre
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import zlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from gatekeeper.domain.retention import interest_counts
@@ -40,7 +42,7 @@ from gatekeeper.register.context import RegisterContext
 from gatekeeper.register.suppressions import SuppressionRecord, add_suppressions
 from gatekeeper.sqlbulk import dialect_of, json_value, read_ts, ts_value
 from gatekeeper.timeparse import isoformat
-from webhooks.base import NormalizedEvent
+from webhooks.base import NormalizedEvent, ReplayError
 
 # Rows per multi-row INSERT: 9 columns x 1,000 stays far under SQLite's 32,766 parameters.
 INSERT_CHUNK = 1_000
@@ -74,14 +76,22 @@ EFFECTS: dict[str, Effect] = {
 }
 
 
-@dataclass(slots=True)  # not frozen: built per event on the hot path, frozen costs 3x to init
-class Delivery:
-    """A new provider event with the address and contact it was matched to."""
+@dataclass(slots=True)  # not frozen: one per event on the hot path, and frozen is 3x slower
+class Planned:
+    """One provider event: its raw row, and what it changes if it turns out to be new."""
 
-    event: NormalizedEvent
-    address: str | None
-    contact_id: int | None
-    contact_email: str | None
+    key: str
+    row: tuple[Any, ...]
+    origin: str
+    fact: tuple[Any, ...] | None = None
+    suppressions: list[SuppressionRecord] = field(default_factory=list)
+    refresh: int | None = None  # a contact whose clock may move
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryPlan:
+    received: int
+    items: list[Planned]
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,85 +104,19 @@ class DeliveryResult:
         return self.received - self.stored
 
 
-class DatabaseReplayGuard:
-    """``webhooks.base.ReplayGuard`` on the ``webhook_tokens`` table, in the caller's transaction:
-    the unique (provider, token) index decides, so two concurrent deliveries cannot both pass."""
-
-    def __init__(self, session: Session) -> None:
-        self.session = session
-
-    def seen(self, provider: str, token: str, *, now: datetime) -> bool:
-        if len(token) > MAX_TOKEN_LENGTH:
-            token = "sha256:" + hashlib.sha256(token.encode()).hexdigest()
-        dialect = dialect_of(self.session)
-        sql = _INSERT_SEEN.format(values=_marks(dialect, 3))
-        params = (provider, token, ts_value(dialect, now))
-        result = self.session.connection().exec_driver_sql(sql, params)
-        if zlib.crc32(token.encode()) % TOKEN_PURGE_EVERY == 0:
-            forget_tokens(self.session, now - TOKEN_TTL)
-        return result.rowcount == 0
+def _driver(session: Session) -> Any:
+    """The DBAPI connection inside the session's transaction: our few hot statements skip
+    SQLAlchemy's per-statement result machinery (sqlbulk does the same for bulk loads)."""
+    return session.connection().connection.driver_connection
 
 
-def forget_tokens(session: Session, before: datetime) -> None:
-    session.execute(text("DELETE FROM webhook_tokens WHERE seen_at < :before"),
-                    {"before": ts_value(dialect_of(session), before)})
-
-
-def record_delivery_events(
-    session: Session, events: Sequence[NormalizedEvent], ctx: RegisterContext, *, now: datetime
-) -> DeliveryResult:
-    """Store the events of one request once each and apply the new ones to the register."""
-    batch = list({e.dedupe_key: e for e in reversed(events)}.values())[::-1]  # first of each key
-    if not batch:
-        return DeliveryResult(received=len(events), stored=0)
-    addresses = [_address(e.email) for e in batch]
-    matches = match_contacts(session, batch, addresses)
-    fresh = _store(session, batch, [m[0] for m in matches], now)
-    new = [Delivery(e, a, m[0], m[1]) for e, a, m in zip(batch, addresses, matches, strict=True)
-           if e.dedupe_key in fresh]
-    apply_effects(session, new, ctx, now=now)
-    return DeliveryResult(received=len(events), stored=len(new))
-
-
-def _address(raw: str | None) -> str | None:
-    if not raw:
-        return None
-    try:
-        return normalise_email(raw)
-    except CoordinateError:
-        return None  # stored with the raw event; nothing to match or suppress
-
-
-def match_contacts(
-    session: Session, batch: Sequence[NormalizedEvent], addresses: Sequence[str | None]
-) -> list[tuple[int | None, str | None]]:
-    """(contact id, its e-mail) per event: the id we sent in the metadata when that contact still
-    exists (the address may have changed since), else the contact with that address."""
-    ids = sorted({e.contact_id for e in batch if e.contact_id is not None})
-    emails = sorted({a for a in addresses if a})
-    by_id: dict[int, str | None] = {}
-    for cid, email in _contacts_named(session, ids, emails):
-        by_id[int(cid)] = email
-    by_email = {email: cid for cid, email in by_id.items() if email}
-    found: list[tuple[int | None, str | None]] = []
-    for event, address in zip(batch, addresses, strict=True):
-        cid = event.contact_id if event.contact_id in by_id else by_email.get(address or "")
-        found.append((cid, by_id.get(cid) if cid is not None else None))
-    return found
-
-
-def _contacts_named(session: Session, ids: list[int], emails: list[str]) -> Iterator[Any]:
-    """One query per few thousand names (drivers cap bound parameters); ids are ints, inlined."""
-    mark = "?" if dialect_of(session) == "sqlite" else "%s"
-    for start in range(0, max(len(ids), len(emails), 1), MATCH_CHUNK):
-        some_ids = ", ".join(str(int(i)) for i in ids[start:start + MATCH_CHUNK]) or "NULL"
-        some_emails = emails[start:start + MATCH_CHUNK]
-        marks = ", ".join([mark] * len(some_emails)) or "NULL"
-        yield from session.connection().exec_driver_sql(
-            _MATCH.format(ids=some_ids, marks=marks), tuple(some_emails))
+def _marks(dialect: str, columns: int) -> str:
+    mark = "?" if dialect == "sqlite" else "%s"  # the drivers' own paramstyles
+    return f"({', '.join([mark] * columns)})"
 
 
 # Only placeholders and integers are ever formatted into these: values are bound parameters.
+_SEEN = "SELECT 1 FROM webhook_tokens WHERE provider = {mark} AND token = {mark}"
 _INSERT_SEEN = (
     "INSERT INTO webhook_tokens (provider, token, seen_at) VALUES {values}"
     " ON CONFLICT (provider, token) DO NOTHING"
@@ -193,9 +137,218 @@ _INSERT_FACT = (
 )
 
 
-def _marks(dialect: str, columns: int) -> str:
-    mark = "?" if dialect == "sqlite" else "%s"  # the drivers' own paramstyles
-    return f"({', '.join([mark] * columns)})"
+class DatabaseReplayGuard:
+    """``webhooks.base.ReplayGuard`` on the ``webhook_tokens`` table. ``seen`` only looks (the
+    adapter asks while verifying, before any write); ``record`` writes the tokens with the events,
+    in their transaction, and the unique (provider, token) index turns a concurrent replay that
+    passed the look into a ``ReplayError``."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.pending: list[tuple[str, str, datetime]] = []
+
+    def seen(self, provider: str, token: str, *, now: datetime) -> bool:
+        token = _bounded(token)
+        if any(p == provider and t == token for p, t, _ in self.pending):
+            return True
+        mark = "?" if dialect_of(self.session) == "sqlite" else "%s"
+        cursor = _driver(self.session).cursor()
+        found = cursor.execute(_SEEN.format(mark=mark), (provider, token)).fetchone()
+        cursor.close()
+        if found:
+            return True
+        self.pending.append((provider, token, now))
+        return False
+
+    def record(self) -> None:
+        dialect = dialect_of(self.session)
+        cursor = _driver(self.session).cursor()
+        for provider, token, now in self.pending:
+            cursor.execute(_INSERT_SEEN.format(values=_marks(dialect, 3)),
+                           (provider, token, ts_value(dialect, now)))
+            if cursor.rowcount == 0:
+                raise ReplayError(f"{provider} token used by a concurrent request")
+            if zlib.crc32(token.encode()) % TOKEN_PURGE_EVERY == 0:
+                cursor.execute("DELETE FROM webhook_tokens WHERE seen_at < "
+                               f"{_marks(dialect, 1)}", (ts_value(dialect, now - TOKEN_TTL),))
+        cursor.close()
+
+
+def _bounded(token: str) -> str:
+    if len(token) <= MAX_TOKEN_LENGTH:
+        return token
+    return "sha256:" + hashlib.sha256(token.encode()).hexdigest()
+
+
+@contextmanager
+def write_turn(session: Session) -> Iterator[None]:
+    """Hold the write phase, up to commit, alone among this database's writers that use it.
+
+    SQLite has a single writer, and its busy handler waits for the lock by sleeping with a
+    growing back-off (1, 2, 5, 10… ms), which idles the CPU while the lock is already free. A
+    kernel file lock wakes the next worker at once. PostgreSQL needs no turn. On error the
+    transaction is rolled back before the turn passes, so no one waits for our teardown."""
+    path = session.get_bind().url.database if dialect_of(session) == "sqlite" else None
+    if not path or path == ":memory:":
+        yield
+        return
+    with open(f"{path}.writers.lock", "a") as lock:  # noqa: PTH123 - a file descriptor is needed
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def record_delivery_events(
+    session: Session, events: Sequence[NormalizedEvent], ctx: RegisterContext, *, now: datetime
+) -> DeliveryResult:
+    """Store the events of one request once each and apply the new ones to the register."""
+    return apply_deliveries(session, plan_deliveries(session, events, ctx, now=now), ctx)
+
+
+def plan_deliveries(
+    session: Session, events: Sequence[NormalizedEvent], ctx: RegisterContext, *, now: datetime
+) -> DeliveryPlan:
+    """Everything that only reads: matching, raw rows, and each event's consequences."""
+    batch = list({e.dedupe_key: e for e in reversed(events)}.values())[::-1]  # first of each key
+    addresses = [_address(e.email) for e in batch]
+    matches = match_contacts(session, batch, addresses)
+    planner = _Planner(ctx, dialect_of(session), now, _send_times(session, batch, matches))
+    items = [planner.one(e, a, m) for e, a, m in zip(batch, addresses, matches, strict=True)]
+    return DeliveryPlan(received=len(events), items=items)
+
+
+def apply_deliveries(session: Session, plan: DeliveryPlan, ctx: RegisterContext) -> DeliveryResult:
+    """Store the raw events; let only the new ones change the register."""
+    fresh = _store(session, plan.items)
+    new = [p for p in plan.items if p.key in fresh]
+    _insert_facts(session, [p.fact for p in new if p.fact is not None])
+    by_origin: dict[str, list[SuppressionRecord]] = {}
+    for p in new:
+        by_origin.setdefault(p.origin, []).extend(p.suppressions)
+    for origin, records in by_origin.items():
+        add_suppressions(session, records, ctx.hasher, origin=origin)
+    clocks.refresh(session, {p.refresh for p in new if p.refresh is not None}, ctx.policy)
+    return DeliveryResult(received=plan.received, stored=len(new))
+
+
+def _address(raw: str | None) -> str | None:
+    if not raw:
+        return None
+    try:
+        return normalise_email(raw)
+    except CoordinateError:
+        return None  # stored with the raw event; nothing to match or suppress
+
+
+Match = tuple[int | None, str | None]  # (contact id, the contact's e-mail)
+
+
+def match_contacts(
+    session: Session, batch: Sequence[NormalizedEvent], addresses: Sequence[str | None]
+) -> list[Match]:
+    """Per event: the contact whose id we sent in the metadata, when it still exists (the
+    address may have changed since the send), else the contact with that address."""
+    ids = sorted({e.contact_id for e in batch if e.contact_id is not None})
+    emails = sorted({a for a in addresses if a})
+    by_id: dict[int, str | None] = dict(_contacts_named(session, ids, emails))
+    by_email = {email: cid for cid, email in by_id.items() if email}
+    found: list[Match] = []
+    for event, address in zip(batch, addresses, strict=True):
+        cid = event.contact_id if event.contact_id in by_id else by_email.get(address or "")
+        found.append((cid, by_id.get(cid) if cid is not None else None))
+    return found
+
+
+def _contacts_named(session: Session, ids: list[int], emails: list[str]) -> Iterator[Any]:
+    """One query per few thousand names (drivers cap bound parameters); ids are ints, inlined."""
+    mark = "?" if dialect_of(session) == "sqlite" else "%s"
+    cursor = _driver(session).cursor()
+    for start in range(0, max(len(ids), len(emails), 1), MATCH_CHUNK):
+        some_ids = ", ".join(str(int(i)) for i in ids[start:start + MATCH_CHUNK]) or "NULL"
+        some_emails = emails[start:start + MATCH_CHUNK]
+        marks = ", ".join([mark] * len(some_emails)) or "NULL"
+        cursor.execute(_MATCH.format(ids=some_ids, marks=marks), tuple(some_emails))
+        yield from ((int(cid), email) for cid, email in cursor.fetchall())
+    cursor.close()
+
+
+def _send_times(
+    session: Session, batch: Sequence[NormalizedEvent], matches: Sequence[Match]
+) -> dict[int, datetime]:
+    """When our campaigns of the clicked messages were sent, to tell scanners from people."""
+    ids = sorted({e.campaign_id for e, (cid, _) in zip(batch, matches, strict=True)
+                  if e.kind == "click" and e.campaign_id is not None and cid is not None})
+    if not ids:
+        return {}
+    cursor = _driver(session).cursor()
+    cursor.execute(_SEND_TIMES.format(ids=", ".join(str(int(i)) for i in ids)))
+    found = {int(cid): read_ts(at) for cid, at in cursor.fetchall()}
+    cursor.close()
+    return found
+
+
+class _Planner:
+    """Turns one matched event into its raw row and its consequences (``EFFECTS``)."""
+
+    def __init__(
+        self, ctx: RegisterContext, dialect: str, now: datetime, sent_at: dict[int, datetime]
+    ) -> None:
+        self.ctx, self.dialect, self.now, self.sent_at = ctx, dialect, now, sent_at
+        self.created = ts_value(dialect, now)
+
+    def one(self, e: NormalizedEvent, address: str | None, match: Match) -> Planned:
+        contact_id, contact_email = match
+        raw = e.raw if isinstance(e.raw, dict) else dict(e.raw)
+        row = (e.provider, e.dedupe_key, e.kind, e.provider_event[:MAX_PROVIDER_EVENT_LENGTH],
+               ts_value(self.dialect, e.occurred_at), contact_id, e.campaign_id, json_value(raw),
+               self.created)
+        planned = Planned(e.dedupe_key, row, f"webhook:{e.provider}")
+        effect = EFFECTS.get(e.kind)
+        if effect is None:
+            return planned
+        # A fact cannot have happened after we heard of it: a clock never runs from the future.
+        at = min(e.occurred_at, self.now)
+        if effect.event_type and contact_id is not None:
+            data = self._data(effect.event_type, e, at)
+            planned.fact = self._fact(e, contact_id, effect.event_type, data, at)
+            if effect.event_type == "opposition" or data.get("counts"):
+                planned.refresh = contact_id
+        if effect.reason:
+            # The reported address; an unsubscribe also covers the contact's own address when
+            # the metadata named a contact whose address has changed since the send.
+            wanted = {address or contact_email}
+            if effect.reason == "unsubscribe":
+                wanted.add(contact_email)
+            planned.suppressions = [
+                SuppressionRecord(0, "email", a, effect.reason, effect.channels, at)
+                for a in sorted(a for a in wanted if a)
+            ]
+        return planned
+
+    def _data(self, event_type: str, e: NormalizedEvent, at: datetime) -> dict[str, Any]:
+        when = isoformat(at)
+        if event_type == "interest":
+            send = self.sent_at.get(e.campaign_id) if e.campaign_id is not None else None
+            after_send = None if send is None else (e.occurred_at - send).total_seconds()
+            # Link scanners click within seconds of delivery, or say who they are (RULES.md §4).
+            counts = interest_counts("click", e.user_agent, after_send, "GET",
+                                     policy=self.ctx.policy)
+            return {"kind": "click", "occurred_at": when, "counts": counts, "detail": e.url}
+        if event_type == "opposition":
+            return {"channels": ["email"], "occurred_at": when, "via": "link"}
+        return {"occurred_at": when}
+
+    def _fact(self, e: NormalizedEvent, contact_id: int, event_type: str,
+              data: dict[str, Any], at: datetime) -> tuple[Any, ...]:
+        # The provider event is stored once, so its key also fingerprints the register fact.
+        key = hashlib.sha256(f"webhook|{e.dedupe_key}|{event_type}".encode()).hexdigest()
+        return (contact_id, event_type, ts_value(self.dialect, at), json_value(data),
+                f"webhook:{e.provider}", key, self.created)
 
 
 @lru_cache(maxsize=16)
@@ -203,109 +356,23 @@ def _insert_raw_sql(dialect: str, rows: int) -> str:
     return _INSERT_RAW.format(values=", ".join([_marks(dialect, 9)] * rows))
 
 
-def _store(
-    session: Session, batch: Sequence[NormalizedEvent], contact_ids: Sequence[int | None],
-    now: datetime,
-) -> set[str]:
+def _store(session: Session, items: Sequence[Planned]) -> set[str]:
     """Insert the raw events; the keys RETURNING gives back are the events not seen before
     (exact under concurrency: a concurrent duplicate waits on the unique index, then skips)."""
     dialect = dialect_of(session)
-    created = ts_value(dialect, now)
-    connection = session.connection()
+    cursor = _driver(session).cursor()
     fresh: set[str] = set()
-    for start in range(0, len(batch), INSERT_CHUNK):
-        chunk = batch[start:start + INSERT_CHUNK]
-        params: list[Any] = []
-        for event, cid in zip(chunk, contact_ids[start:start + INSERT_CHUNK], strict=True):
-            params += (event.provider, event.dedupe_key, event.kind,
-                       event.provider_event[:MAX_PROVIDER_EVENT_LENGTH],
-                       ts_value(dialect, event.occurred_at), cid, event.campaign_id,
-                       json_value(event.raw if isinstance(event.raw, dict) else dict(event.raw)),
-                       created)
-        result = connection.exec_driver_sql(_insert_raw_sql(dialect, len(chunk)), tuple(params))
-        fresh.update(row[0] for row in result)
+    for start in range(0, len(items), INSERT_CHUNK):
+        chunk = items[start:start + INSERT_CHUNK]
+        params = tuple(value for p in chunk for value in p.row)
+        cursor.execute(_insert_raw_sql(dialect, len(chunk)), params)
+        fresh.update(row[0] for row in cursor.fetchall())
+    cursor.close()
     return fresh
 
 
-def apply_effects(
-    session: Session, deliveries: Sequence[Delivery], ctx: RegisterContext, *, now: datetime
-) -> None:
-    sent_at = _send_times(session, deliveries)
-    facts: list[tuple[Any, ...]] = []
-    entries: dict[str, list[SuppressionRecord]] = {}
-    touched: set[int] = set()
-    dialect = dialect_of(session)
-    for row, d in enumerate(deliveries):
-        effect = EFFECTS.get(d.event.kind)
-        if effect is None:
-            continue
-        # A fact cannot have happened after we heard of it: a clock never runs from the future.
-        at = min(d.event.occurred_at, now)
-        if effect.event_type and d.contact_id is not None:
-            data = _event_data(effect.event_type, d, at, sent_at, ctx)
-            facts.append(_event_row(dialect, d, effect.event_type, data, at=at, now=now))
-            if effect.event_type == "opposition" or data.get("counts"):
-                touched.add(d.contact_id)
-        if effect.reason:
-            entries.setdefault(d.event.provider, []).extend(_suppressions(row, d, effect, at))
-    _insert_facts(session, facts)
-    for provider, records in entries.items():
-        add_suppressions(session, records, ctx.hasher, origin=f"webhook:{provider}")
-    clocks.refresh(session, touched, ctx.policy)
-
-
-def _event_data(
-    event_type: str, d: Delivery, at: datetime, sent_at: dict[int, datetime],
-    ctx: RegisterContext,
-) -> dict[str, Any]:
-    when = isoformat(at)
-    if event_type == "interest":
-        send = sent_at.get(d.event.campaign_id) if d.event.campaign_id is not None else None
-        after_send = None if send is None else (d.event.occurred_at - send).total_seconds()
-        # Link scanners click within seconds of delivery, or say who they are (RULES.md §4).
-        counts = interest_counts("click", d.event.user_agent, after_send, "GET", policy=ctx.policy)
-        return {"kind": "click", "occurred_at": when, "counts": counts, "detail": d.event.url}
-    if event_type == "opposition":
-        return {"channels": ["email"], "occurred_at": when, "via": "link"}
-    return {"occurred_at": when}
-
-
-def _event_row(
-    dialect: str, d: Delivery, event_type: str, data: dict[str, Any], *, at: datetime,
-    now: datetime,
-) -> tuple[Any, ...]:
-    # The provider event is stored once, so its key also fingerprints the register fact.
-    key = hashlib.sha256(f"webhook|{d.event.dedupe_key}|{event_type}".encode()).hexdigest()
-    return (d.contact_id, event_type, ts_value(dialect, at), json_value(data),
-            f"webhook:{d.event.provider}", key, ts_value(dialect, now))
-
-
 def _insert_facts(session: Session, rows: list[tuple[Any, ...]]) -> None:
-    if not rows:
-        return
-    sql = _INSERT_FACT.format(values=_marks(dialect_of(session), 7))
-    session.connection().exec_driver_sql(sql, rows)
-
-
-def _suppressions(
-    row: int, d: Delivery, effect: Effect, at: datetime
-) -> Iterator[SuppressionRecord]:
-    """The address the provider reported; an unsubscribe also covers the contact's own address
-    when the metadata named a contact whose address has changed since the send."""
-    assert effect.reason is not None
-    addresses = {d.address or d.contact_email}
-    if effect.reason == "unsubscribe":
-        addresses.add(d.contact_email)
-    for address in sorted(a for a in addresses if a):
-        yield SuppressionRecord(row, "email", address, effect.reason, effect.channels, at)
-
-
-def _send_times(session: Session, deliveries: Sequence[Delivery]) -> dict[int, datetime]:
-    """When our campaigns of the clicked messages were sent, to tell scanners from people."""
-    ids = sorted({d.event.campaign_id for d in deliveries
-                  if d.event.kind == "click" and d.event.campaign_id is not None
-                  and d.contact_id is not None})
-    if not ids:
-        return {}
-    sql = _SEND_TIMES.format(ids=", ".join(str(int(i)) for i in ids))
-    return {int(cid): read_ts(at) for cid, at in session.connection().exec_driver_sql(sql)}
+    if rows:
+        cursor = _driver(session).cursor()
+        cursor.executemany(_INSERT_FACT.format(values=_marks(dialect_of(session), 7)), rows)
+        cursor.close()

@@ -1,0 +1,135 @@
+"""Filter a campaign list of N recipients against N contacts and N/10 suppressions, from the
+file on disk to the last verdict row written, and compare with the CSV baseline measured in
+the same run (PERFORMANCE.md). SQLite and PostgreSQL.
+
+    .venv/bin/python bench/filter.py --rows 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import CITIES, FIRST, LAST, email_of, emit, peak_rss_mib  # noqa: E402
+
+from gatekeeper.config import load_settings  # noqa: E402
+from gatekeeper.db import Database  # noqa: E402
+from gatekeeper.gate.campaigns import parse_campaign  # noqa: E402
+from gatekeeper.gate.lists import decide_list  # noqa: E402
+from gatekeeper.migrate import upgrade  # noqa: E402
+from gatekeeper.register.contacts import ContactRecord, upsert_contacts  # noqa: E402
+from gatekeeper.register.context import context_from  # noqa: E402
+from gatekeeper.register.events import EventRecord, append_events  # noqa: E402
+from gatekeeper.register.suppressions import SuppressionRecord, add_suppressions  # noqa: E402
+
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+AS_OF = datetime(2026, 11, 22, 10, tzinfo=UTC)
+CAMPAIGN = {"channel": "email", "purpose": "commercial", "sender": "ACME SAS",
+            "product_category": "coffee_capsules", "send_at": "2026-11-24T11:00:00+01:00"}
+
+
+def write_list(path: Path, rows: int) -> None:
+    # Recipients: 90% known contacts (shuffled deterministically), 10% strangers, 1% repeats.
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["email", "first_name", "last_name", "city"])
+        for i in range(rows):
+            n = (i * 7919) % rows if i % 10 else rows + i
+            if i % 100 == 99:
+                n = (i - 1) * 7919 % rows
+            w.writerow([email_of(n).upper() if i % 3 == 0 else email_of(n), FIRST[i % 10], LAST[i % 10], CITIES[i % 8]])
+
+
+def csv_baseline(path: Path) -> float:
+    """CSV (PERFORMANCE.md): csv.reader over the file, strip().lower() the e-mail into a set."""
+    start = time.perf_counter()
+    seen = set()
+    with path.open(newline="") as fh:
+        for row in csv.reader(fh):
+            seen.add(row[0].strip().lower())
+    return time.perf_counter() - start
+
+
+def populate(database: Database, ctx: object, rows: int) -> None:
+    collected = [datetime(2022 + (i % 4), 1 + i % 12, 1 + i % 28, tzinfo=UTC) for i in range(48)]
+    contacts = (ContactRecord(i, f"crm-{i}", email_of(i), None, FIRST[i % 10], LAST[i % 10], {"city": CITIES[i % 8]},
+                              "b2c" if i % 5 else "b2b", [], collected[i % 48], "ACME SAS", "direct", None, None,
+                              "marketing", "Europe/Paris", None) for i in range(rows))
+    with database.session_scope() as s:
+        upsert_contacts(s, contacts, ctx, want_ids=False)  # type: ignore[arg-type]
+    # A third of the contacts consented, a tenth bought a coffee machine.
+    events = []
+    for i in range(0, rows, 3):
+        events.append(EventRecord(i, "email", email_of(i), "consent", collected[i % 48],
+                                  {"channel": "email", "given": True, "occurred_at": collected[i % 48].isoformat(),
+                                   "sender": "ACME SAS", "method": "checkbox"}))
+    for i in range(1, rows, 10):
+        events.append(EventRecord(i, "email", email_of(i), "purchase", collected[i % 48],
+                                  {"occurred_at": collected[i % 48].isoformat(), "product_category": "coffee_machines",
+                                   "seller": "ACME SAS"}))
+    with database.session_scope() as s:
+        append_events(s, events, ctx, origin="bench")  # type: ignore[arg-type]
+    sups = (SuppressionRecord(i, "email", email_of(i * 10 + 7), ("unsubscribe", "hard_bounce", "complaint")[i % 3],
+                              ["all"], datetime(2026, 1, 1 + i % 28, tzinfo=UTC)) for i in range(rows // 10))
+    with database.session_scope() as s:
+        add_suppressions(s, sups, ctx.hasher, origin="bench")  # type: ignore[attr-defined]
+
+
+def measure(url: str, list_path: Path, out: Path, rows: int) -> float:
+    upgrade(url)
+    settings = load_settings(environ={}, overrides={"env": "bench", "secret_key": "bench", "database_url": url})
+    ctx = context_from(settings)
+    database = Database(url)
+    started = time.perf_counter()
+    populate(database, ctx, rows)
+    print(f"  setup: {time.perf_counter() - started:.1f} s for {rows} contacts", file=sys.stderr)
+    campaign, _ = parse_campaign(CAMPAIGN, AS_OF)
+    start = time.perf_counter()
+    with database.session_scope() as s:
+        summary = decide_list(s, ctx, campaign, AS_OF, list_path, out)
+    elapsed = time.perf_counter() - start
+    print(f"  {summary['allowed']} allowed, {summary['blocked']} blocked, {summary['duplicates']} duplicates; "
+          f"{dict(list(summary['by_reason'].items())[:6])}", file=sys.stderr)
+    database.engine.dispose()
+    return elapsed
+
+
+def fresh_pg() -> str:
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text("DROP DATABASE IF EXISTS gk_bench_filter WITH (FORCE)"))
+        conn.execute(text("CREATE DATABASE gk_bench_filter"))
+    admin.dispose()
+    return PG_ADMIN.rsplit("/", 1)[0] + "/gk_bench_filter"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--skip-pg", action="store_true")
+    args = parser.parse_args()
+    figures = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        list_path = work / "list.csv"
+        write_list(list_path, args.rows)
+        dbs = [("sqlite", f"sqlite:///{work / 'gk.db'}")] + ([] if args.skip_pg else [("postgresql", fresh_pg())])
+        for name, url in dbs:
+            elapsed = measure(url, list_path, work / f"verdicts-{name}.csv", args.rows)
+            base = csv_baseline(list_path)
+            figures.append({"bench": "filter", "db": name, "rows": args.rows, "value": round(elapsed, 3), "unit": "s",
+                            "baseline": "CSV", "baseline_value": round(base, 3), "ratio": round(elapsed / base, 2),
+                            "target_max": 3.5, "peak_rss_mib": peak_rss_mib()})
+    emit(figures)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,233 @@
+"""Protection of the public endpoints: rate limits, security headers, CSRF tokens, languages."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from test_links_helpers import FIREFOX, TODAY, add_contact, links, set_clock, signer
+
+from gatekeeper.links import csrf, i18n
+from gatekeeper.links.headers import CSP
+from gatekeeper.links.ratelimit import RateLimiter
+
+
+class Ticks:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# --- the limiter itself -------------------------------------------------------------------
+
+
+def test_an_address_may_burst_to_its_limit_then_waits_for_the_bucket_to_refill() -> None:
+    ticks = Ticks()
+    limiter = RateLimiter(3, ticks)
+    assert [limiter.hit("10.0.0.1") for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert limiter.hit("10.0.0.1") == pytest.approx(20.0)  # one token every 20 s at 3/min
+    assert limiter.hit("10.0.0.2") == 0.0  # every address has its own bucket
+    ticks.now += 20.0
+    assert limiter.hit("10.0.0.1") == 0.0
+    assert limiter.hit("10.0.0.1") > 0.0
+
+
+def test_a_limit_of_zero_turns_the_limiter_off() -> None:
+    limiter = RateLimiter(0, Ticks())
+    assert all(limiter.hit("10.0.0.1") == 0.0 for _ in range(1000))
+
+
+def test_idle_addresses_are_forgotten_when_too_many_are_tracked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gatekeeper.links import ratelimit
+
+    monkeypatch.setattr(ratelimit, "MAX_TRACKED", 10)
+    ticks = Ticks()
+    limiter = RateLimiter(60, ticks)
+    for i in range(10):
+        limiter.hit(f"10.0.0.{i}")
+    ticks.now += 120.0  # all ten buckets are full again
+    limiter.hit("10.0.1.1")
+    assert len(limiter._buckets) == 1
+
+
+# --- rate limits through HTTP -------------------------------------------------------------
+
+
+@pytest.fixture
+def tight(app: Flask) -> Ticks:
+    """Three requests a minute per address, on a clock the test moves."""
+    ticks = Ticks()
+    links(app).limiter = RateLimiter(3, ticks)
+    return ticks
+
+
+def test_the_limit_comes_from_the_settings(app: Flask) -> None:
+    assert links(app).limiter.per_minute == app.extensions["gatekeeper.settings"].rate_limit_per_minute
+
+
+@pytest.mark.parametrize("prefix", ["u", "r", "p", "c", "d"])
+def test_every_public_endpoint_answers_429_past_the_limit(
+    app: Flask, client: FlaskClient, tight: Ticks, prefix: str
+) -> None:
+    path = f"/{prefix}/not-a-token"
+    assert [client.get(path).status_code for _ in range(3)] == [400, 400, 400]
+    res = client.get(path)
+    assert res.status_code == 429 and res.headers["Retry-After"] == "21"
+    assert "Trop de demandes" in res.get_data(as_text=True)
+    other = client.get(path, environ_base={"REMOTE_ADDR": "192.0.2.7"})
+    assert other.status_code == 400
+    tight.now += 20.0
+    assert client.get(path).status_code == 400
+
+
+def test_one_click_unsubscribes_are_never_rate_limited(
+    app: Flask, client: FlaskClient, auth: dict[str, str], tight: Ticks
+) -> None:
+    # Mailbox providers post one-clicks for many people from a few addresses.
+    set_clock(app, TODAY)
+    cid = add_contact(client, auth)
+    path = f"/u/{signer(app).unsubscribe(cid, 7)}"
+    for _ in range(4):
+        client.get("/c/not-a-token")
+    assert client.get(path).status_code == 429
+    assert client.post(path, data={"List-Unsubscribe": "One-Click"}).status_code == 200
+
+
+# --- security headers ---------------------------------------------------------------------
+
+STRICT = {
+    "Content-Security-Policy": CSP,
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+def test_every_public_answer_carries_strict_security_headers(
+    app: Flask, client: FlaskClient, auth: dict[str, str]
+) -> None:
+    set_clock(app, TODAY)
+    cid = add_contact(client, auth)
+    s = signer(app)
+    answers = {
+        "unsubscribe page": client.get(f"/u/{s.unsubscribe(cid)}"),
+        "unsubscribe post": client.post(f"/u/{s.unsubscribe(cid)}", data={"List-Unsubscribe": "One-Click"}),
+        "preferences page": client.get(f"/p/{s.preferences(cid)}"),
+        "click redirect": client.get(f"/c/{s.tracked('click', cid, 7, 'https://x.example/', TODAY)}",
+                                     headers={"User-Agent": FIREFOX}),
+        "tampered": client.get("/r/abc.def.ghi"),
+        "stylesheet": client.get(links(app).css_url),
+    }
+    for name, res in answers.items():
+        for header, value in STRICT.items():
+            assert res.headers.get(header) == value, (name, header)
+        if name != "stylesheet":
+            assert res.headers["Cache-Control"] == "no-store", name
+    assert "frame-ancestors 'none'" in CSP and "unsafe-inline" not in CSP
+    css = answers["stylesheet"]
+    assert css.status_code == 200 and css.mimetype == "text/css"
+    css.close()  # a static file is streamed from disk
+
+
+def test_pages_have_no_inline_style_or_script_and_no_third_party_asset(
+    app: Flask, client: FlaskClient, auth: dict[str, str]
+) -> None:
+    set_clock(app, TODAY)
+    cid = add_contact(client, auth)
+    html = client.get(f"/p/{signer(app).preferences(cid)}").get_data(as_text=True)
+    assert "<script" not in html and "style=" not in html and "<style" not in html
+    assert re.findall(r'(?:href|src)="(https?:)?//', html) == []
+
+
+def test_the_api_keeps_its_own_headers(client: FlaskClient) -> None:
+    # Other pages (the printable evidence pack) may need their own policy: ours stays on ours.
+    assert "Content-Security-Policy" not in client.get("/api/v1/openapi.json").headers
+
+
+# --- languages ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("query", "accept", "lang"), [
+    ("", None, "fr"),
+    ("", "en-GB,en;q=0.9", "en"),
+    ("", "de-DE,de;q=0.9", "fr"),
+    ("", "en;q=0.5,fr;q=0.8", "fr"),
+    ("?lang=en", "fr-FR", "en"),
+    ("?lang=fr", "en-US", "fr"),
+    ("?lang=xx", "en-US", "en"),
+])
+def test_pages_speak_french_first_then_english_by_header_or_switch(
+    app: Flask, client: FlaskClient, auth: dict[str, str], query: str, accept: str | None, lang: str
+) -> None:
+    set_clock(app, TODAY)
+    cid = add_contact(client, auth)
+    headers = {"Accept-Language": accept} if accept else {}
+    for path in (f"/u/{signer(app).unsubscribe(cid)}", f"/p/{signer(app).preferences(cid)}"):
+        res = client.get(path + query, headers=headers)
+        html = res.get_data(as_text=True)
+        assert res.headers["Content-Language"] == lang
+        assert f'<html lang="{lang}">' in html
+        other = "en" if lang == "fr" else "fr"
+        assert f'href="?lang={other}"' in html
+
+
+def test_the_english_pages_say_the_same_things(app: Flask, client: FlaskClient, auth: dict[str, str]) -> None:
+    set_clock(app, TODAY)
+    cid = add_contact(client, auth)
+    html = client.get(f"/p/{signer(app).preferences(cid)}?lang=en").get_data(as_text=True)
+    assert "Your contact preferences" in html
+    assert "Your data will be deleted on 10 June 2028 unless" in html
+
+
+def test_both_catalogs_hold_the_same_texts_with_the_same_placeholders() -> None:
+    fr, en = i18n.MESSAGES["fr"], i18n.MESSAGES["en"]
+    assert fr.keys() == en.keys()
+    for key in fr:
+        assert set(re.findall(r"{(\w+)}", fr[key])) == set(re.findall(r"{(\w+)}", en[key])), key
+    assert i18n.CHANNEL_BY["fr"].keys() == i18n.CHANNEL_BY["en"].keys()
+
+
+@pytest.mark.parametrize(("moment", "zone", "fr", "en"), [
+    (datetime(2028, 6, 9, 22, tzinfo=UTC), None, "10 juin 2028", "10 June 2028"),
+    (datetime(2028, 6, 9, 22, tzinfo=UTC), "America/Martinique", "9 juin 2028", "9 June 2028"),
+    (datetime(2029, 2, 1, 10, tzinfo=UTC), "Nowhere/Atlantis", "1 février 2029", "1 February 2029"),
+])
+def test_deadlines_are_written_in_words_in_the_persons_time_zone(
+    moment: datetime, zone: str | None, fr: str, en: str
+) -> None:
+    assert i18n.date_in_words(moment, "fr", zone) == fr
+    assert i18n.date_in_words(moment, "en", zone) == en
+
+
+def test_coordinates_are_masked_on_pages() -> None:
+    assert i18n.mask_email("paul.martin@example.fr") == "p•••@example.fr"
+    assert i18n.mask_phone("+33612345678") == "•• •• •• 78"
+
+
+# --- CSRF tokens --------------------------------------------------------------------------
+
+
+def test_a_csrf_token_binds_the_browser_cookie_to_the_link() -> None:
+    cookie = csrf.new_cookie_value()
+    token = csrf.form_token("secret", cookie, "link-a")
+    assert csrf.valid("secret", cookie, "link-a", token)
+    assert not csrf.valid("secret", cookie, "link-b", token)
+    assert not csrf.valid("secret", csrf.new_cookie_value(), "link-a", token)
+    assert not csrf.valid("other-secret", cookie, "link-a", token)
+    assert not csrf.valid("secret", None, "link-a", token)
+    assert csrf.usable_cookie(cookie) == cookie
+    assert csrf.usable_cookie("x;y") is None and csrf.usable_cookie("") is None
+
+
+def test_the_csrf_cookie_is_strict_and_secure_over_https() -> None:
+    name, value = csrf.set_cookie_header("abc", https=True)
+    assert value.startswith("__Host-gk_csrf=abc;") and "Secure" in value
+    assert "SameSite=Strict" in value and "HttpOnly" in value and "Path=/" in value
+    assert "Secure" not in csrf.set_cookie_header("abc", https=False)[1]
