@@ -48,7 +48,7 @@ from gatekeeper.register.schema import Problems  # noqa: E402
 PG_ADMIN = os.environ.get(
     "GATEKEEPER_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
-SECRET = "bench-secret-not-for-production"
+SECRET = "bench-secret-not-for-production"  # noqa: S105 - a benchmark's throwaway key
 BROWSER_UA = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
 LUA = """
 local paths = {}
@@ -135,6 +135,7 @@ def run_wrk(
     url: str,
     seconds: int,
     connections: int,
+    *,
     script: Path | None = None,
     paths: Path | None = None,
 ) -> dict[str, float]:
@@ -203,9 +204,8 @@ def write_paths(path: Path, kind: str, contacts: int) -> None:
             if kind == "unsubscribe":
                 fh.write(f"/u/{signer.unsubscribe(cid, 1)}\n")
             else:
-                fh.write(
-                    f"/c/{signer.tracked('click', cid, 1, 'https://shop.example/offre?id=42', sent)}\n"
-                )
+                token = signer.tracked("click", cid, 1, "https://shop.example/offre?id=42", sent)
+                fh.write(f"/c/{token}\n")
 
 
 def count_clicks(url: str) -> int:
@@ -277,10 +277,8 @@ def main() -> None:
         database(args.db, Path(tmp)) as url,
     ):
         work = Path(tmp)
-        print(
-            f"register: {contacts} contacts ({args.db}); wrk -t1 -c{args.connections} -d{args.seconds}s",
-            flush=True,
-        )
+        load = f"wrk -t1 -c{args.connections} -d{args.seconds}s"
+        print(f"register: {contacts} contacts ({args.db}); {load}", flush=True)
         make_register(url, contacts)
         for kind in ("unsubscribe", "click"):
             write_paths(work / f"{kind}.txt", kind, contacts)
@@ -303,30 +301,20 @@ def main() -> None:
         with gunicorn("gatekeeper.wsgi:app", env, work / "gatekeeper.log") as port:
             for name, kind in (("unsubscribe_get", "unsubscribe"), ("click", "click")):
                 # Workers import the app and compile templates on their first requests.
-                run_wrk(
-                    wrk,
-                    f"http://127.0.0.1:{port}",
-                    WARM_UP,
-                    args.connections,
-                    work / "paths.lua",
-                    work / f"{kind}.txt",
-                )
+                paths = {"script": work / "paths.lua", "paths": work / f"{kind}.txt"}
+                run_wrk(wrk, f"http://127.0.0.1:{port}", WARM_UP, args.connections, **paths)
                 results[name] = run_wrk(
-                    wrk,
-                    f"http://127.0.0.1:{port}",
-                    args.seconds,
-                    args.connections,
-                    work / "paths.lua",
-                    work / f"{kind}.txt",
+                    wrk, f"http://127.0.0.1:{port}", args.seconds, args.connections, **paths
                 )
         recorded = count_clicks(url)
-        report(base, flask, results, recorded, args.db, work)
+        report(base, flask, results, recorded=recorded, db=args.db, work=work)
 
 
 def report(
     base: dict[str, float],
     flask: dict[str, float],
     results: dict[str, dict[str, float]],
+    *,
     recorded: int,
     db: str,
     work: Path,

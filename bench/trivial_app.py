@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from flask import Flask, Response
+
 
 def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
     del environ  # nothing of the request matters
@@ -19,8 +21,6 @@ def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable
 def _flask_app() -> Any:
     # The same 302 through Flask, reported for reference only: it shows what the framework
     # alone costs, which is why gatekeeper serves its hot links in front of Flask.
-    from flask import Flask, Response
-
     flask = Flask("trivial")
 
     @flask.get("/r")

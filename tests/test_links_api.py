@@ -25,15 +25,35 @@ def test_tracked_links_are_minted_for_contacts_named_any_way(
 ) -> None:
     set_clock(app, TODAY)
     cid = add_contact(client, auth)
-    res = mint(client, auth, {"campaign_id": 7, "sent_at": "2026-11-22T09:00:00Z", "links": [
-        {"contact": {"email": "PAUL.martin@example.fr"}, "url": "https://shop.example/a", "kind": "click"},
-        {"contact": {"external_id": "crm-42"}, "url": "https://shop.example/b.pdf", "kind": "download"},
-        {"contact": {"phone": "+33612345678"}, "url": "http://shop.example/été?x=1"}]})
+    res = mint(
+        client,
+        auth,
+        {
+            "campaign_id": 7,
+            "sent_at": "2026-11-22T09:00:00Z",
+            "links": [
+                {
+                    "contact": {"email": "PAUL.martin@example.fr"},
+                    "url": "https://shop.example/a",
+                    "kind": "click",
+                },
+                {
+                    "contact": {"external_id": "crm-42"},
+                    "url": "https://shop.example/b.pdf",
+                    "kind": "download",
+                },
+                {"contact": {"phone": "+33612345678"}, "url": "http://shop.example/été?x=1"},
+            ],
+        },
+    )
     assert res.status_code == 200, res.json
     assert res.json["campaign_id"] == 7 and res.json["sent_at"] == "2026-11-22T09:00:00Z"
     links = res.json["links"]
     assert [(x["index"], x["contact_id"], x["kind"]) for x in links] == [
-        (0, cid, "click"), (1, cid, "download"), (2, cid, "click")]
+        (0, cid, "click"),
+        (1, cid, "download"),
+        (2, cid, "click"),
+    ]
     assert links[0]["tracked_url"].startswith("http://127.0.0.1:8000/c/")
     assert links[1]["tracked_url"].startswith("http://127.0.0.1:8000/d/")
     assert links[2]["url"] == "http://shop.example/%C3%A9t%C3%A9?x=1"  # a header-safe URI
@@ -45,11 +65,22 @@ def test_a_minted_link_records_a_click_for_its_campaign_and_redirects(
 ) -> None:
     set_clock(app, TODAY)
     cid = add_contact(client, auth)
-    body = {"campaign_id": "spring-26", "sent_at": "2026-11-22T08:00:00Z", "links": [
-        {"contact": {"external_id": "crm-42"}, "url": "https://shop.example/été", "kind": "click"}]}
+    body = {
+        "campaign_id": "spring-26",
+        "sent_at": "2026-11-22T08:00:00Z",
+        "links": [
+            {
+                "contact": {"external_id": "crm-42"},
+                "url": "https://shop.example/été",
+                "kind": "click",
+            }
+        ],
+    }
     tracked = mint(client, auth, body).json["links"][0]["tracked_url"]
     res = client.get(path_of(tracked), headers={"User-Agent": FIREFOX})
-    assert res.status_code == 302 and res.headers["Location"] == "https://shop.example/%C3%A9t%C3%A9"
+    assert (
+        res.status_code == 302 and res.headers["Location"] == "https://shop.example/%C3%A9t%C3%A9"
+    )
     (interest,) = stored_events(app, cid, "interest")
     assert interest["campaign_id"] == "spring-26" and interest["counts"] is True
 
@@ -70,11 +101,21 @@ BAD_URLS = {
 
 
 @pytest.mark.parametrize("name", list(BAD_URLS))
-def test_only_absolute_http_urls_are_signed(client: FlaskClient, auth: dict[str, str], name: str) -> None:
+def test_only_absolute_http_urls_are_signed(
+    client: FlaskClient, auth: dict[str, str], name: str
+) -> None:
     add_contact(client, auth)
-    res = mint(client, auth, {"campaign_id": 7, "links": [
-        {"contact": {"external_id": "crm-42"}, "url": "https://shop.example/ok"},
-        {"contact": {"external_id": "crm-42"}, "url": BAD_URLS[name]}]})
+    res = mint(
+        client,
+        auth,
+        {
+            "campaign_id": 7,
+            "links": [
+                {"contact": {"external_id": "crm-42"}, "url": "https://shop.example/ok"},
+                {"contact": {"external_id": "crm-42"}, "url": BAD_URLS[name]},
+            ],
+        },
+    )
     assert res.status_code == 422
     assert [(d["index"], d["field"]) for d in res.json["error"]["details"]] == [(1, "url")]
 
@@ -83,11 +124,23 @@ def test_every_bad_item_is_named_by_index_and_nothing_is_returned(
     client: FlaskClient, auth: dict[str, str]
 ) -> None:
     add_contact(client, auth)
-    res = mint(client, auth, {"campaign_id": 7, "links": [
-        {"contact": {"external_id": "crm-42"}, "url": "https://shop.example/ok"},
-        {"contact": {"email": "nobody@example.fr"}, "url": "https://shop.example/"},
-        {"contact": {"external_id": "crm-42"}, "url": "https://shop.example/", "kind": "open"},
-        {"url": "https://shop.example/"}]})
+    res = mint(
+        client,
+        auth,
+        {
+            "campaign_id": 7,
+            "links": [
+                {"contact": {"external_id": "crm-42"}, "url": "https://shop.example/ok"},
+                {"contact": {"email": "nobody@example.fr"}, "url": "https://shop.example/"},
+                {
+                    "contact": {"external_id": "crm-42"},
+                    "url": "https://shop.example/",
+                    "kind": "open",
+                },
+                {"url": "https://shop.example/"},
+            ],
+        },
+    )
     assert res.status_code == 422
     details = [(d["index"], d["field"]) for d in res.json["error"]["details"]]
     assert sorted(details) == [(1, "contact"), (2, "kind"), (3, "contact")]
@@ -99,8 +152,14 @@ def test_the_campaign_id_is_required_and_holds_no_free_text(
     client: FlaskClient, auth: dict[str, str], campaign: Any
 ) -> None:
     add_contact(client, auth)
-    res = mint(client, auth, {"campaign_id": campaign, "links": [
-        {"contact": {"external_id": "crm-42"}, "url": "https://shop.example/"}]})
+    res = mint(
+        client,
+        auth,
+        {
+            "campaign_id": campaign,
+            "links": [{"contact": {"external_id": "crm-42"}, "url": "https://shop.example/"}],
+        },
+    )
     assert res.status_code == 422
     assert res.json["error"]["details"][0]["field"] == "campaign_id"
 
@@ -109,8 +168,9 @@ def test_links_need_a_key_with_the_gate_scope(app: Flask, client: FlaskClient) -
     body = {"campaign_id": 7, "links": []}
     assert client.post("/api/v1/links", json=body).status_code == 401
     with app.extensions["gatekeeper.db"].session_scope() as session:
-        key = create_api_key(session, app.extensions["gatekeeper.context"].hasher, "reader",
-                             ("register:read",))
+        key = create_api_key(
+            session, app.extensions["gatekeeper.context"].hasher, "reader", ("register:read",)
+        )
     res = client.post("/api/v1/links", json=body, headers={"Authorization": f"Bearer {key}"})
     assert res.status_code == 403
 

@@ -19,11 +19,24 @@ from gatekeeper.sqlbulk import read_json
 # reconsent due from 2028-05-10T22:00Z (30 days before).
 TODAY = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 RECONSENT_DAY = datetime(2028, 5, 20, 10, 0, tzinfo=UTC)
-PAUL = {"external_id": "crm-42", "email": "Paul.Martin@Example.fr", "phone": "06 12 34 56 78",
-        "first_name": "Paul", "last_name": "Martin", "audience": "b2c", "collected_at": "2025-06-10",
-        "collected_by": "ACME SAS", "source": {"type": "direct", "name": "checkout"},
-        "postal_address": {"line1": "1 rue de la Paix", "postcode": "69001", "city": "Lyon",
-                           "country": "FR"}, "purpose": "marketing"}
+PAUL = {
+    "external_id": "crm-42",
+    "email": "Paul.Martin@Example.fr",
+    "phone": "06 12 34 56 78",
+    "first_name": "Paul",
+    "last_name": "Martin",
+    "audience": "b2c",
+    "collected_at": "2025-06-10",
+    "collected_by": "ACME SAS",
+    "source": {"type": "direct", "name": "checkout"},
+    "postal_address": {
+        "line1": "1 rue de la Paix",
+        "postcode": "69001",
+        "city": "Lyon",
+        "country": "FR",
+    },
+    "purpose": "marketing",
+}
 FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
 
 

@@ -69,9 +69,15 @@ def test_a_one_click_post_unsubscribes_at_once_and_keeps_the_proof(
     app: Flask, client: FlaskClient, auth: dict[str, str], paul: int, encoding: str
 ) -> None:
     bare = app.test_client(use_cookies=False)  # mailbox providers send no cookie
-    kwargs: dict[str, Any] = {"content_type": "multipart/form-data"} if encoding == "multipart" else {}
-    res = bare.post(f"/u/{signer(app).unsubscribe(paul, 7)}", data=ONE_CLICK,
-                    headers={"User-Agent": "Gmail one-click"}, **kwargs)
+    kwargs: dict[str, Any] = (
+        {"content_type": "multipart/form-data"} if encoding == "multipart" else {}
+    )
+    res = bare.post(
+        f"/u/{signer(app).unsubscribe(paul, 7)}",
+        data=ONE_CLICK,
+        headers={"User-Agent": "Gmail one-click"},
+        **kwargs,
+    )
     assert res.status_code == 200 and "Location" not in res.headers
     assert "Vous êtes désinscrit(e)" in page(res)
     (objection,) = stored_events(app, paul, "opposition")
@@ -80,8 +86,10 @@ def test_a_one_click_post_unsubscribes_at_once_and_keeps_the_proof(
     assert objection["ip"] == "127.0.0.1" and objection["user_agent"] == "Gmail one-click"
     assert objection["occurred_at"] == "2026-11-22T10:00:00Z" and objection["origin"] == "link"
     assert (email_hash(app), "unsubscribe", "email") in suppressions(app)
-    listed = {(s["coordinate"], s["reason"], s["channels"])
-              for s in contact_view(client, auth, paul)["suppressions"]}
+    listed = {
+        (s["coordinate"], s["reason"], s["channels"])
+        for s in contact_view(client, auth, paul)["suppressions"]
+    }
     assert listed == {("email", "unsubscribe", "email"), ("phone", "unsubscribe", "email")}
 
 
@@ -89,14 +97,18 @@ def test_the_page_button_posts_the_one_click_body_and_is_told_apart_in_the_proof
     app: Flask, client: FlaskClient, paul: int
 ) -> None:
     path = f"/u/{signer(app).unsubscribe(paul, 7)}"
-    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]+)">', page(client.get(path))))
+    fields = dict(
+        re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]+)">', page(client.get(path)))
+    )
     assert fields == {"List-Unsubscribe": "One-Click", "source": "page"}
     assert client.post(path, data=fields).status_code == 200
     (objection,) = stored_events(app, paul, "opposition")
     assert objection["form_id"] == "gatekeeper.unsubscribe_page" and objection["one_click"] is False
 
 
-def test_unsubscribing_twice_records_one_objection(app: Flask, client: FlaskClient, paul: int) -> None:
+def test_unsubscribing_twice_records_one_objection(
+    app: Flask, client: FlaskClient, paul: int
+) -> None:
     path = f"/u/{signer(app).unsubscribe(paul, 7)}"
     client.post(path, data=ONE_CLICK)
     again = client.post(path, data=ONE_CLICK)
@@ -105,7 +117,9 @@ def test_unsubscribing_twice_records_one_objection(app: Flask, client: FlaskClie
     assert len(suppressions(app)) == 2  # the e-mail and the phone, once each
 
 
-def test_a_post_without_the_one_click_body_changes_nothing(app: Flask, client: FlaskClient, paul: int) -> None:
+def test_a_post_without_the_one_click_body_changes_nothing(
+    app: Flask, client: FlaskClient, paul: int
+) -> None:
     res = client.post(f"/u/{signer(app).unsubscribe(paul, 7)}", data={"unsubscribe": "yes"})
     assert res.status_code == 400
     assert stored_events(app, paul, "opposition") == []
@@ -124,10 +138,21 @@ TOKENS = {
     "r": lambda app, cid: signer(app).reconsent(cid, datetime(2028, 6, 9, 22, tzinfo=UTC)),
     "p": lambda app, cid: signer(app).preferences(cid, 7),
     "c": lambda app, cid: signer(app).tracked("click", cid, 7, "https://shop.example/", TODAY),
-    "d": lambda app, cid: signer(app).tracked("download", cid, 7, "https://shop.example/a.pdf", TODAY),
+    "d": lambda app, cid: signer(app).tracked(
+        "download", cid, 7, "https://shop.example/a.pdf", TODAY
+    ),
 }
-REQUESTS = [("u", "GET"), ("u", "POST"), ("r", "GET"), ("r", "POST"), ("p", "GET"), ("p", "POST"),
-            ("c", "GET"), ("c", "HEAD"), ("d", "GET")]
+REQUESTS = [
+    ("u", "GET"),
+    ("u", "POST"),
+    ("r", "GET"),
+    ("r", "POST"),
+    ("p", "GET"),
+    ("p", "POST"),
+    ("c", "GET"),
+    ("c", "HEAD"),
+    ("d", "GET"),
+]
 
 
 def send(client: FlaskClient, method: str, path: str) -> TestResponse:
@@ -160,7 +185,9 @@ def test_an_expired_link_gets_a_410_page_and_records_nothing(
     assert stored_events(app, paul) == [] and suppressions(app) == []
 
 
-def test_an_expired_tracked_link_still_offers_where_it_led(app: Flask, client: FlaskClient, paul: int) -> None:
+def test_an_expired_tracked_link_still_offers_where_it_led(
+    app: Flask, client: FlaskClient, paul: int
+) -> None:
     set_clock(app, TODAY - timedelta(days=5 * 366))
     token = signer(app).tracked("click", paul, 7, "https://shop.example/old", TODAY)
     set_clock(app, TODAY)
@@ -206,8 +233,13 @@ def test_the_reconsent_page_explains_what_is_kept_and_until_when(
     res = client.get(reconsent_path(app, paul))
     assert res.status_code == 200
     html = page(res)
-    for held in ("p•••@example.fr", "•• •• •• 78", "vos nom et prénom", "votre adresse postale",
-                 "historique de nos échanges"):
+    for held in (
+        "p•••@example.fr",
+        "•• •• •• 78",
+        "vos nom et prénom",
+        "votre adresse postale",
+        "historique de nos échanges",
+    ):
         assert held in html
     assert "seront supprimées le 10 juin 2028" in html
     assert "nous les garderons jusqu&#39;au 20 mai 2031" in html
@@ -231,9 +263,21 @@ def test_keep_records_a_reconsent_with_proof_and_restarts_the_clock(
 def test_an_ex_client_who_keeps_becomes_a_prospect(
     app: Flask, client: FlaskClient, auth: dict[str, str], paul: int
 ) -> None:
-    client.post("/api/v1/events", headers=auth, json={"events": [
-        {"contact": {"external_id": "crm-42"}, "type": "purchase", "occurred_at": "2025-07-01",
-         "product_category": "coffee", "seller": "ACME SAS"}]})
+    client.post(
+        "/api/v1/events",
+        headers=auth,
+        json={
+            "events": [
+                {
+                    "contact": {"external_id": "crm-42"},
+                    "type": "purchase",
+                    "occurred_at": "2025-07-01",
+                    "product_category": "coffee",
+                    "seller": "ACME SAS",
+                }
+            ]
+        },
+    )
     assert contact_view(client, auth, paul)["retention"]["clock"] == "client"
     form_post(client, reconsent_path(app, paul), answer="keep")
     retention = contact_view(client, auth, paul)["retention"]
@@ -325,12 +369,23 @@ def test_saving_preferences_records_consents_and_objections_with_proof(
     res = form_post(client, path, email="yes", sms="no", postal="no")
     assert res.status_code == 200 and "Vos choix sont enregistrés" in page(res)
     consents = {e["channel"]: e for e in stored_events(app, paul, "consent")}
-    assert {ch: c["given"] for ch, c in consents.items()} == {"email": True, "sms": False, "postal": False}
+    assert {ch: c["given"] for ch, c in consents.items()} == {
+        "email": True,
+        "sms": False,
+        "postal": False,
+    }
     email = consents["email"]
-    assert (email["method"], email["prechecked"], email["bundled_with_terms"]) == ("checkbox", False, False)
+    assert (email["method"], email["prechecked"], email["bundled_with_terms"]) == (
+        "checkbox",
+        False,
+        False,
+    )
     assert email["form_id"] == "gatekeeper.preferences" and email["user_agent"]
     assert email["text_version"].endswith(".fr") and email["campaign_id"] == 7
-    assert sorted(o["channels"][0] for o in stored_events(app, paul, "opposition")) == ["postal", "sms"]
+    assert sorted(o["channels"][0] for o in stored_events(app, paul, "opposition")) == [
+        "postal",
+        "sms",
+    ]
     phone_hash = app.extensions["gatekeeper.context"].hasher.coordinate("phone", "+33612345678")
     assert (phone_hash, "unsubscribe", "sms") in suppressions(app)
     # A new explicit consent is a contact from the person: the clock restarts (RULES.md §4).
@@ -428,11 +483,30 @@ def test_a_click_leaves_the_contact_row_exactly_as_the_register_refresh_would(
 
     from gatekeeper.register import clocks
 
-    client.post("/api/v1/events", headers=auth, json={"events": [
-        {"contact": {"external_id": "crm-42"}, "type": "purchase", "occurred_at": "2025-09-01",
-         "product_category": "coffee", "seller": "ACME SAS"},
-        {"contact": {"external_id": "crm-42"}, "type": "consent", "channel": "email", "given": True,
-         "occurred_at": "2025-06-10", "method": "checkbox", "sender": "ACME SAS"}]})
+    client.post(
+        "/api/v1/events",
+        headers=auth,
+        json={
+            "events": [
+                {
+                    "contact": {"external_id": "crm-42"},
+                    "type": "purchase",
+                    "occurred_at": "2025-09-01",
+                    "product_category": "coffee",
+                    "seller": "ACME SAS",
+                },
+                {
+                    "contact": {"external_id": "crm-42"},
+                    "type": "consent",
+                    "channel": "email",
+                    "given": True,
+                    "occurred_at": "2025-06-10",
+                    "method": "checkbox",
+                    "sender": "ACME SAS",
+                },
+            ]
+        },
+    )
     client.get(click_path(app, paul), headers={"User-Agent": FIREFOX})
     database = app.extensions["gatekeeper.db"]
     select = text("SELECT * FROM contacts WHERE id = :c")

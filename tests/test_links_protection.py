@@ -44,7 +44,9 @@ def test_a_limit_of_zero_turns_the_limiter_off() -> None:
     assert all(limiter.hit("10.0.0.1") == 0.0 for _ in range(1000))
 
 
-def test_idle_addresses_are_forgotten_when_too_many_are_tracked(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_idle_addresses_are_forgotten_when_too_many_are_tracked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from gatekeeper.links import ratelimit
 
     monkeypatch.setattr(ratelimit, "MAX_TRACKED", 10)
@@ -69,7 +71,9 @@ def tight(app: Flask) -> Ticks:
 
 
 def test_the_limit_comes_from_the_settings(app: Flask) -> None:
-    assert links(app).limiter.per_minute == app.extensions["gatekeeper.settings"].rate_limit_per_minute
+    assert (
+        links(app).limiter.per_minute == app.extensions["gatekeeper.settings"].rate_limit_per_minute
+    )
 
 
 @pytest.mark.parametrize("prefix", ["u", "r", "p", "c", "d"])
@@ -118,10 +122,14 @@ def test_every_public_answer_carries_strict_security_headers(
     s = signer(app)
     answers = {
         "unsubscribe page": client.get(f"/u/{s.unsubscribe(cid)}"),
-        "unsubscribe post": client.post(f"/u/{s.unsubscribe(cid)}", data={"List-Unsubscribe": "One-Click"}),
+        "unsubscribe post": client.post(
+            f"/u/{s.unsubscribe(cid)}", data={"List-Unsubscribe": "One-Click"}
+        ),
         "preferences page": client.get(f"/p/{s.preferences(cid)}"),
-        "click redirect": client.get(f"/c/{s.tracked('click', cid, 7, 'https://x.example/', TODAY)}",
-                                     headers={"User-Agent": FIREFOX}),
+        "click redirect": client.get(
+            f"/c/{s.tracked('click', cid, 7, 'https://x.example/', TODAY)}",
+            headers={"User-Agent": FIREFOX},
+        ),
         "tampered": client.get("/r/abc.def.ghi"),
         "stylesheet": client.get(links(app).css_url),
     }
@@ -154,15 +162,18 @@ def test_the_api_keeps_its_own_headers(client: FlaskClient) -> None:
 # --- languages ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("query", "accept", "lang"), [
-    ("", None, "fr"),
-    ("", "en-GB,en;q=0.9", "en"),
-    ("", "de-DE,de;q=0.9", "fr"),
-    ("", "en;q=0.5,fr;q=0.8", "fr"),
-    ("?lang=en", "fr-FR", "en"),
-    ("?lang=fr", "en-US", "fr"),
-    ("?lang=xx", "en-US", "en"),
-])
+@pytest.mark.parametrize(
+    ("query", "accept", "lang"),
+    [
+        ("", None, "fr"),
+        ("", "en-GB,en;q=0.9", "en"),
+        ("", "de-DE,de;q=0.9", "fr"),
+        ("", "en;q=0.5,fr;q=0.8", "fr"),
+        ("?lang=en", "fr-FR", "en"),
+        ("?lang=fr", "en-US", "fr"),
+        ("?lang=xx", "en-US", "en"),
+    ],
+)
 def test_pages_speak_french_first_then_english_by_header_or_switch(
     app: Flask, client: FlaskClient, auth: dict[str, str], query: str, accept: str | None, lang: str
 ) -> None:
@@ -178,7 +189,9 @@ def test_pages_speak_french_first_then_english_by_header_or_switch(
         assert f'href="?lang={other}"' in html
 
 
-def test_the_english_pages_say_the_same_things(app: Flask, client: FlaskClient, auth: dict[str, str]) -> None:
+def test_the_english_pages_say_the_same_things(
+    app: Flask, client: FlaskClient, auth: dict[str, str]
+) -> None:
     set_clock(app, TODAY)
     cid = add_contact(client, auth)
     html = client.get(f"/p/{signer(app).preferences(cid)}?lang=en").get_data(as_text=True)
@@ -194,11 +207,19 @@ def test_both_catalogs_hold_the_same_texts_with_the_same_placeholders() -> None:
     assert i18n.CHANNEL_BY["fr"].keys() == i18n.CHANNEL_BY["en"].keys()
 
 
-@pytest.mark.parametrize(("moment", "zone", "fr", "en"), [
-    (datetime(2028, 6, 9, 22, tzinfo=UTC), None, "10 juin 2028", "10 June 2028"),
-    (datetime(2028, 6, 9, 22, tzinfo=UTC), "America/Martinique", "9 juin 2028", "9 June 2028"),
-    (datetime(2029, 2, 1, 10, tzinfo=UTC), "Nowhere/Atlantis", "1 février 2029", "1 February 2029"),
-])
+@pytest.mark.parametrize(
+    ("moment", "zone", "fr", "en"),
+    [
+        (datetime(2028, 6, 9, 22, tzinfo=UTC), None, "10 juin 2028", "10 June 2028"),
+        (datetime(2028, 6, 9, 22, tzinfo=UTC), "America/Martinique", "9 juin 2028", "9 June 2028"),
+        (
+            datetime(2029, 2, 1, 10, tzinfo=UTC),
+            "Nowhere/Atlantis",
+            "1 février 2029",
+            "1 February 2029",
+        ),
+    ],
+)
 def test_deadlines_are_written_in_words_in_the_persons_time_zone(
     moment: datetime, zone: str | None, fr: str, en: str
 ) -> None:

@@ -44,13 +44,22 @@ class FrozenSigner(TimestampSigner):
 
 MINTED = {
     "unsubscribe": (lambda s: s.unsubscribe(42, 7), {"a": "u", "c": 42, "m": 7, "ch": "email"}),
-    "preferences": (lambda s: s.preferences(42, "spring-26"), {"a": "p", "c": 42, "m": "spring-26"}),
-    "reconsent": (lambda s: s.reconsent(42, NOW + timedelta(days=30), "sms"),
-                  {"a": "r", "c": 42, "e": int((NOW + timedelta(days=30)).timestamp()), "ch": "sms"}),
-    "click": (lambda s: s.tracked("click", 42, 7, URL, NOW),
-              {"a": "c", "c": 42, "m": 7, "s": int(NOW.timestamp()), "u": URL}),
-    "download": (lambda s: s.tracked("download", 42, 7, "https://x.example/é.pdf", NOW),
-                 {"a": "d", "c": 42, "m": 7, "s": int(NOW.timestamp()), "u": "https://x.example/é.pdf"}),
+    "preferences": (
+        lambda s: s.preferences(42, "spring-26"),
+        {"a": "p", "c": 42, "m": "spring-26"},
+    ),
+    "reconsent": (
+        lambda s: s.reconsent(42, NOW + timedelta(days=30), "sms"),
+        {"a": "r", "c": 42, "e": int((NOW + timedelta(days=30)).timestamp()), "ch": "sms"},
+    ),
+    "click": (
+        lambda s: s.tracked("click", 42, 7, URL, NOW),
+        {"a": "c", "c": 42, "m": 7, "s": int(NOW.timestamp()), "u": URL},
+    ),
+    "download": (
+        lambda s: s.tracked("download", 42, 7, "https://x.example/é.pdf", NOW),
+        {"a": "d", "c": 42, "m": 7, "s": int(NOW.timestamp()), "u": "https://x.example/é.pdf"},
+    ),
 }
 
 
@@ -62,7 +71,9 @@ def test_every_minted_token_loads_with_plain_itsdangerous(purpose: str) -> None:
 
 
 @pytest.mark.parametrize("purpose", list(MINTED))
-def test_a_token_is_byte_for_byte_what_itsdangerous_would_mint_at_the_same_second(purpose: str) -> None:
+def test_a_token_is_byte_for_byte_what_itsdangerous_would_mint_at_the_same_second(
+    purpose: str,
+) -> None:
     mint, payload = MINTED[purpose]
     reference = URLSafeTimedSerializer(SECRET, salt=PURPOSES[purpose].salt, signer=FrozenSigner)
     expected = reference.dumps(payload)
@@ -89,7 +100,11 @@ def test_claims_say_what_was_minted() -> None:
     assert (click.purpose, click.contact_id, click.campaign_id, click.url) == ("click", 42, 7, URL)
     assert click.sent_at == int(NOW.timestamp()) - 30
     unsub = s.load("unsubscribe", s.unsubscribe(42, None, "sms"))
-    assert (unsub.campaign_id, unsub.channel, unsub.issued_at) == (None, "sms", int(NOW.timestamp()))
+    assert (unsub.campaign_id, unsub.channel, unsub.issued_at) == (
+        None,
+        "sms",
+        int(NOW.timestamp()),
+    )
 
 
 def test_a_token_of_one_purpose_is_refused_by_every_other() -> None:
@@ -108,15 +123,21 @@ def test_the_action_tag_is_checked_even_under_the_right_salt() -> None:
         signer().load("unsubscribe", forged)
 
 
-@pytest.mark.parametrize("mangle", [
-    lambda t: t[:-2] + ("AA" if t[-2:] != "AA" else "BB"),  # signature
-    lambda t: "eyJhIjoidSIsImMiOjQzLCJtIjo3LCJjaCI6ImVtYWlsIn0" + t[t.index("."):],  # contact 43
-    lambda t: t.replace(".", "", 1),
-    lambda t: t[: len(t) // 2],
-    lambda t: t + "<script>",
-    lambda t: "",
-    lambda t: "x" * 5000,
-], ids=["signature", "payload", "separator", "truncated", "junk", "empty", "huge"])
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda t: t[:-2] + ("AA" if t[-2:] != "AA" else "BB"),  # signature
+        lambda t: (
+            "eyJhIjoidSIsImMiOjQzLCJtIjo3LCJjaCI6ImVtYWlsIn0" + t[t.index(".") :]
+        ),  # contact 43
+        lambda t: t.replace(".", "", 1),
+        lambda t: t[: len(t) // 2],
+        lambda t: t + "<script>",
+        lambda t: "",
+        lambda t: "x" * 5000,
+    ],
+    ids=["signature", "payload", "separator", "truncated", "junk", "empty", "huge"],
+)
 def test_a_tampered_token_is_invalid(mangle: object) -> None:
     token = signer().unsubscribe(42, 7)
     with pytest.raises(TokenInvalidError):
@@ -204,5 +225,5 @@ def test_list_unsubscribe_headers_follow_rfc_8058() -> None:
     assert headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     https, mailto = headers["List-Unsubscribe"].split(", ")
     assert https.startswith("<https://gk.example/u/") and mailto == "<mailto:unsub@acme.example>"
-    token = https[len("<https://gk.example/u/"):-1]
+    token = https[len("<https://gk.example/u/") : -1]
     assert signer().load("unsubscribe", token).contact_id == 42

@@ -26,8 +26,10 @@ from gatekeeper.app import create_app
 from gatekeeper.config import Settings, load_settings
 from gatekeeper.domain.retention import add_years
 from gatekeeper.errors import ConfigError
+from gatekeeper.register.deliveries import DatabaseReplayGuard
 from gatekeeper.sqlbulk import read_ts, ts_value
 from gatekeeper.timeparse import isoformat
+from webhooks.base import ReplayError
 
 PAYLOADS = Path(__file__).parent / "webhook_adapters" / "payloads"
 KINDS = ("click", "open", "unsubscribe", "hard_bounce", "soft_bounce", "complaint")
@@ -439,3 +441,21 @@ def test_a_wrong_webhook_configuration_stops_the_service_at_startup(
     settings = settings_for(f"sqlite:///{tmp_path / 'x.db'}", tmp_path, signer, webhooks=configured)
     with pytest.raises(ConfigError, match="GATEKEEPER_WEBHOOKS"):
         create_app(settings)
+
+
+def test_a_token_used_by_a_concurrent_request_after_our_check_is_a_replay(gk: Harness) -> None:
+    database = gk.app.extensions["gatekeeper.db"]
+    now = datetime.now(UTC)
+    ours, theirs = database.sessionmaker(), database.sessionmaker()
+    guard = DatabaseReplayGuard(ours)
+    assert guard.seen("mailgun", "tok-1", now=now) is False  # verify looks only
+    other = DatabaseReplayGuard(theirs)  # the provider's duplicate delivery, faster than us
+    assert other.seen("mailgun", "tok-1", now=now) is False
+    other.record()
+    theirs.commit()
+    with pytest.raises(ReplayError):
+        guard.record()
+    ours.rollback()
+    for session in (ours, theirs):
+        session.close()
+    assert gk.count("webhook_tokens") == 1

@@ -64,6 +64,25 @@ SCHEMAS: dict[str, Any] = {
                        "deadline": {"type": ["string", "null"], "format": "date-time"},
                        "clock": {"type": "string", "enum": ["client", "prospect"]},
                        "started_by": {"type": "object"}}),
+    "Campaign": _obj({
+        "name": _STR, "channel": _CHANNEL,
+        "purpose": {"type": "string", "enum": ["commercial", "informational", "charity"]},
+        "sender": {"type": "string", "description": "legal entity that sends"},
+        "sender_nonprofit": {"type": "boolean"}, "product_category": _STR,
+        "topic_tags": {"type": "array", "items": _STR}, "professional_relevance": {"type": "boolean"},
+        "partner": {"type": ["string", "null"]}, "sector": {"type": ["string", "null"]},
+        "send_at": _TS}, ["channel", "purpose", "sender"]),
+    "Verdict": _obj({
+        "recipient": {"description": "as sent"}, "contact_id": {"type": ["integer", "null"]},
+        "decision": {"type": "string", "enum": ["allow", "block"]},
+        "reasons": {"type": "array", "items": _STR, "description": "stable reason codes; the first decided"},
+        "basis": {"type": ["string", "null"]},
+        "retention": {"type": ["object", "null"], "properties": {"state": _STR, "deadline": _TS}}}),
+    "CheckResult": _obj({
+        "policy": _obj({"id": _STR, "version": _STR}), "as_of": _TS,
+        "summary": _obj({"allowed": {"type": "integer"}, "blocked": {"type": "integer"},
+                         "duplicates": {"type": "integer"}, "by_reason": {"type": "object"}}),
+        "verdicts": {"type": "array", "items": {"$ref": "#/components/schemas/Verdict"}}}),
     "ContactView": {"allOf": [_ref("Contact"), _obj({"id": {"type": "integer"}, "retention": _ref("Retention"),
                                                       "consents": {"type": "object"},
                                                       "suppressions": {"type": "array"}})]},
@@ -115,6 +134,31 @@ PATHS: dict[str, Any] = {
         "parameters": [{"name": "kind", "in": "query", "required": True,
                         "schema": {"type": "string", "enum": ["contacts", "events", "suppressions"]}}],
         "requestBody": _CSV_BODY, "responses": _ok(_ref("Job"), "202")}},
+    "/api/v1/checks": {"post": {
+        "summary": "Decide up to 10,000 recipients now; verdicts in the order sent",
+        "requestBody": _body(_obj({"campaign": _ref("Campaign"), "as_of": _TS, "recipients": {
+            "type": "array", "maxItems": 10000,
+            "items": {"oneOf": [_STR, _ref("ContactRef")]}}}, ["campaign", "recipients"])),
+        "responses": _ok(_ref("CheckResult"))}},
+    "/api/v1/campaigns": {"post": {"summary": "Create a campaign (for lists of any size)",
+                                   "requestBody": _body(_ref("Campaign")),
+                                   "responses": _ok(_obj({"id": {"type": "integer"}}), "201")}},
+    "/api/v1/campaigns/{id}": {"get": {"summary": "The campaign, its last list job and the run summary",
+                                       "parameters": [_ID], "responses": _ok({"type": "object"})}},
+    "/api/v1/campaigns/{id}/lists": {"post": {
+        "summary": "Upload a list (CSV with an email or phone column; other columns carried through) as a job",
+        "parameters": [_ID, _AS_OF], "requestBody": _CSV_BODY, "responses": _ok(_ref("Job"), "202")}},
+    "/api/v1/campaigns/{id}/verdicts.csv": {"get": {
+        "summary": "Stream the list's rows with decision and reasons appended",
+        "parameters": [_ID, {"name": "decision", "in": "query", "required": False,
+                             "schema": {"type": "string", "enum": ["allow", "block"]}}],
+        "responses": {"200": {"description": "CSV", "content": {"text/csv": {"schema": _STR}}}}}},
+    "/api/v1/links": {"post": {
+        "summary": "Tracked URLs (/c/…, /d/…) for a platform's own messages; a click restarts the clock",
+        "requestBody": _body(_obj({"campaign_id": {"type": "integer"}, "links": {"type": "array", "items": _obj({
+            "contact": _ref("ContactRef"), "url": {"type": "string", "format": "uri"},
+            "kind": {"type": "string", "enum": ["click", "download"]}}, ["contact", "url"])}}, ["links"])),
+        "responses": _ok(_obj({"links": {"type": "array", "items": {"type": "object"}}}))}},
     "/api/v1/jobs/{id}": {"get": {"summary": "A job's state and progress", "parameters": [_ID],
                                   "responses": _ok(_ref("Job"))}},
 }

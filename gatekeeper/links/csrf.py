@@ -1,4 +1,4 @@
-"""CSRF protection of the reconsent and preference forms (and of our own unsubscribe button).
+"""CSRF protection of the reconsent and preference forms.
 
 Double submit, bound to the browser and to the link: the GET sets a random ``SameSite=Strict``
 cookie, and the form carries ``HMAC(secret, cookie | link token)``. A page on another site can
@@ -6,8 +6,9 @@ neither read the cookie nor make the browser send it with a cross-site POST, so 
 a matching field. An ``Origin`` check would not do: with ``Referrer-Policy: no-referrer`` a
 browser sends ``Origin: null`` on our own form posts.
 
-The RFC 8058 one-click POST (``List-Unsubscribe=One-Click``) arrives from a mailbox provider with
-no cookie at all; the unsubscribe view accepts it without this check, by design of the RFC.
+The unsubscribe form needs none: the RFC 8058 one-click POST (``List-Unsubscribe=One-Click``)
+arrives from mailbox providers with no cookie at all and must be accepted as it is, so a forged
+post could do no more than that; our own button simply posts the same body.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ import fcntl
 import hashlib
 import os
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -68,7 +69,9 @@ class WriterLock:
     def _descriptor(self) -> int:
         if self._fd is None or self._fd[0] != os.getpid():
             assert self.path is not None
-            self._fd = (os.getpid(), os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            weakref.finalize(self, os.close, fd)
+            self._fd = (os.getpid(), fd)
         return self._fd[1]
 
     @contextmanager

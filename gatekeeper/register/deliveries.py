@@ -33,6 +33,7 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from gatekeeper.domain.retention import interest_counts
@@ -104,10 +105,19 @@ class DeliveryResult:
         return self.received - self.stored
 
 
-def _driver(session: Session) -> Any:
-    """The DBAPI connection inside the session's transaction: our few hot statements skip
-    SQLAlchemy's per-statement result machinery (sqlbulk does the same for bulk loads)."""
-    return session.connection().connection.driver_connection
+@contextmanager
+def _cursor(session: Session) -> Iterator[Any]:
+    """A DBAPI cursor inside the session's transaction: our few hot statements skip SQLAlchemy's
+    per-statement result machinery (sqlbulk does the same for bulk loads). Driver errors come
+    out as SQLAlchemy's, like every other database error."""
+    dbapi_error = session.get_bind().dialect.loaded_dbapi.Error
+    cursor = session.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        yield cursor
+    except dbapi_error as exc:
+        raise DBAPIError.instance(None, None, exc, dbapi_error) from exc
+    finally:
+        cursor.close()
 
 
 def _marks(dialect: str, columns: int) -> str:
@@ -121,6 +131,7 @@ _INSERT_SEEN = (
     "INSERT INTO webhook_tokens (provider, token, seen_at) VALUES {values}"
     " ON CONFLICT (provider, token) DO NOTHING"
 )
+_FORGET = "DELETE FROM webhook_tokens WHERE seen_at < {mark}"
 _MATCH = (
     "SELECT id, email FROM contacts WHERE anonymised_at IS NULL"
     " AND (id IN ({ids}) OR email IN ({marks}))"
@@ -152,9 +163,8 @@ class DatabaseReplayGuard:
         if any(p == provider and t == token for p, t, _ in self.pending):
             return True
         mark = "?" if dialect_of(self.session) == "sqlite" else "%s"
-        cursor = _driver(self.session).cursor()
-        found = cursor.execute(_SEEN.format(mark=mark), (provider, token)).fetchone()
-        cursor.close()
+        with _cursor(self.session) as cursor:
+            found = cursor.execute(_SEEN.format(mark=mark), (provider, token)).fetchone()
         if found:
             return True
         self.pending.append((provider, token, now))
@@ -162,16 +172,15 @@ class DatabaseReplayGuard:
 
     def record(self) -> None:
         dialect = dialect_of(self.session)
-        cursor = _driver(self.session).cursor()
         for provider, token, now in self.pending:
-            cursor.execute(_INSERT_SEEN.format(values=_marks(dialect, 3)),
-                           (provider, token, ts_value(dialect, now)))
-            if cursor.rowcount == 0:
-                raise ReplayError(f"{provider} token used by a concurrent request")
-            if zlib.crc32(token.encode()) % TOKEN_PURGE_EVERY == 0:
-                cursor.execute("DELETE FROM webhook_tokens WHERE seen_at < "
-                               f"{_marks(dialect, 1)}", (ts_value(dialect, now - TOKEN_TTL),))
-        cursor.close()
+            with _cursor(self.session) as cursor:
+                cursor.execute(_INSERT_SEEN.format(values=_marks(dialect, 3)),
+                               (provider, token, ts_value(dialect, now)))
+                if cursor.rowcount == 0:
+                    raise ReplayError(f"{provider} token used by a concurrent request")
+                if zlib.crc32(token.encode()) % TOKEN_PURGE_EVERY == 0:
+                    cursor.execute(_FORGET.format(mark=_marks(dialect, 1)),
+                                   (ts_value(dialect, now - TOKEN_TTL),))
 
 
 def _bounded(token: str) -> str:
@@ -188,11 +197,12 @@ def write_turn(session: Session) -> Iterator[None]:
     growing back-off (1, 2, 5, 10… ms), which idles the CPU while the lock is already free. A
     kernel file lock wakes the next worker at once. PostgreSQL needs no turn. On error the
     transaction is rolled back before the turn passes, so no one waits for our teardown."""
-    path = session.get_bind().url.database if dialect_of(session) == "sqlite" else None
+    url = session.get_bind().engine.url
+    path = url.database if url.get_backend_name() == "sqlite" else None
     if not path or path == ":memory:":
         yield
         return
-    with open(f"{path}.writers.lock", "a") as lock:  # noqa: PTH123 - a file descriptor is needed
+    with open(f"{path}.writers.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
@@ -267,14 +277,14 @@ def match_contacts(
 def _contacts_named(session: Session, ids: list[int], emails: list[str]) -> Iterator[Any]:
     """One query per few thousand names (drivers cap bound parameters); ids are ints, inlined."""
     mark = "?" if dialect_of(session) == "sqlite" else "%s"
-    cursor = _driver(session).cursor()
     for start in range(0, max(len(ids), len(emails), 1), MATCH_CHUNK):
         some_ids = ", ".join(str(int(i)) for i in ids[start:start + MATCH_CHUNK]) or "NULL"
         some_emails = emails[start:start + MATCH_CHUNK]
         marks = ", ".join([mark] * len(some_emails)) or "NULL"
-        cursor.execute(_MATCH.format(ids=some_ids, marks=marks), tuple(some_emails))
-        yield from ((int(cid), email) for cid, email in cursor.fetchall())
-    cursor.close()
+        with _cursor(session) as cursor:
+            cursor.execute(_MATCH.format(ids=some_ids, marks=marks), tuple(some_emails))
+            rows = cursor.fetchall()
+        yield from ((int(cid), email) for cid, email in rows)
 
 
 def _send_times(
@@ -285,11 +295,9 @@ def _send_times(
                   if e.kind == "click" and e.campaign_id is not None and cid is not None})
     if not ids:
         return {}
-    cursor = _driver(session).cursor()
-    cursor.execute(_SEND_TIMES.format(ids=", ".join(str(int(i)) for i in ids)))
-    found = {int(cid): read_ts(at) for cid, at in cursor.fetchall()}
-    cursor.close()
-    return found
+    with _cursor(session) as cursor:
+        cursor.execute(_SEND_TIMES.format(ids=", ".join(str(int(i)) for i in ids)))
+        return {int(cid): read_ts(at) for cid, at in cursor.fetchall()}
 
 
 class _Planner:
@@ -360,19 +368,17 @@ def _store(session: Session, items: Sequence[Planned]) -> set[str]:
     """Insert the raw events; the keys RETURNING gives back are the events not seen before
     (exact under concurrency: a concurrent duplicate waits on the unique index, then skips)."""
     dialect = dialect_of(session)
-    cursor = _driver(session).cursor()
     fresh: set[str] = set()
-    for start in range(0, len(items), INSERT_CHUNK):
-        chunk = items[start:start + INSERT_CHUNK]
-        params = tuple(value for p in chunk for value in p.row)
-        cursor.execute(_insert_raw_sql(dialect, len(chunk)), params)
-        fresh.update(row[0] for row in cursor.fetchall())
-    cursor.close()
+    with _cursor(session) as cursor:
+        for start in range(0, len(items), INSERT_CHUNK):
+            chunk = items[start:start + INSERT_CHUNK]
+            params = tuple(value for p in chunk for value in p.row)
+            cursor.execute(_insert_raw_sql(dialect, len(chunk)), params)
+            fresh.update(row[0] for row in cursor.fetchall())
     return fresh
 
 
 def _insert_facts(session: Session, rows: list[tuple[Any, ...]]) -> None:
     if rows:
-        cursor = _driver(session).cursor()
-        cursor.executemany(_INSERT_FACT.format(values=_marks(dialect_of(session), 7)), rows)
-        cursor.close()
+        with _cursor(session) as cursor:
+            cursor.executemany(_INSERT_FACT.format(values=_marks(dialect_of(session), 7)), rows)
