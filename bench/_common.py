@@ -11,7 +11,18 @@ from pathlib import Path
 from typing import Any
 
 FIRST = ["Paul", "Marie", "Jean", "Hélène", "Luc", "Chloé", "Nadia", "Karim", "Léa", "Hugo"]
-LAST = ["Martin", "Bernard", "Dubois", "Thomas", "Robert", "Richard", "Petit", "Durand", "Leroy", "Moreau"]
+LAST = [
+    "Martin",
+    "Bernard",
+    "Dubois",
+    "Thomas",
+    "Robert",
+    "Richard",
+    "Petit",
+    "Durand",
+    "Leroy",
+    "Moreau",
+]
 CITIES = ["Paris", "Lyon", "Marseille", "Lille", "Nantes", "Rennes", "Bordeaux", "Nice"]
 
 
@@ -35,7 +46,9 @@ def ins_baseline(rows: int, workdir: Path) -> float:
     path = workdir / "ins.db"
     path.unlink(missing_ok=True)
     conn = sqlite3.connect(path)
-    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, email TEXT, first_name TEXT, last_name TEXT, city TEXT)")
+    conn.execute(
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, email TEXT, first_name TEXT, last_name TEXT, city TEXT)"
+    )
     conn.execute("CREATE UNIQUE INDEX t_email ON t (email)")
     data = [(email_of(i), FIRST[i % 10], LAST[i % 10], CITIES[i % 8]) for i in range(rows)]
     start = time.perf_counter()
@@ -48,6 +61,8 @@ def ins_baseline(rows: int, workdir: Path) -> float:
 
 def emit(figures: list[dict[str, Any]]) -> None:
     for f in figures:
-        print(f"  {f['bench']:<10} {f.get('db', ''):<10} {f['value']:>12,.1f} {f['unit']:<10} "
-              f"baseline {f['baseline']} {f['baseline_value']:,.1f}  ratio {f['ratio']:.2f}")
+        print(
+            f"  {f['bench']:<10} {f.get('db', ''):<10} {f['value']:>12,.1f} {f['unit']:<10} "
+            f"baseline {f['baseline']} {f['baseline_value']:,.1f}  ratio {f['ratio']:.2f}"
+        )
     print(json.dumps(figures))

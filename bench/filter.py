@@ -18,22 +18,27 @@ from pathlib import Path
 from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import CITIES, FIRST, LAST, email_of, emit, peak_rss_mib  # noqa: E402
+from _common import CITIES, FIRST, LAST, email_of, emit, peak_rss_mib
 
-from gatekeeper.config import load_settings  # noqa: E402
-from gatekeeper.db import Database  # noqa: E402
-from gatekeeper.gate.campaigns import parse_campaign  # noqa: E402
-from gatekeeper.gate.lists import decide_list  # noqa: E402
-from gatekeeper.migrate import upgrade  # noqa: E402
-from gatekeeper.register.contacts import ContactRecord, upsert_contacts  # noqa: E402
-from gatekeeper.register.context import context_from  # noqa: E402
-from gatekeeper.register.events import EventRecord, append_events  # noqa: E402
-from gatekeeper.register.suppressions import SuppressionRecord, add_suppressions  # noqa: E402
+from gatekeeper.config import load_settings
+from gatekeeper.db import Database
+from gatekeeper.gate.campaigns import parse_campaign
+from gatekeeper.gate.lists import decide_list
+from gatekeeper.migrate import upgrade
+from gatekeeper.register.contacts import ContactRecord, upsert_contacts
+from gatekeeper.register.context import context_from
+from gatekeeper.register.events import EventRecord, append_events
+from gatekeeper.register.suppressions import SuppressionRecord, add_suppressions
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 AS_OF = datetime(2026, 11, 22, 10, tzinfo=UTC)
-CAMPAIGN = {"channel": "email", "purpose": "commercial", "sender": "ACME SAS",
-            "product_category": "coffee_capsules", "send_at": "2026-11-24T11:00:00+01:00"}
+CAMPAIGN = {
+    "channel": "email",
+    "purpose": "commercial",
+    "sender": "ACME SAS",
+    "product_category": "coffee_capsules",
+    "send_at": "2026-11-24T11:00:00+01:00",
+}
 
 
 def write_list(path: Path, rows: int) -> None:
@@ -45,7 +50,14 @@ def write_list(path: Path, rows: int) -> None:
             n = (i * 7919) % rows if i % 10 else rows + i
             if i % 100 == 99:
                 n = (i - 1) * 7919 % rows
-            w.writerow([email_of(n).upper() if i % 3 == 0 else email_of(n), FIRST[i % 10], LAST[i % 10], CITIES[i % 8]])
+            w.writerow(
+                [
+                    email_of(n).upper() if i % 3 == 0 else email_of(n),
+                    FIRST[i % 10],
+                    LAST[i % 10],
+                    CITIES[i % 8],
+                ]
+            )
 
 
 def csv_baseline(path: Path) -> float:
@@ -60,32 +72,86 @@ def csv_baseline(path: Path) -> float:
 
 def populate(database: Database, ctx: object, rows: int) -> None:
     collected = [datetime(2022 + (i % 4), 1 + i % 12, 1 + i % 28, tzinfo=UTC) for i in range(48)]
-    contacts = (ContactRecord(i, f"crm-{i}", email_of(i), None, FIRST[i % 10], LAST[i % 10], {"city": CITIES[i % 8]},
-                              "b2c" if i % 5 else "b2b", [], collected[i % 48], "ACME SAS", "direct", None, None,
-                              "marketing", "Europe/Paris", None) for i in range(rows))
+    contacts = (
+        ContactRecord(
+            i,
+            f"crm-{i}",
+            email_of(i),
+            None,
+            FIRST[i % 10],
+            LAST[i % 10],
+            {"city": CITIES[i % 8]},
+            "b2c" if i % 5 else "b2b",
+            [],
+            collected[i % 48],
+            "ACME SAS",
+            "direct",
+            None,
+            None,
+            "marketing",
+            "Europe/Paris",
+            None,
+        )
+        for i in range(rows)
+    )
     with database.session_scope() as s:
         upsert_contacts(s, contacts, ctx, want_ids=False)  # type: ignore[arg-type]
     # A third of the contacts consented, a tenth bought a coffee machine.
     events = []
     for i in range(0, rows, 3):
-        events.append(EventRecord(i, "email", email_of(i), "consent", collected[i % 48],
-                                  {"channel": "email", "given": True, "occurred_at": collected[i % 48].isoformat(),
-                                   "sender": "ACME SAS", "method": "checkbox"}))
+        events.append(
+            EventRecord(
+                i,
+                "email",
+                email_of(i),
+                "consent",
+                collected[i % 48],
+                {
+                    "channel": "email",
+                    "given": True,
+                    "occurred_at": collected[i % 48].isoformat(),
+                    "sender": "ACME SAS",
+                    "method": "checkbox",
+                },
+            )
+        )
     for i in range(1, rows, 10):
-        events.append(EventRecord(i, "email", email_of(i), "purchase", collected[i % 48],
-                                  {"occurred_at": collected[i % 48].isoformat(), "product_category": "coffee_machines",
-                                   "seller": "ACME SAS"}))
+        events.append(
+            EventRecord(
+                i,
+                "email",
+                email_of(i),
+                "purchase",
+                collected[i % 48],
+                {
+                    "occurred_at": collected[i % 48].isoformat(),
+                    "product_category": "coffee_machines",
+                    "seller": "ACME SAS",
+                },
+            )
+        )
     with database.session_scope() as s:
         append_events(s, events, ctx, origin="bench")  # type: ignore[arg-type]
-    sups = (SuppressionRecord(i, "email", email_of(i * 10 + 7), ("unsubscribe", "hard_bounce", "complaint")[i % 3],
-                              ["all"], datetime(2026, 1, 1 + i % 28, tzinfo=UTC)) for i in range(rows // 10))
+    sups = (
+        SuppressionRecord(
+            i,
+            "email",
+            email_of(i * 10 + 7),
+            ("unsubscribe", "hard_bounce", "complaint")[i % 3],
+            ["all"],
+            datetime(2026, 1, 1 + i % 28, tzinfo=UTC),
+        )
+        for i in range(rows // 10)
+    )
     with database.session_scope() as s:
         add_suppressions(s, sups, ctx.hasher, origin="bench")  # type: ignore[attr-defined]
 
 
 def measure(url: str, list_path: Path, out: Path, rows: int) -> float:
     upgrade(url)
-    settings = load_settings(environ={}, overrides={"env": "bench", "secret_key": "bench", "database_url": url})
+    settings = load_settings(
+        environ={}, overrides={"env": "bench", "secret_key": "bench", "database_url": url}
+    )
     ctx = context_from(settings)
     database = Database(url)
     started = time.perf_counter()
@@ -96,8 +162,11 @@ def measure(url: str, list_path: Path, out: Path, rows: int) -> float:
     with database.session_scope() as s:
         summary = decide_list(s, ctx, campaign, AS_OF, list_path, out)
     elapsed = time.perf_counter() - start
-    print(f"  {summary['allowed']} allowed, {summary['blocked']} blocked, {summary['duplicates']} duplicates; "
-          f"{dict(list(summary['by_reason'].items())[:6])}", file=sys.stderr)
+    print(
+        f"  {summary['allowed']} allowed, {summary['blocked']} blocked, {summary['duplicates']} duplicates; "
+        f"{dict(list(summary['by_reason'].items())[:6])}",
+        file=sys.stderr,
+    )
     database.engine.dispose()
     return elapsed
 
@@ -121,13 +190,26 @@ def main() -> None:
         work = Path(tmp)
         list_path = work / "list.csv"
         write_list(list_path, args.rows)
-        dbs = [("sqlite", f"sqlite:///{work / 'gk.db'}")] + ([] if args.skip_pg else [("postgresql", fresh_pg())])
+        dbs = [("sqlite", f"sqlite:///{work / 'gk.db'}")] + (
+            [] if args.skip_pg else [("postgresql", fresh_pg())]
+        )
         for name, url in dbs:
             elapsed = measure(url, list_path, work / f"verdicts-{name}.csv", args.rows)
             base = csv_baseline(list_path)
-            figures.append({"bench": "filter", "db": name, "rows": args.rows, "value": round(elapsed, 3), "unit": "s",
-                            "baseline": "CSV", "baseline_value": round(base, 3), "ratio": round(elapsed / base, 2),
-                            "target_max": 3.5, "peak_rss_mib": peak_rss_mib()})
+            figures.append(
+                {
+                    "bench": "filter",
+                    "db": name,
+                    "rows": args.rows,
+                    "value": round(elapsed, 3),
+                    "unit": "s",
+                    "baseline": "CSV",
+                    "baseline_value": round(base, 3),
+                    "ratio": round(elapsed / base, 2),
+                    "target_max": 3.5,
+                    "peak_rss_mib": peak_rss_mib(),
+                }
+            )
     emit(figures)
 
 

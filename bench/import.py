@@ -15,13 +15,13 @@ from pathlib import Path
 from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import CITIES, FIRST, LAST, email_of, emit, ins_baseline, peak_rss_mib, timed  # noqa: E402
+from _common import CITIES, FIRST, LAST, email_of, emit, ins_baseline, peak_rss_mib, timed
 
-from gatekeeper.config import load_settings  # noqa: E402
-from gatekeeper.db import Database  # noqa: E402
-from gatekeeper.migrate import upgrade  # noqa: E402
-from gatekeeper.register.context import context_from  # noqa: E402
-from gatekeeper.register.imports import import_file  # noqa: E402
+from gatekeeper.config import load_settings
+from gatekeeper.db import Database
+from gatekeeper.migrate import upgrade
+from gatekeeper.register.context import context_from
+from gatekeeper.register.imports import import_file
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
@@ -29,17 +29,39 @@ PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 def write_contacts(path: Path, rows: int) -> None:
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["external_id", "email", "first_name", "last_name", "postal_address.city",
-                    "collected_at", "source.type", "audience"])
+        w.writerow(
+            [
+                "external_id",
+                "email",
+                "first_name",
+                "last_name",
+                "postal_address.city",
+                "collected_at",
+                "source.type",
+                "audience",
+            ]
+        )
         for i in range(rows):
             day = 1 + i % 28
-            w.writerow([f"crm-{i}", email_of(i), FIRST[i % 10], LAST[i % 10], CITIES[i % 8],
-                        f"2025-{1 + i % 12:02d}-{day:02d}", "direct", "b2c" if i % 5 else "b2b"])
+            w.writerow(
+                [
+                    f"crm-{i}",
+                    email_of(i),
+                    FIRST[i % 10],
+                    LAST[i % 10],
+                    CITIES[i % 8],
+                    f"2025-{1 + i % 12:02d}-{day:02d}",
+                    "direct",
+                    "b2c" if i % 5 else "b2b",
+                ]
+            )
 
 
 def run_import(url: str, csv_path: Path) -> float:
     upgrade(url)
-    settings = load_settings(environ={}, overrides={"env": "bench", "secret_key": "bench", "database_url": url})
+    settings = load_settings(
+        environ={}, overrides={"env": "bench", "secret_key": "bench", "database_url": url}
+    )
     database = Database(url)
     ctx = context_from(settings)
 
@@ -73,13 +95,26 @@ def main() -> None:
         ins = ins_baseline(args.rows, work)
         print(f"INS baseline: {ins:,.0f} rows/s")
         figures = []
-        dbs = [("sqlite", f"sqlite:///{work / 'gk.db'}")] + ([] if args.skip_pg else [("postgresql", fresh_pg())])
+        dbs = [("sqlite", f"sqlite:///{work / 'gk.db'}")] + (
+            [] if args.skip_pg else [("postgresql", fresh_pg())]
+        )
         for name, url in dbs:
             elapsed = run_import(url, csv_path)
             rate = args.rows / elapsed
-            figures.append({"bench": "import", "db": name, "rows": args.rows, "value": round(rate, 1),
-                            "unit": "rows/s", "baseline": "INS", "baseline_value": round(ins, 1),
-                            "ratio": round(rate / ins, 3), "target_min": 0.4, "peak_rss_mib": peak_rss_mib()})
+            figures.append(
+                {
+                    "bench": "import",
+                    "db": name,
+                    "rows": args.rows,
+                    "value": round(rate, 1),
+                    "unit": "rows/s",
+                    "baseline": "INS",
+                    "baseline_value": round(ins, 1),
+                    "ratio": round(rate / ins, 3),
+                    "target_min": 0.4,
+                    "peak_rss_mib": peak_rss_mib(),
+                }
+            )
     emit(figures)
 
 

@@ -161,7 +161,7 @@ def free_port() -> int:
 def gunicorn(app: str, env: dict[str, str], chdir: Path) -> Iterator[int]:
     """2 sync workers on 127.0.0.1, as the HTTP baseline of PERFORMANCE.md."""
     port = free_port()
-    command = [str(BIN / "gunicorn"), "-w", os.environ.get("BENCH_WORKERS", "2"), "-k", "sync", "-b", f"127.0.0.1:{port}",
+    command = [str(BIN / "gunicorn"), "-w", "2", "-k", "sync", "-b", f"127.0.0.1:{port}",
                "--chdir", str(chdir), "--log-level", "warning", app]
     process = subprocess.Popen(command, env=env)
     try:

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, g
+from flask import Flask, current_app, g
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -83,8 +83,6 @@ def get_database(app: Flask) -> Database:
 
 def request_session() -> Session:
     """The request's session; the view commits, teardown rolls back whatever it did not."""
-    from flask import current_app
-
     if "db_session" not in g:
         g.db_session = get_database(current_app).sessionmaker()
     session: Session = g.db_session

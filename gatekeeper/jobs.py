@@ -75,7 +75,12 @@ class JobRunner:
             with self.database.session_scope() as session:
                 result = _REGISTRY[kind](session, params, self._progress(job_id), self.ctx)
         except GatekeeperError as exc:
-            self._finish(job_id, "failed", {"message": exc.message}, exc.details or [{"problem": exc.message}])
+            self._finish(
+                job_id,
+                "failed",
+                {"message": exc.message},
+                exc.details or [{"problem": exc.message}],
+            )
         except Exception as exc:  # a job must end in a state the user can read, whatever happened
             log.exception("job %s failed", job_id)
             self._finish(job_id, "failed", {"message": "internal error"}, [{"problem": type(exc).__name__}])
@@ -121,9 +126,12 @@ def save_upload(stream: IO[bytes], max_bytes: int) -> tuple[Path, str]:
 
 def job_view(job: Job) -> dict[str, Any]:
     return {
-        "id": job.id, "kind": job.kind, "state": job.state,
+        "id": job.id,
+        "kind": job.kind,
+        "state": job.state,
         "progress": {"done": job.progress_done, "total": job.progress_total},
-        "result": job.result or {}, "errors": job.errors or [],
+        "result": job.result or {},
+        "errors": job.errors or [],
     }
 
 

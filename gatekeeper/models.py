@@ -242,3 +242,5 @@ class VerdictRun(Base):
     output_path: Mapped[str | None] = mapped_column(String(500))
     job_id: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+from gatekeeper import models_proof as _proof  # noqa: E402,F401
+from gatekeeper import models_retention as _retention  # noqa: E402,F401

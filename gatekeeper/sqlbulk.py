@@ -16,10 +16,24 @@ from sqlalchemy.orm import Session
 
 BATCH = 20_000
 _TYPES = {
-    "sqlite": {"int": "INTEGER", "text": "TEXT", "ts": "DATETIME", "json": "TEXT", "bool": "BOOLEAN",
-               "float": "REAL"},
-    "postgresql": {"int": "BIGINT", "text": "TEXT", "ts": "TIMESTAMPTZ", "json": "JSON",
-                   "bool": "BOOLEAN", "float": "DOUBLE PRECISION"},
+    "sqlite": {
+        "pk": "INTEGER PRIMARY KEY",
+        "int": "INTEGER",
+        "text": "TEXT",
+        "ts": "DATETIME",
+        "json": "TEXT",
+        "bool": "BOOLEAN",
+        "float": "REAL",
+    },
+    "postgresql": {
+        "pk": "BIGINT PRIMARY KEY",
+        "int": "BIGINT",
+        "text": "TEXT",
+        "ts": "TIMESTAMPTZ",
+        "json": "JSON",
+        "bool": "BOOLEAN",
+        "float": "DOUBLE PRECISION",
+    },
 }
 
 Columns = Sequence[tuple[str, str]]

@@ -37,7 +37,7 @@ def pg_url() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
             conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:  # noqa: BLE001 - turned into a clear failure below
+    except Exception as exc:
         pytest.fail(f"PostgreSQL is required for the tests and is not reachable: {exc}")
     url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
     upgrade(url)
@@ -75,8 +75,13 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path
 
 
 def make_settings(db_url: str, tmp_path: Path, **extra: Any) -> Any:
-    overrides = {"env": "test", "database_url": db_url, "secret_key": TEST_SECRET,
-                 "archive_database_url": f"sqlite:///{tmp_path / 'archive.db'}", **extra}
+    overrides = {
+        "env": "test",
+        "database_url": db_url,
+        "secret_key": TEST_SECRET,
+        "archive_database_url": f"sqlite:///{tmp_path / 'archive.db'}",
+        **extra,
+    }
     return load_settings(environ={}, overrides=overrides)
 
 

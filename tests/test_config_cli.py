@@ -23,7 +23,10 @@ def test_the_service_refuses_to_start_outside_dev_without_a_secret(tmp_path: Pat
 def test_environment_beats_file_beats_defaults(tmp_path: Path) -> None:
     cfg = tmp_path / "gk.toml"
     cfg.write_text('default_region = "BE"\nsmtp_url = "smtp://file:25"\n')
-    s = load_settings(environ={"GATEKEEPER_SECRET_KEY": "k", "GATEKEEPER_SMTP_URL": "smtp://env:25"}, config_file=cfg)
+    s = load_settings(
+        environ={"GATEKEEPER_SECRET_KEY": "k", "GATEKEEPER_SMTP_URL": "smtp://env:25"},
+        config_file=cfg,
+    )
     assert (s.default_region, s.smtp_url, s.policy) == ("BE", "smtp://env:25", "fr-2026")
 
 
@@ -42,12 +45,25 @@ def test_unknown_settings_are_named(tmp_path: Path) -> None:
 
 
 def _cli(db_url: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "GATEKEEPER_DATABASE_URL": db_url, "GATEKEEPER_SECRET_KEY": "cli-test-secret"}
-    return subprocess.run([sys.executable, "-m", "gatekeeper.cli", *args], capture_output=True, text=True,
-                          env=env, input=stdin, timeout=120, check=False)
+    env = {
+        **os.environ,
+        "GATEKEEPER_DATABASE_URL": db_url,
+        "GATEKEEPER_SECRET_KEY": "cli-test-secret",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "gatekeeper.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        input=stdin,
+        timeout=120,
+        check=False,
+    )
 
 
-def test_apikey_create_prints_the_key_alone_on_its_last_line_and_imports_show_progress(db_url: str, tmp_path: Path) -> None:
+def test_apikey_create_prints_the_key_alone_on_its_last_line_and_imports_show_progress(
+    db_url: str, tmp_path: Path
+) -> None:
     out = _cli(db_url, "apikey", "create", "--name", "crm", "--scopes", "register:read,gate")
     assert out.returncode == 0, out.stderr
     key = out.stdout.strip().splitlines()[-1]

@@ -10,31 +10,91 @@ from typing import Any
 from flask import Flask
 from flask.testing import FlaskClient
 
-CAMPAIGN = {"channel": "email", "purpose": "commercial", "sender": "ACME SAS",
-            "product_category": "coffee_capsules", "send_at": "2026-11-24T11:00:00+01:00"}
+CAMPAIGN = {
+    "channel": "email",
+    "purpose": "commercial",
+    "sender": "ACME SAS",
+    "product_category": "coffee_capsules",
+    "send_at": "2026-11-24T11:00:00+01:00",
+}
 
 
 def seed(client: FlaskClient, auth: dict[str, str]) -> None:
     contacts = [
-        {"external_id": "consented", "email": "anne@example.fr", "collected_at": "2025-06-10", "collected_by": "ACME SAS"},
-        {"external_id": "client", "email": "bob@example.fr", "collected_at": "2025-06-10", "collected_by": "ACME SAS"},
-        {"external_id": "nothing", "email": "carl@example.fr", "collected_at": "2025-06-10", "collected_by": "ACME SAS"},
-        {"external_id": "old", "email": "dora@example.fr", "collected_at": "2022-01-10", "collected_by": "ACME SAS"},
-        {"external_id": "unsub", "email": "eve@example.fr", "collected_at": "2025-06-10", "collected_by": "ACME SAS"},
+        {
+            "external_id": "consented",
+            "email": "anne@example.fr",
+            "collected_at": "2025-06-10",
+            "collected_by": "ACME SAS",
+        },
+        {
+            "external_id": "client",
+            "email": "bob@example.fr",
+            "collected_at": "2025-06-10",
+            "collected_by": "ACME SAS",
+        },
+        {
+            "external_id": "nothing",
+            "email": "carl@example.fr",
+            "collected_at": "2025-06-10",
+            "collected_by": "ACME SAS",
+        },
+        {
+            "external_id": "old",
+            "email": "dora@example.fr",
+            "collected_at": "2022-01-10",
+            "collected_by": "ACME SAS",
+        },
+        {
+            "external_id": "unsub",
+            "email": "eve@example.fr",
+            "collected_at": "2025-06-10",
+            "collected_by": "ACME SAS",
+        },
     ]
     assert client.post("/api/v1/contacts", json={"contacts": contacts}, headers=auth).status_code == 200
     events = [
-        {"contact": {"external_id": "consented"}, "type": "consent", "channel": "email", "given": True,
-         "occurred_at": "2025-06-10", "method": "checkbox", "sender": "ACME SAS"},
-        {"contact": {"external_id": "client"}, "type": "purchase", "occurred_at": "2025-07-01",
-         "product_category": "coffee_machines", "seller": "ACME SAS"},
-        {"contact": {"external_id": "unsub"}, "type": "consent", "channel": "email", "given": True,
-         "occurred_at": "2025-06-10", "sender": "ACME SAS"},
+        {
+            "contact": {"external_id": "consented"},
+            "type": "consent",
+            "channel": "email",
+            "given": True,
+            "occurred_at": "2025-06-10",
+            "method": "checkbox",
+            "sender": "ACME SAS",
+        },
+        {
+            "contact": {"external_id": "client"},
+            "type": "purchase",
+            "occurred_at": "2025-07-01",
+            "product_category": "coffee_machines",
+            "seller": "ACME SAS",
+        },
+        {
+            "contact": {"external_id": "unsub"},
+            "type": "consent",
+            "channel": "email",
+            "given": True,
+            "occurred_at": "2025-06-10",
+            "sender": "ACME SAS",
+        },
     ]
     res = client.post("/api/v1/events", json={"events": events}, headers=auth)
     assert res.status_code == 200, res.json
-    res = client.post("/api/v1/suppressions", headers=auth, json={"entries": [
-        {"email": "eve@example.fr", "reason": "unsubscribe", "channels": "all", "occurred_at": "2026-01-01"}]})
+    res = client.post(
+        "/api/v1/suppressions",
+        headers=auth,
+        json={
+            "entries": [
+                {
+                    "email": "eve@example.fr",
+                    "reason": "unsubscribe",
+                    "channels": "all",
+                    "occurred_at": "2026-01-01",
+                }
+            ]
+        },
+    )
     assert res.status_code == 200
 
 
@@ -51,9 +111,12 @@ EXPECTED = {
 
 def test_a_check_decides_every_recipient_in_the_order_sent(client: FlaskClient, auth: dict[str, str]) -> None:
     seed(client, auth)
-    recipients = list(EXPECTED) + ["Anne@Example.fr"]
-    res = client.post("/api/v1/checks", headers=auth, json={
-        "campaign": CAMPAIGN, "recipients": recipients, "as_of": "2026-11-22T10:00:00+01:00"})
+    recipients = [*EXPECTED, "Anne@Example.fr"]
+    res = client.post(
+        "/api/v1/checks",
+        headers=auth,
+        json={"campaign": CAMPAIGN, "recipients": recipients, "as_of": "2026-11-22T10:00:00+01:00"},
+    )
     assert res.status_code == 200, res.json
     body = res.json
     assert body["policy"]["id"] == "fr-2026" and body["policy"]["version"]
@@ -66,19 +129,43 @@ def test_a_check_decides_every_recipient_in_the_order_sent(client: FlaskClient, 
     assert body["verdicts"][5]["contact_id"] is None
 
 
-def test_an_unsubscribe_blocks_at_once_and_a_newer_consent_lifts_it(client: FlaskClient, auth: dict[str, str]) -> None:
+def test_an_unsubscribe_blocks_at_once_and_a_newer_consent_lifts_it(
+    client: FlaskClient, auth: dict[str, str]
+) -> None:
     seed(client, auth)
     check = {"campaign": CAMPAIGN, "recipients": ["eve@example.fr"], "as_of": "2026-11-22"}
     assert client.post("/api/v1/checks", headers=auth, json=check).json["verdicts"][0]["decision"] == "block"
-    client.post("/api/v1/events", headers=auth, json={"events": [
-        {"contact": {"email": "eve@example.fr"}, "type": "consent", "channel": "email", "given": True,
-         "occurred_at": "2026-02-01", "sender": "ACME SAS", "method": "double_opt_in"}]})
-    assert client.post("/api/v1/checks", headers=auth, json=check).json["verdicts"][0]["reasons"] == ["basis.consent"]
+    client.post(
+        "/api/v1/events",
+        headers=auth,
+        json={
+            "events": [
+                {
+                    "contact": {"email": "eve@example.fr"},
+                    "type": "consent",
+                    "channel": "email",
+                    "given": True,
+                    "occurred_at": "2026-02-01",
+                    "sender": "ACME SAS",
+                    "method": "double_opt_in",
+                }
+            ]
+        },
+    )
+    assert client.post("/api/v1/checks", headers=auth, json=check).json["verdicts"][0]["reasons"] == [
+        "basis.consent"
+    ]
 
 
 def test_bad_campaigns_get_named_errors(client: FlaskClient, auth: dict[str, str]) -> None:
-    res = client.post("/api/v1/checks", headers=auth, json={
-        "campaign": {**CAMPAIGN, "channel": "pigeon", "send_at": "tomorrow"}, "recipients": []})
+    res = client.post(
+        "/api/v1/checks",
+        headers=auth,
+        json={
+            "campaign": {**CAMPAIGN, "channel": "pigeon", "send_at": "tomorrow"},
+            "recipients": [],
+        },
+    )
     assert res.status_code == 422
     fields = {d["field"] for d in res.json["error"]["details"]}
     assert {"campaign.channel", "campaign.send_at"} <= fields
@@ -94,12 +181,18 @@ def wait_job(app: Flask, client: FlaskClient, auth: dict[str, str], job_id: int)
     raise AssertionError("job did not finish")
 
 
-def test_a_campaign_list_is_decided_as_a_job_and_streamed_back(app: Flask, client: FlaskClient, auth: dict[str, str]) -> None:
+def test_a_campaign_list_is_decided_as_a_job_and_streamed_back(
+    app: Flask, client: FlaskClient, auth: dict[str, str]
+) -> None:
     seed(client, auth)
     cid = client.post("/api/v1/campaigns", headers=auth, json={**CAMPAIGN, "name": "Noël"}).json["id"]
     body = "email;first_name;note\n" + "".join(f"{r};X;=cmd()\n" for r in EXPECTED) + "anne@example.fr;dup;\n"
-    res = client.post(f"/api/v1/campaigns/{cid}/lists?as_of=2026-11-22", headers=auth,
-                      data=body.encode("cp1252", errors="replace"), content_type="text/csv")
+    res = client.post(
+        f"/api/v1/campaigns/{cid}/lists?as_of=2026-11-22",
+        headers=auth,
+        data=body.encode("cp1252", errors="replace"),
+        content_type="text/csv",
+    )
     assert res.status_code == 202, res.json
     job = wait_job(app, client, auth, res.json["id"])
     assert job["state"] == "done", job
@@ -116,10 +209,16 @@ def test_a_campaign_list_is_decided_as_a_job_and_streamed_back(app: Flask, clien
     assert all(r[3] == "block" for r in rows[1:])
 
 
-def test_a_list_without_the_channel_column_fails_with_a_clear_error(app: Flask, client: FlaskClient, auth: dict[str, str]) -> None:
+def test_a_list_without_the_channel_column_fails_with_a_clear_error(
+    app: Flask, client: FlaskClient, auth: dict[str, str]
+) -> None:
     cid = client.post("/api/v1/campaigns", headers=auth, json={**CAMPAIGN, "channel": "sms"}).json["id"]
-    res = client.post(f"/api/v1/campaigns/{cid}/lists", headers=auth, data=b"email\na@example.fr\n",
-                      content_type="text/csv")
+    res = client.post(
+        f"/api/v1/campaigns/{cid}/lists",
+        headers=auth,
+        data=b"email\na@example.fr\n",
+        content_type="text/csv",
+    )
     job = wait_job(app, client, auth, res.json["id"])
     assert job["state"] == "failed"
     assert "needs a 'phone' column" in job["result"]["message"]

@@ -17,8 +17,13 @@ HEADER = "external_id,email,phone,first_name,last_name,collected_at,source.type,
 def upload(client: FlaskClient, auth: dict[str, str], kind: str, data: bytes, multipart: bool = False) -> Any:
     if multipart:
         import io
-        return client.post(f"/api/v1/imports?kind={kind}", headers=auth,
-                           data={"file": (io.BytesIO(data), "list.csv")}, content_type="multipart/form-data")
+
+        return client.post(
+            f"/api/v1/imports?kind={kind}",
+            headers=auth,
+            data={"file": (io.BytesIO(data), "list.csv")},
+            content_type="multipart/form-data",
+        )
     return client.post(f"/api/v1/imports?kind={kind}", headers=auth, data=data, content_type="text/csv")
 
 
@@ -36,7 +41,7 @@ def finished(app: Flask, client: FlaskClient, auth: dict[str, str], res: Any) ->
 
 def count(app: Flask, table: str) -> int:
     with app.extensions["gatekeeper.db"].engine.connect() as conn:
-        return int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())  # noqa: S608
+        return int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())
 
 
 ENCODINGS = [
@@ -51,17 +56,46 @@ def test_contacts_files_in_every_common_encoding_and_delimiter_are_read(
     app: Flask, client: FlaskClient, auth: dict[str, str], variant: tuple[str, bytes, str]
 ) -> None:
     encoding, bom, sep = variant
-    rows = [HEADER.replace(",", sep),
-            sep.join(["c1", "hélène@example.fr", "06 12 34 56 78", "Hélène", "Dupré", "2025-01-02", "direct",
-                      '"Saint-Étienne\nCedex"']) + "\n",
-            sep.join(["c2", "JEAN@EXAMPLE.FR", "", "Jean", "Œuvray", "2025-01-03T10:00:00+01:00", "event", "Lyon"]) + "\n"]
+    rows = [
+        HEADER.replace(",", sep),
+        sep.join(
+            [
+                "c1",
+                "hélène@example.fr",
+                "06 12 34 56 78",
+                "Hélène",
+                "Dupré",
+                "2025-01-02",
+                "direct",
+                '"Saint-Étienne\nCedex"',
+            ]
+        )
+        + "\n",
+        sep.join(
+            [
+                "c2",
+                "JEAN@EXAMPLE.FR",
+                "",
+                "Jean",
+                "Œuvray",
+                "2025-01-03T10:00:00+01:00",
+                "event",
+                "Lyon",
+            ]
+        )
+        + "\n",
+    ]
     body = bom + "".join(rows).encode(encoding)
     job = finished(app, client, auth, upload(client, auth, "contacts", body))
     assert job["state"] == "done", job
     assert job["result"] == {"created": 2, "updated": 0, "unchanged": 0}
     with app.extensions["gatekeeper.db"].engine.connect() as conn:
-        got = conn.execute(text("SELECT external_id, email, phone, first_name, last_name, postal_address "
-                                "FROM contacts ORDER BY external_id")).all()
+        got = conn.execute(
+            text(
+                "SELECT external_id, email, phone, first_name, last_name, postal_address "
+                "FROM contacts ORDER BY external_id"
+            )
+        ).all()
     assert got[0][:5] == ("c1", "hélène@example.fr", "+33612345678", "Hélène", "Dupré")
     address = json.loads(got[0][5]) if isinstance(got[0][5], str) else got[0][5]
     assert address == {"city": "Saint-Étienne\nCedex"}  # a quoted field with a newline
@@ -71,9 +105,11 @@ def test_contacts_files_in_every_common_encoding_and_delimiter_are_read(
 def test_a_file_with_bad_rows_is_refused_whole_naming_row_and_field(
     app: Flask, client: FlaskClient, auth: dict[str, str]
 ) -> None:
-    body = (HEADER + "c1,ok@example.fr,,,,2025-01-01,direct,\n"
-            "c2,not-an-email,,,,2025-01-01,direct,\n"
-            "c3,x@example.fr,12,,,2025-13-01,martian,\n").encode()
+    body = (
+        HEADER + "c1,ok@example.fr,,,,2025-01-01,direct,\n"
+        "c2,not-an-email,,,,2025-01-01,direct,\n"
+        "c3,x@example.fr,12,,,2025-13-01,martian,\n"
+    ).encode()
     job = finished(app, client, auth, upload(client, auth, "contacts", body, multipart=True))
     assert job["state"] == "failed"
     problems = {(e["row"], e["field"]) for e in job["errors"]}
@@ -84,27 +120,46 @@ def test_a_file_with_bad_rows_is_refused_whole_naming_row_and_field(
 def test_importing_the_same_files_twice_changes_nothing_the_second_time(
     app: Flask, client: FlaskClient, auth: dict[str, str]
 ) -> None:
-    contacts = (HEADER + "c1,a@example.fr,,,,2025-01-01,direct,\nc2,b@example.fr,,,,2025-01-01,direct,\n").encode()
-    events = ("contact.external_id,type,occurred_at,kind,channel,given\n"
-              "c1,interest,2026-01-10T10:00:00Z,click,,\nc2,consent,2025-01-01,,email,true\n").encode()
-    sups = "email,reason,channels,occurred_at\nz@example.fr,complaint,all,2026-01-01\n".encode()
-    first = [finished(app, client, auth, upload(client, auth, k, b))["result"]
-             for k, b in (("contacts", contacts), ("events", events), ("suppressions", sups))]
-    assert first == [{"created": 2, "updated": 0, "unchanged": 0}, {"stored": 2, "duplicates": 0}, {"stored": 1}]
+    contacts = (
+        HEADER + "c1,a@example.fr,,,,2025-01-01,direct,\nc2,b@example.fr,,,,2025-01-01,direct,\n"
+    ).encode()
+    events = (
+        b"contact.external_id,type,occurred_at,kind,channel,given\n"
+        b"c1,interest,2026-01-10T10:00:00Z,click,,\nc2,consent,2025-01-01,,email,true\n"
+    )
+    sups = b"email,reason,channels,occurred_at\nz@example.fr,complaint,all,2026-01-01\n"
+    first = [
+        finished(app, client, auth, upload(client, auth, k, b))["result"]
+        for k, b in (("contacts", contacts), ("events", events), ("suppressions", sups))
+    ]
+    assert first == [
+        {"created": 2, "updated": 0, "unchanged": 0},
+        {"stored": 2, "duplicates": 0},
+        {"stored": 1},
+    ]
     before = [count(app, t) for t in ("contacts", "events", "suppressions")]
-    second = [finished(app, client, auth, upload(client, auth, k, b))["result"]
-              for k, b in (("contacts", contacts), ("events", events))]
+    second = [
+        finished(app, client, auth, upload(client, auth, k, b))["result"]
+        for k, b in (("contacts", contacts), ("events", events))
+    ]
     assert second == [{"created": 0, "updated": 0, "unchanged": 2}, {"stored": 0, "duplicates": 2}]
     finished(app, client, auth, upload(client, auth, "suppressions", sups))
     assert [count(app, t) for t in ("contacts", "events", "suppressions")] == before
 
 
-def test_duplicate_identities_in_one_file_are_named(app: Flask, client: FlaskClient, auth: dict[str, str]) -> None:
-    body = (HEADER + "c1,a@example.fr,,,,2025-01-01,direct,\nc2,A@Example.fr,,,,2025-01-01,direct,\n").encode()
+def test_duplicate_identities_in_one_file_are_named(
+    app: Flask, client: FlaskClient, auth: dict[str, str]
+) -> None:
+    body = (
+        HEADER + "c1,a@example.fr,,,,2025-01-01,direct,\nc2,A@Example.fr,,,,2025-01-01,direct,\n"
+    ).encode()
     job = finished(app, client, auth, upload(client, auth, "contacts", body))
     assert job["state"] == "failed"
-    assert job["errors"][0] == {"row": 2, "field": "email",
-                                "problem": "same email as row 1: a contact appears once per batch"}
+    assert job["errors"][0] == {
+        "row": 2,
+        "field": "email",
+        "problem": "same email as row 1: a contact appears once per batch",
+    }
 
 
 def test_a_too_large_upload_gets_413(app: Flask, client: FlaskClient, auth: dict[str, str]) -> None:
@@ -120,13 +175,23 @@ def test_an_unknown_import_kind_is_a_422(client: FlaskClient, auth: dict[str, st
     assert res.json["error"]["details"][0]["field"] == "kind"
 
 
-def test_bloctel_file_listing_becomes_phone_suppressions(app: Flask, client: FlaskClient, auth: dict[str, str]) -> None:
-    res = client.post("/api/v1/suppressions/bloctel?checked_at=2026-07-01", headers=auth,
-                      data="0612345678\n+33 7 12 34 56 78\n\n", content_type="text/plain")
+def test_bloctel_file_listing_becomes_phone_suppressions(
+    app: Flask, client: FlaskClient, auth: dict[str, str]
+) -> None:
+    res = client.post(
+        "/api/v1/suppressions/bloctel?checked_at=2026-07-01",
+        headers=auth,
+        data="0612345678\n+33 7 12 34 56 78\n\n",
+        content_type="text/plain",
+    )
     assert res.status_code == 200, res.json
     assert res.json["stored"] == 2
     assert count(app, "bloctel_checks") == 1
-    bad = client.post("/api/v1/suppressions/bloctel?checked_at=2026-07-01", headers=auth,
-                      data="0612345678\nhello\n", content_type="text/plain")
+    bad = client.post(
+        "/api/v1/suppressions/bloctel?checked_at=2026-07-01",
+        headers=auth,
+        data="0612345678\nhello\n",
+        content_type="text/plain",
+    )
     assert bad.status_code == 422
     assert bad.json["error"]["details"][0]["line"] == 2

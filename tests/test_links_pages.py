@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import text
 from test_links_helpers import (
     FIREFOX,
     RECONSENT_DAY,
@@ -24,6 +25,8 @@ from test_links_helpers import (
     suppressions,
 )
 from werkzeug.test import TestResponse
+
+from gatekeeper.register import clocks
 
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
 
@@ -479,10 +482,6 @@ def test_the_redirect_goes_only_to_the_signed_url_never_the_query_string(
 def test_a_click_leaves_the_contact_row_exactly_as_the_register_refresh_would(
     app: Flask, client: FlaskClient, auth: dict[str, str], paul: int
 ) -> None:
-    from sqlalchemy import text
-
-    from gatekeeper.register import clocks
-
     client.post(
         "/api/v1/events",
         headers=auth,

@@ -10,7 +10,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from test_links_helpers import FIREFOX, TODAY, add_contact, links, set_clock, signer
 
-from gatekeeper.links import csrf, i18n
+from gatekeeper.links import csrf, i18n, ratelimit
 from gatekeeper.links.headers import CSP
 from gatekeeper.links.ratelimit import RateLimiter
 
@@ -47,8 +47,6 @@ def test_a_limit_of_zero_turns_the_limiter_off() -> None:
 def test_idle_addresses_are_forgotten_when_too_many_are_tracked(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from gatekeeper.links import ratelimit
-
     monkeypatch.setattr(ratelimit, "MAX_TRACKED", 10)
     ticks = Ticks()
     limiter = RateLimiter(60, ticks)
@@ -60,6 +58,12 @@ def test_idle_addresses_are_forgotten_when_too_many_are_tracked(
 
 
 # --- rate limits through HTTP -------------------------------------------------------------
+
+
+@pytest.fixture
+def paul(app: Flask, client: FlaskClient, auth: dict[str, str]) -> int:
+    set_clock(app, TODAY)
+    return add_contact(client, auth)
 
 
 @pytest.fixture
@@ -163,7 +167,7 @@ def test_the_api_keeps_its_own_headers(client: FlaskClient) -> None:
 
 
 @pytest.mark.parametrize(
-    ("query", "accept", "lang"),
+    ("query", "accept", "lang_expected"),
     [
         ("", None, "fr"),
         ("", "en-GB,en;q=0.9", "en"),
@@ -175,10 +179,9 @@ def test_the_api_keeps_its_own_headers(client: FlaskClient) -> None:
     ],
 )
 def test_pages_speak_french_first_then_english_by_header_or_switch(
-    app: Flask, client: FlaskClient, auth: dict[str, str], query: str, accept: str | None, lang: str
+    app: Flask, paul: int, query: str, accept: str | None, lang_expected: str
 ) -> None:
-    set_clock(app, TODAY)
-    cid = add_contact(client, auth)
+    client, cid, lang = app.test_client(), paul, lang_expected
     headers = {"Accept-Language": accept} if accept else {}
     for path in (f"/u/{signer(app).unsubscribe(cid)}", f"/p/{signer(app).preferences(cid)}"):
         res = client.get(path + query, headers=headers)
@@ -249,6 +252,7 @@ def test_a_csrf_token_binds_the_browser_cookie_to_the_link() -> None:
 
 def test_the_csrf_cookie_is_strict_and_secure_over_https() -> None:
     name, value = csrf.set_cookie_header("abc", https=True)
+    assert name == "Set-Cookie"
     assert value.startswith("__Host-gk_csrf=abc;") and "Secure" in value
     assert "SameSite=Strict" in value and "HttpOnly" in value and "Path=/" in value
     assert "Secure" not in csrf.set_cookie_header("abc", https=False)[1]

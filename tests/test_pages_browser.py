@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -92,10 +93,21 @@ def person(browser: Browser) -> Iterator[BrowserContext]:
     context.close()
 
 
+@dataclass
+class Scene:
+    """The served app, an API client, and Paul in its register."""
+
+    app: Flask
+    client: FlaskClient
+    auth: dict[str, str]
+    site: str
+    paul: int
+
+
 @pytest.fixture
-def paul(app: Flask, client: FlaskClient, auth: dict[str, str]) -> int:
+def scene(app: Flask, client: FlaskClient, auth: dict[str, str], site: str) -> Scene:
     set_clock(app, TODAY)
-    return add_contact(client, auth)
+    return Scene(app, client, auth, site, add_contact(client, auth))
 
 
 def shoot(page: Page, name: str) -> None:
@@ -139,11 +151,11 @@ def contrast(page: Page, selector: str, background: str | None = None) -> float:
 
 
 def test_a_person_unsubscribes_with_one_keyboard_press_and_it_is_stored(
-    app: Flask, site: str, person: BrowserContext, paul: int
+    scene: Scene, person: BrowserContext
 ) -> None:
     page = person.new_page()
     errors = watch_csp(page)
-    response = page.goto(f"{site}/u/{signer(app).unsubscribe(paul, 7)}")
+    response = page.goto(f"{scene.site}/u/{signer(scene.app).unsubscribe(scene.paul, 7)}")
     assert response is not None and response.status == 200
     assert page.get_by_role("heading", level=1).inner_text() == "Se désinscrire"
     assert page.get_by_text("p•••@example.fr").is_visible()
@@ -155,7 +167,7 @@ def test_a_person_unsubscribes_with_one_keyboard_press_and_it_is_stored(
         == "rgb(243, 244, 246)"
     )
     shoot(page, "unsubscribe")
-    assert stored_events(app, paul) == []  # the page alone records nothing
+    assert stored_events(scene.app, scene.paul) == []  # the page alone records nothing
     button.focus()
     assert page.eval_on_selector("button", "e => getComputedStyle(e).outlineStyle") == "solid"
     page.keyboard.press("Enter")
@@ -163,19 +175,17 @@ def test_a_person_unsubscribes_with_one_keyboard_press_and_it_is_stored(
     assert "pris en compte immédiatement" in page.inner_text("main")
     shoot(page, "unsubscribe-done")
     assert errors == []
-    (objection,) = stored_events(app, paul, "opposition")
+    (objection,) = stored_events(scene.app, scene.paul, "opposition")
     assert objection["channels"] == ["email"] and objection["user_agent"] == PERSON_UA
-    assert len(suppressions(app)) == 2
+    assert len(suppressions(scene.app)) == 2
 
 
-def test_the_unsubscribe_page_reads_well_on_a_phone(
-    app: Flask, site: str, browser: Browser, paul: int
-) -> None:
+def test_the_unsubscribe_page_reads_well_on_a_phone(scene: Scene, browser: Browser) -> None:
     context = browser.new_context(
         viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True, locale="fr-FR"
     )
     page = context.new_page()
-    page.goto(f"{site}/u/{signer(app).unsubscribe(paul, 7)}")
+    page.goto(f"{scene.site}/u/{signer(scene.app).unsubscribe(scene.paul, 7)}")
     assert page.evaluate("document.scrollingElement.scrollWidth") <= PHONE["width"]
     box = page.get_by_role("button", name="Me désinscrire").bounding_box()
     assert box is not None and box["height"] >= 44 and box["width"] >= PHONE["width"] * 0.8
@@ -184,10 +194,10 @@ def test_the_unsubscribe_page_reads_well_on_a_phone(
 
 
 def test_the_switch_shows_the_page_in_english_and_back(
-    app: Flask, site: str, person: BrowserContext, paul: int
+    scene: Scene, person: BrowserContext
 ) -> None:
     page = person.new_page()
-    page.goto(f"{site}/u/{signer(app).unsubscribe(paul, 7)}")
+    page.goto(f"{scene.site}/u/{signer(scene.app).unsubscribe(scene.paul, 7)}")
     page.get_by_role("link", name="Read this page in English").click()
     page.get_by_role("heading", name="Unsubscribe").wait_for()
     assert page.evaluate("document.documentElement.lang") == "en"
@@ -198,12 +208,10 @@ def test_the_switch_shows_the_page_in_english_and_back(
     page.get_by_role("heading", name="Se désinscrire").wait_for()
 
 
-def test_an_english_browser_gets_english_first(
-    app: Flask, site: str, browser: Browser, paul: int
-) -> None:
+def test_an_english_browser_gets_english_first(scene: Scene, browser: Browser) -> None:
     context = browser.new_context(locale="en-GB")
     page = context.new_page()
-    page.goto(f"{site}/p/{signer(app).preferences(paul)}")
+    page.goto(f"{scene.site}/p/{signer(scene.app).preferences(scene.paul)}")
     assert page.get_by_role("heading", level=1).inner_text() == "Your contact preferences"
     context.close()
 
@@ -211,21 +219,17 @@ def test_an_english_browser_gets_english_first(
 # --- reconsent ----------------------------------------------------------------------------
 
 
-def reconsent_url(app: Flask, site: str, cid: int) -> str:
-    set_clock(app, RECONSENT_DAY)
-    return f"{site}/r/{signer(app).reconsent(cid, datetime(2028, 6, 9, 22, tzinfo=UTC))}"
+def reconsent_url(scene: Scene) -> str:
+    set_clock(scene.app, RECONSENT_DAY)
+    deadline = datetime(2028, 6, 9, 22, tzinfo=UTC)
+    return f"{scene.site}/r/{signer(scene.app).reconsent(scene.paul, deadline)}"
 
 
 def test_a_person_keeps_in_touch_and_the_clock_restarts(
-    app: Flask,
-    client: FlaskClient,
-    auth: dict[str, str],
-    site: str,
-    person: BrowserContext,
-    paul: int,
+    scene: Scene, person: BrowserContext
 ) -> None:
     page = person.new_page()
-    page.goto(reconsent_url(app, site, paul))
+    page.goto(reconsent_url(scene))
     main = page.inner_text("main")
     assert "Souhaitez-vous garder le contact ?" in main
     assert "seront supprimées le 10 juin 2028" in main and "jusqu'au 20 mai 2031" in main
@@ -236,55 +240,46 @@ def test_a_person_keeps_in_touch_and_the_clock_restarts(
     page.get_by_role("heading", name="Merci, c'est noté").wait_for()
     assert "20 mai 2031" in page.inner_text("main")
     shoot(page, "reconsent-kept")
-    (consent,) = stored_events(app, paul, "consent")
+    (consent,) = stored_events(scene.app, scene.paul, "consent")
     assert (consent["method"], consent["given"]) == ("reconsent", True)
-    assert contact_view(client, auth, paul)["retention"]["deadline"] == "2031-05-20T10:00:00Z"
+    assert (
+        contact_view(scene.client, scene.auth, scene.paul)["retention"]["deadline"]
+        == "2031-05-20T10:00:00Z"
+    )
 
 
 def test_a_person_says_stop_and_is_objected_everywhere(
-    app: Flask,
-    client: FlaskClient,
-    auth: dict[str, str],
-    site: str,
-    person: BrowserContext,
-    paul: int,
+    scene: Scene, person: BrowserContext
 ) -> None:
     page = person.new_page()
-    page.goto(reconsent_url(app, site, paul))
+    page.goto(reconsent_url(scene))
     page.get_by_role("button", name="Non merci, arrêtez").click()
     page.get_by_role("heading", name="C'est noté").wait_for()
     shoot(page, "reconsent-stopped")
-    assert [o["channels"] for o in stored_events(app, paul, "opposition")] == [["all"]]
-    assert contact_view(client, auth, paul)["retention"]["state"] == "expired"
+    assert [o["channels"] for o in stored_events(scene.app, scene.paul, "opposition")] == [["all"]]
+    assert contact_view(scene.client, scene.auth, scene.paul)["retention"]["state"] == "expired"
 
 
 def test_after_the_deadline_the_reconsent_link_says_so(
-    app: Flask, site: str, person: BrowserContext, paul: int
+    scene: Scene, person: BrowserContext
 ) -> None:
-    url = reconsent_url(app, site, paul)
-    set_clock(app, datetime(2028, 6, 10, 9, 0, tzinfo=UTC))
+    url = reconsent_url(scene)
+    set_clock(scene.app, datetime(2028, 6, 10, 9, 0, tzinfo=UTC))
     page = person.new_page()
     response = page.goto(url)
     assert response is not None and response.status == 410
     assert "La date limite du 10 juin 2028 est passée" in page.inner_text("main")
     assert page.get_by_role("button").count() == 0
     shoot(page, "reconsent-late")
-    assert stored_events(app, paul) == []
+    assert stored_events(scene.app, scene.paul) == []
 
 
 # --- preferences --------------------------------------------------------------------------
 
 
-def test_a_person_sets_preferences_channel_by_channel(
-    app: Flask,
-    client: FlaskClient,
-    auth: dict[str, str],
-    site: str,
-    person: BrowserContext,
-    paul: int,
-) -> None:
+def test_a_person_sets_preferences_channel_by_channel(scene: Scene, person: BrowserContext) -> None:
     page = person.new_page()
-    page.goto(f"{site}/p/{signer(app).preferences(paul, 7)}")
+    page.goto(f"{scene.site}/p/{signer(scene.app).preferences(scene.paul, 7)}")
     assert "Vos données seront supprimées le 10 juin 2028, sauf si" in page.inner_text("main")
     shoot(page, "preferences")
     page.get_by_role("group", name="Par e-mail").get_by_label("Oui, j'accepte").check()
@@ -296,21 +291,22 @@ def test_a_person_sets_preferences_channel_by_channel(
     assert items == ["Par e-mail : accepté", "Par SMS : refusé", "Par courrier : refusé"]
     assert "22 novembre 2029" in page.inner_text("main")  # the consent restarted the clock
     shoot(page, "preferences-saved")
-    given = {e["channel"]: e["given"] for e in stored_events(app, paul, "consent")}
+    given = {e["channel"]: e["given"] for e in stored_events(scene.app, scene.paul, "consent")}
     assert given == {"email": True, "sms": False, "postal": False}
-    assert contact_view(client, auth, paul)["retention"]["deadline"] == "2029-11-22T10:00:00Z"
+    assert (
+        contact_view(scene.client, scene.auth, scene.paul)["retention"]["deadline"]
+        == "2029-11-22T10:00:00Z"
+    )
     page.get_by_role("link", name="Revenir à mes préférences").click()
     assert page.get_by_role("group", name="Par e-mail").get_by_label("Oui, j'accepte").is_checked()
 
 
-def test_the_preference_page_reads_well_on_a_phone(
-    app: Flask, site: str, browser: Browser, paul: int
-) -> None:
+def test_the_preference_page_reads_well_on_a_phone(scene: Scene, browser: Browser) -> None:
     context = browser.new_context(
         viewport=PHONE, device_scale_factor=2, is_mobile=True, locale="fr-FR"
     )
     page = context.new_page()
-    page.goto(f"{site}/p/{signer(app).preferences(paul)}")
+    page.goto(f"{scene.site}/p/{signer(scene.app).preferences(scene.paul)}")
     assert page.evaluate("document.scrollingElement.scrollWidth") <= PHONE["width"]
     shoot(page, "preferences-phone")
     context.close()
@@ -320,70 +316,65 @@ def test_the_preference_page_reads_well_on_a_phone(
 
 
 def test_a_click_takes_the_person_to_the_page_and_restarts_the_clock(
-    app: Flask,
-    client: FlaskClient,
-    auth: dict[str, str],
-    site: str,
-    landing: str,
-    person: BrowserContext,
-    paul: int,
+    scene: Scene, landing: str, person: BrowserContext
 ) -> None:
-    token = signer(app).tracked(
-        "click", paul, 7, f"{landing}/printemps", TODAY - timedelta(hours=1)
+    token = signer(scene.app).tracked(
+        "click", scene.paul, 7, f"{landing}/printemps", TODAY - timedelta(hours=1)
     )
     page = person.new_page()
-    page.goto(f"{site}/c/{token}?url=https://evil.example/")
+    page.goto(f"{scene.site}/c/{token}?url=https://evil.example/")
     assert page.url == f"{landing}/printemps"
     assert page.get_by_role("heading").inner_text() == "Offre de printemps"
     shoot(page, "click-landing")
-    (interest,) = stored_events(app, paul, "interest")
+    (interest,) = stored_events(scene.app, scene.paul, "interest")
     assert interest["counts"] is True and interest["user_agent"] == PERSON_UA
-    assert contact_view(client, auth, paul)["retention"]["deadline"] == "2029-11-22T10:00:00Z"
+    assert (
+        contact_view(scene.client, scene.auth, scene.paul)["retention"]["deadline"]
+        == "2029-11-22T10:00:00Z"
+    )
 
 
 def test_a_headless_browser_is_a_scanner_its_click_is_recorded_but_does_not_count(
-    app: Flask,
-    client: FlaskClient,
-    auth: dict[str, str],
-    site: str,
-    landing: str,
-    browser: Browser,
-    paul: int,
+    scene: Scene, landing: str, browser: Browser
 ) -> None:
     context = browser.new_context()  # Chromium's own "HeadlessChrome" user agent
     page = context.new_page()
-    page.goto(f"{site}/d/{signer(app).tracked('download', paul, 7, f'{landing}/a.pdf', TODAY)}")
+    token = signer(scene.app).tracked("download", scene.paul, 7, f"{landing}/a.pdf", TODAY)
+    page.goto(f"{scene.site}/d/{token}")
     assert page.url == f"{landing}/a.pdf"
     context.close()
-    (interest,) = stored_events(app, paul, "interest")
+    (interest,) = stored_events(scene.app, scene.paul, "interest")
     assert (interest["kind"], interest["counts"]) == ("download", False)
-    assert contact_view(client, auth, paul)["retention"]["deadline"] == "2028-06-09T22:00:00Z"
+    assert (
+        contact_view(scene.client, scene.auth, scene.paul)["retention"]["deadline"]
+        == "2028-06-09T22:00:00Z"
+    )
 
 
 # --- links that cannot be used ------------------------------------------------------------
 
 
 def test_broken_expired_and_erased_links_each_say_what_happened(
-    app: Flask, site: str, person: BrowserContext, paul: int
+    scene: Scene, person: BrowserContext
 ) -> None:
     page = person.new_page()
-    token = signer(app).preferences(paul)
-    response = page.goto(f"{site}/p/{token[:-4]}AAAA")
+    token = signer(scene.app).preferences(scene.paul)
+    response = page.goto(f"{scene.site}/p/{token[:-4]}AAAA")
     assert response is not None and response.status == 400
     assert page.get_by_role("heading", level=1).inner_text() == "Lien invalide"
     shoot(page, "link-invalid")
 
-    set_clock(app, TODAY - timedelta(days=5 * 366))
-    old = signer(app).unsubscribe(paul)
-    set_clock(app, TODAY)
-    response = page.goto(f"{site}/u/{old}")
+    set_clock(scene.app, TODAY - timedelta(days=5 * 366))
+    old = signer(scene.app).unsubscribe(scene.paul)
+    set_clock(scene.app, TODAY)
+    response = page.goto(f"{scene.site}/u/{old}")
     assert response is not None and response.status == 410
     assert page.get_by_role("heading", level=1).inner_text() == "Lien expiré"
     shoot(page, "link-expired")
 
-    erase(app, paul)
-    response = page.goto(f"{site}/p/{token}")
+    erase(scene.app, scene.paul)
+    response = page.goto(f"{scene.site}/p/{token}")
     assert response is not None and response.status == 410
     assert page.get_by_role("heading", level=1).inner_text() == "Vos données ont été effacées"
     shoot(page, "link-erased")
-    assert stored_events(app, paul) == []
+    assert stored_events(scene.app, scene.paul) == []

@@ -1,4 +1,5 @@
-"""Signed link tokens: itsdangerous' wire format both ways, one salt per purpose, expiry, rotation."""
+"""Signed link tokens: itsdangerous' wire format both ways, one salt per purpose, expiry and
+key rotation."""
 
 from __future__ import annotations
 

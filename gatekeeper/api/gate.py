@@ -12,6 +12,7 @@ from gatekeeper import jobs
 from gatekeeper.api import bp
 from gatekeeper.api.auth import requires
 from gatekeeper.api.helpers import as_of_param, json_body
+from gatekeeper.csvio import detect_format, open_text, text_buffer
 from gatekeeper.db import request_session
 from gatekeeper.errors import MalformedError, TooLargeError, ValidationError
 from gatekeeper.gate import runs
@@ -45,28 +46,50 @@ def checks() -> Response:
     _staged, decided = decide_recipients(session, ctx, campaign, as_of, recipients, with_retention=True)
     by_row = {d.row: d for d in decided}
     finish(session)
-    verdicts = [_verdict(items[r.row], by_row.get(r.row) or _first_of(by_row, recipients, r.row)) for r in recipients]
+    verdicts = [
+        _verdict(items[r.row], by_row.get(r.row) or _first_of(by_row, recipients, r.row)) for r in recipients
+    ]
     unique = list(by_row.values())
     summary = runs.summarise(unique)
-    runs.record_run(session, ctx, kind="check", as_of=as_of, summary={**summary, "recipients": len(items),
-                    "duplicates": len(items) - len(unique)}, campaign_id=None)
+    runs.record_run(
+        session,
+        ctx,
+        kind="check",
+        as_of=as_of,
+        summary={**summary, "recipients": len(items), "duplicates": len(items) - len(unique)},
+        campaign_id=None,
+    )
     session.commit()
-    return jsonify({"policy": {"id": ctx.policy.id, "version": ctx.policy.version}, "as_of": isoformat(as_of),
-                    "summary": {**summary, "duplicates": len(items) - len(unique)}, "verdicts": verdicts})
+    return jsonify(
+        {
+            "policy": {"id": ctx.policy.id, "version": ctx.policy.version},
+            "as_of": isoformat(as_of),
+            "summary": {**summary, "duplicates": len(items) - len(unique)},
+            "verdicts": verdicts,
+        }
+    )
 
 
 def _first_of(by_row: dict[int, Any], recipients: list[Any], row: int) -> Any:
     """A repeated recipient gets the verdict of its first occurrence."""
     target = recipients[row]
-    first = next(r for r in recipients if (r.kind, r.value) == (target.kind, target.value) and r.row in by_row)
+    first = next(
+        r for r in recipients if (r.kind, r.value) == (target.kind, target.value) and r.row in by_row
+    )
     return by_row[first.row]
 
 
 def _verdict(sent: Any, d: Any) -> dict[str, Any]:
     v = d.verdict
     retention = None if d.contact_id is None else {"state": d.state, "deadline": isoformat(d.deadline)}
-    return {"recipient": sent, "contact_id": d.contact_id, "decision": v.decision, "reasons": list(v.reasons),
-            "basis": v.basis, "retention": retention}
+    return {
+        "recipient": sent,
+        "contact_id": d.contact_id,
+        "decision": v.decision,
+        "reasons": list(v.reasons),
+        "basis": v.basis,
+        "retention": retention,
+    }
 
 
 @bp.post("/campaigns")
@@ -91,9 +114,13 @@ def upload_list(campaign_id: int) -> tuple[Response, int]:
     if path.stat().st_size == 0:
         path.unlink()
         raise ValidationError("the upload is empty: send the CSV as the body or as a multipart 'file'")
-    runner = jobs.runner(current_app)  # type: ignore[arg-type]
-    job = runner.submit(session, "campaign_list", {"campaign_id": campaign_id, "path": str(path),
-                                                   "as_of": isoformat(as_of)}, sha)
+    runner = jobs.runner(current_app)
+    job = runner.submit(
+        session,
+        "campaign_list",
+        {"campaign_id": campaign_id, "path": str(path), "as_of": isoformat(as_of)},
+        sha,
+    )
     session.commit()
     runner.start(job.id)
     return jsonify(jobs.job_view(job)), 202
@@ -106,14 +133,29 @@ def get_campaign(campaign_id: int) -> Response:
     row = runs.get_campaign(session, campaign_id)
     job = session.query(Job).filter(Job.kind == "campaign_list").order_by(Job.id.desc()).all()
     mine = next((j for j in job if (j.params or {}).get("campaign_id") == campaign_id), None)
-    return jsonify({
-        "id": row.id, "name": row.name,
-        "campaign": {k: getattr(row, k) for k in ("channel", "purpose", "sender", "sender_nonprofit", "product_category",
-                                                  "topic_tags", "professional_relevance", "partner", "sector")}
-        | {"send_at": isoformat(row.send_at)},
-        "job": None if mine is None else jobs.job_view(mine),
-        "run": runs.run_view(runs.latest_run(session, campaign_id)),
-    })
+    return jsonify(
+        {
+            "id": row.id,
+            "name": row.name,
+            "campaign": {
+                k: getattr(row, k)
+                for k in (
+                    "channel",
+                    "purpose",
+                    "sender",
+                    "sender_nonprofit",
+                    "product_category",
+                    "topic_tags",
+                    "professional_relevance",
+                    "partner",
+                    "sector",
+                )
+            }
+            | {"send_at": isoformat(row.send_at)},
+            "job": None if mine is None else jobs.job_view(mine),
+            "run": runs.run_view(runs.latest_run(session, campaign_id)),
+        }
+    )
 
 
 @bp.get("/campaigns/<int:campaign_id>/verdicts.csv")
@@ -121,16 +163,20 @@ def get_campaign(campaign_id: int) -> Response:
 def verdicts_csv(campaign_id: int) -> Response:
     decision = request.args.get("decision")
     if decision not in (None, "", "allow", "block"):
-        raise ValidationError("decision must be allow or block", [{"field": "decision", "problem": f"got {decision!r}"}])
+        raise ValidationError(
+            "decision must be allow or block",
+            [{"field": "decision", "problem": f"got {decision!r}"}],
+        )
     path = runs.verdict_file(request_session(), campaign_id)
     body = stream_with_context(_stream(path, decision or None))
-    return Response(body, mimetype="text/csv", headers={
-        "Content-Disposition": f'attachment; filename="campaign-{campaign_id}-verdicts.csv"'})
+    return Response(
+        body,
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="campaign-{campaign_id}-verdicts.csv"'},
+    )
 
 
 def _stream(path: Any, decision: str | None) -> Iterator[str]:
-    from gatekeeper.csvio import detect_format, open_text, text_buffer
-
     fmt = detect_format(path)
     with open_text(path, fmt) as fh:
         reader = csv.reader(fh, delimiter=fmt.delimiter)

@@ -32,8 +32,10 @@ def json_items(key: str) -> list[Any]:
         raise TooLargeError(f"at most {limit} {key} per call; use the CSV import for more")
     bad = [i for i, item in enumerate(items) if not isinstance(item, dict)]
     if bad:
-        raise ValidationError(f"each of {key} must be an object",
-                              [{"index": i, "field": None, "problem": "not an object"} for i in bad[:100]])
+        raise ValidationError(
+            f"each of {key} must be an object",
+            [{"index": i, "field": None, "problem": "not an object"} for i in bad[:100]],
+        )
     return items
 
 

@@ -19,8 +19,8 @@ from gatekeeper.api.helpers import (
 from gatekeeper.db import request_session
 from gatekeeper.errors import NotFoundError, ValidationError
 from gatekeeper.models import Job, utcnow
-from gatekeeper.register.context import RegisterContext
 from gatekeeper.register.contacts import parse_contact, upsert_contacts
+from gatekeeper.register.context import RegisterContext
 from gatekeeper.register.events import append_events, parse_event
 from gatekeeper.register.imports import KINDS
 from gatekeeper.register.schema import Problems, instant
@@ -50,8 +50,12 @@ def upsert_contacts_view() -> tuple[Response, int]:
         result = upsert_contacts(session, records, ctx)
     session.commit()
     contacts = [{"id": cid, "external_id": ext} for _row, (cid, ext) in sorted(result.ids.items())]
-    body = {"created": result.created, "updated": result.updated, "unchanged": result.unchanged,
-            "contacts": contacts}
+    body = {
+        "created": result.created,
+        "updated": result.updated,
+        "unchanged": result.unchanged,
+        "contacts": contacts,
+    }
     return jsonify(body), 200
 
 
@@ -91,15 +95,19 @@ def bloctel_view() -> tuple[Response, int]:
     except ValueError as exc:
         raise ValidationError(str(exc), [{"field": "checked_at", "problem": str(exc)}]) from exc
     if checked_at is None:
-        raise ValidationError("checked_at is required (when the list was scrubbed against Bloctel)",
-                              [{"field": "checked_at", "problem": "is required"}])
+        raise ValidationError(
+            "checked_at is required (when the list was scrubbed against Bloctel)",
+            [{"field": "checked_at", "problem": "is required"}],
+        )
     upload = request.files.get("file")
     data = upload.read() if upload else request.get_data()
     ctx = _ctx()
     entries, problems = parse_bloctel(data.decode("utf-8-sig", errors="replace"), ctx.region, checked_at)
     if problems:
-        raise ValidationError(f"{problems.total} invalid line(s) in the Bloctel file; nothing was stored",
-                              [{"line": p["row"], "field": p["field"], "problem": p["problem"]} for p in problems.items])
+        raise ValidationError(
+            f"{problems.total} invalid line(s) in the Bloctel file; nothing was stored",
+            [{"line": p["row"], "field": p["field"], "problem": p["problem"]} for p in problems.items],
+        )
     session = request_session()
     stored = add_suppressions(session, entries, ctx.hasher, origin="bloctel")
     record_bloctel_check(session, checked_at, stored)
@@ -112,8 +120,10 @@ def bloctel_view() -> tuple[Response, int]:
 def create_import() -> tuple[Response, int]:
     kind = request.args.get("kind", "")
     if kind not in KINDS:
-        raise ValidationError(f"query parameter kind must be one of {', '.join(KINDS)}",
-                              [{"field": "kind", "problem": f"got {kind!r}"}])
+        raise ValidationError(
+            f"query parameter kind must be one of {', '.join(KINDS)}",
+            [{"field": "kind", "problem": f"got {kind!r}"}],
+        )
     upload = request.files.get("file")
     stream = upload.stream if upload else request.stream
     settings = current_app.extensions["gatekeeper.settings"]
@@ -122,7 +132,7 @@ def create_import() -> tuple[Response, int]:
         path.unlink()
         raise ValidationError("the upload is empty: send the CSV as the body or as a multipart 'file'")
     session = request_session()
-    runner = jobs.runner(current_app)  # type: ignore[arg-type]
+    runner = jobs.runner(current_app)
     job = runner.submit(session, "import", {"kind": kind, "path": str(path)}, sha)
     session.commit()
     runner.start(job.id)
@@ -144,4 +154,3 @@ def get_contact(contact_id: int) -> Response:
     session: Session = request_session()
     view: dict[str, Any] = contact_view(session, _ctx(), contact_id, as_of_param())
     return jsonify(view)
-

@@ -8,7 +8,16 @@ from typing import Any
 
 from gatekeeper.domain import Campaign
 from gatekeeper.errors import ValidationError
-from gatekeeper.register.schema import CHANNELS, Problems, Spec, apply_specs, boolean, instant, one_of, str_list
+from gatekeeper.register.schema import (
+    CHANNELS,
+    Problems,
+    Spec,
+    apply_specs,
+    boolean,
+    instant,
+    one_of,
+    str_list,
+)
 from gatekeeper.register.schema import text as text_field
 
 PURPOSES = ("commercial", "informational", "charity")
@@ -30,7 +39,9 @@ CAMPAIGN_SPECS: dict[str, Spec] = {
 def parse_campaign(raw: Any, default_send_at: datetime) -> tuple[Campaign, dict[str, Any]]:
     """The domain campaign and the clean values (for storage); 422 naming each bad field."""
     if not isinstance(raw, Mapping):
-        raise ValidationError("campaign must be an object", [{"field": "campaign", "problem": "not an object"}])
+        raise ValidationError(
+            "campaign must be an object", [{"field": "campaign", "problem": "not an object"}]
+        )
     problems = Problems()
     values = apply_specs(raw, CAMPAIGN_SPECS, 0, problems)
     unknown = sorted(set(raw) - set(CAMPAIGN_SPECS) - {"id"})
@@ -41,9 +52,15 @@ def parse_campaign(raw: Any, default_send_at: datetime) -> tuple[Campaign, dict[
         raise ValidationError("invalid campaign", details)
     send_at = values["send_at"] or default_send_at
     campaign = Campaign(
-        channel=values["channel"], purpose=values["purpose"], sender=values["sender"], send_at=send_at,
-        sender_nonprofit=bool(values["sender_nonprofit"]), product_category=values["product_category"],
-        topic_tags=frozenset(values["topic_tags"] or ()), professional_relevance=bool(values["professional_relevance"]),
-        partner=values["partner"], sector=values["sector"],
+        channel=values["channel"],
+        purpose=values["purpose"],
+        sender=values["sender"],
+        send_at=send_at,
+        sender_nonprofit=bool(values["sender_nonprofit"]),
+        product_category=values["product_category"],
+        topic_tags=frozenset(values["topic_tags"] or ()),
+        professional_relevance=bool(values["professional_relevance"]),
+        partner=values["partner"],
+        sector=values["sector"],
     )
     return campaign, {**values, "send_at": send_at}

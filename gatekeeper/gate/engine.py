@@ -42,14 +42,30 @@ from gatekeeper.domain import (
 )
 from gatekeeper.domain.facts import ALL_CHANNELS
 from gatekeeper.domain.situation import PHONE_LIKE
+from gatekeeper.gate.recipients import Recipient
 from gatekeeper.register.codec import from_data
 from gatekeeper.register.context import RegisterContext
-from gatekeeper.gate.recipients import Recipient
-from gatekeeper.sqlbulk import create_temp, dialect_of, drop_temp, load_rows, read_json, read_ts, ts_value
+from gatekeeper.sqlbulk import (
+    create_temp,
+    dialect_of,
+    drop_temp,
+    load_rows,
+    read_json,
+    read_ts,
+    ts_value,
+)
 
 STAGE = "gate_in"
-STAGE_COLUMNS = [("row_no", "int"), ("kind", "text"), ("value", "text"), ("hash", "text"),
-                 ("valid", "int"), ("generic", "int"), ("personal", "int")]
+# row_no is the rowid on SQLite: the join scans in list order and needs no sort.
+STAGE_COLUMNS = [
+    ("row_no", "pk"),
+    ("kind", "text"),
+    ("value", "text"),
+    ("hash", "text"),
+    ("valid", "int"),
+    ("generic", "int"),
+    ("personal", "int"),
+]
 LIFTABLE = "unsubscribe"  # only an objection can be lifted by a newer consent (domain rule)
 
 
@@ -86,8 +102,15 @@ def stage(session: Session, ctx: RegisterContext, recipients: Iterable[Recipient
                 seen.add(key)
             kind = classify_email(r.value, policy) if r.kind == "email" and r.value else "other"
             coord_hash = hasher.coordinate(r.kind, r.value) if r.value and r.kind != "external_id" else None
-            yield (r.row, r.kind, r.value, coord_hash, int(r.value is not None),
-                   int(kind == "generic"), int(kind == "personal_domain"))
+            yield (
+                r.row,
+                r.kind,
+                r.value,
+                coord_hash,
+                int(r.value is not None),
+                int(kind == "generic"),
+                int(kind == "personal_domain"),
+            )
 
     load_rows(session, STAGE, STAGE_COLUMNS, rows())
     return counts
@@ -96,8 +119,14 @@ def stage(session: Session, ctx: RegisterContext, recipients: Iterable[Recipient
 def _query(dialect: str, phone_like: bool) -> str:
     concat = "string_agg" if dialect == "postgresql" else "group_concat"
     at_text = "s.occurred_at::text" if dialect == "postgresql" else "s.occurred_at"
-    attempts = ("(SELECT count(*) FROM events e WHERE e.contact_id = c.id AND e.type = 'call_attempt'"
-                " AND e.occurred_at >= :since AND e.occurred_at <= :send_at)") if phone_like else "0"
+    attempts = (
+        (
+            "(SELECT count(*) FROM events e WHERE e.contact_id = c.id AND e.type = 'call_attempt'"
+            " AND e.occurred_at >= :since AND e.occurred_at <= :send_at)"
+        )
+        if phone_like
+        else "0"
+    )
     # Suppressions of the recipient's coordinate or the contact's, for this channel, known at as_of.
     return f"""
         SELECT x.row_no, x.valid, x.generic, x.personal, c.id, c.profile_key, c.deadline,
@@ -121,8 +150,15 @@ def _query(dialect: str, phone_like: bool) -> str:
 class Decider:
     """Per-run memo of situations and verdicts for one campaign at one instant."""
 
-    def __init__(self, session: Session, ctx: RegisterContext, campaign: Campaign, as_of: datetime,
-                 *, with_retention: bool = False) -> None:
+    def __init__(
+        self,
+        session: Session,
+        ctx: RegisterContext,
+        campaign: Campaign,
+        as_of: datetime,
+        *,
+        with_retention: bool = False,
+    ) -> None:
         self.session, self.ctx, self.campaign, self.as_of = session, ctx, campaign, as_of
         # The retention view per verdict costs a little per row: the API's checks show it,
         # the bulk CSV path (decision and reasons only) skips it.
@@ -137,71 +173,171 @@ class Decider:
 
     def _bloctel_checked_at(self) -> datetime | None:
         # The latest scrub made before the send: a later one proves nothing about the call.
-        value = self.session.execute(text("SELECT max(checked_at) FROM bloctel_checks WHERE checked_at <= :s"),
-                                     {"s": self.send_v}).scalar()
+        value = self.session.execute(
+            text("SELECT max(checked_at) FROM bloctel_checks WHERE checked_at <= :s"),
+            {"s": self.send_v},
+        ).scalar()
         return None if value is None else read_ts(value)
 
     def run(self) -> Iterator[Decided]:
         since = self.campaign.send_at - timedelta(days=self.ctx.policy.phone_attempt_window_days)
-        params = {"as_of": self.as_of_v, "channel_like": f"%,{self.campaign.channel},%",
-                  "since": ts_value(self.dialect, since), "send_at": self.send_v}
+        params = {
+            "as_of": self.as_of_v,
+            "channel_like": f"%,{self.campaign.channel},%",
+            "since": ts_value(self.dialect, since),
+            "send_at": self.send_v,
+        }
         result = self.session.execute(text(_query(self.dialect, self.phone_like)), params)
         for row in result:
             yield self._decide_row(row)
 
     def _decide_row(self, row: Any) -> Decided:
-        (row_no, valid, generic, personal, cid, pkey, deadline, reconsent, refused, anonymised,
-         instants, _clock, _anchor, _kind, supp, attempts) = row
+        row_no, cid, pkey, deadline, reconsent, refused, anonymised = (
+            row[0],
+            row[4],
+            row[5],
+            row[6],
+            row[7],
+            row[8],
+            row[9],
+        )
+        clock, anchor, kind = row[11], row[12], row[13]
         key = self._key(row)
         verdict = self.memo.get(key)
         if verdict is None:
             verdict = self.memo[key] = self._decide_slow(row)
         if not self.with_retention or cid is None:
             return Decided(row_no, cid, verdict, None, None)
-        summary = self._summary(pkey, deadline, reconsent, refused, anonymised, None, _clock, _anchor, _kind)
-        state = retention_state(summary.clock, self.as_of, anonymised=summary.anonymised,
-                                refused=summary.reconsent_refused, policy=self.ctx.policy)
+        summary = self._summary(pkey, deadline, reconsent, refused, anonymised, None, clock, anchor, kind)
+        state = retention_state(
+            summary.clock,
+            self.as_of,
+            anonymised=summary.anonymised,
+            refused=summary.reconsent_refused,
+            policy=self.ctx.policy,
+        )
         return Decided(row_no, cid, verdict, state, summary.clock.deadline)
 
     def _key(self, row: Any) -> tuple[Any, ...]:
-        (_row_no, valid, generic, personal, cid, pkey, deadline, reconsent, refused, anonymised,
-         instants, _clock, _anchor, _kind, supp, attempts) = row
+        (
+            _row_no,
+            valid,
+            generic,
+            personal,
+            cid,
+            pkey,
+            deadline,
+            reconsent,
+            refused,
+            anonymised,
+            instants,
+            _clock,
+            _anchor,
+            _kind,
+            supp,
+            attempts,
+        ) = row
         reasons = _reasons(supp)
         needs_instants = instants is not None and (
-            self.phone_like or LIFTABLE in reasons or '"contracts":[]' not in _text(instants))
-        dated = None if cid is None else (
-            deadline is None, deadline is not None and self.as_of_v >= deadline,
-            reconsent is not None and self.as_of_v >= reconsent,
-            deadline is not None and self.send_v >= deadline, refused is not None, anonymised is not None)
-        return (valid, generic, personal, pkey, dated, reasons,
-                supp if needs_instants and LIFTABLE in reasons else None,
-                _text(instants) if needs_instants else None, min(int(attempts or 0), 99))
+            self.phone_like or LIFTABLE in reasons or '"contracts":[]' not in _text(instants)
+        )
+        dated = (
+            None
+            if cid is None
+            else (
+                deadline is None,
+                deadline is not None and self.as_of_v >= deadline,
+                reconsent is not None and self.as_of_v >= reconsent,
+                deadline is not None and self.send_v >= deadline,
+                refused is not None,
+                anonymised is not None,
+            )
+        )
+        return (
+            valid,
+            generic,
+            personal,
+            pkey,
+            dated,
+            reasons,
+            supp if needs_instants and LIFTABLE in reasons else None,
+            _text(instants) if needs_instants else None,
+            min(int(attempts or 0), 99),
+        )
 
     def _decide_slow(self, row: Any) -> Verdict:
-        (_row_no, valid, generic, personal, cid, pkey, deadline, reconsent, refused, anonymised,
-         instants, clock, anchor, kind, supp, attempts) = row
-        summary = None if cid is None else self._summary(
-            pkey, deadline, reconsent, refused, anonymised, instants, clock, anchor, kind)
+        (
+            _row_no,
+            valid,
+            generic,
+            personal,
+            cid,
+            pkey,
+            deadline,
+            reconsent,
+            refused,
+            anonymised,
+            instants,
+            clock,
+            anchor,
+            kind,
+            supp,
+            attempts,
+        ) = row
+        summary = (
+            None
+            if cid is None
+            else self._summary(pkey, deadline, reconsent, refused, anonymised, instants, clock, anchor, kind)
+        )
         situation = situation_for(
-            summary, as_of=self.as_of, campaign=self.campaign, address_valid=bool(valid),
-            generic_address=bool(generic), personal_domain=bool(personal), policy=self.ctx.policy,
-            suppressions=_suppression_facts(supp), call_attempts=_attempt_times(int(attempts or 0), self.campaign),
-            bloctel_checked_at=self.bloctel_checked_at)
+            summary,
+            as_of=self.as_of,
+            campaign=self.campaign,
+            address_valid=bool(valid),
+            generic_address=bool(generic),
+            personal_domain=bool(personal),
+            policy=self.ctx.policy,
+            suppressions=_suppression_facts(supp),
+            call_attempts=_attempt_times(int(attempts or 0), self.campaign),
+            bloctel_checked_at=self.bloctel_checked_at,
+        )
         return decide(self.campaign, situation, self.ctx.policy)
 
-    def _summary(self, pkey: str, deadline: Any, reconsent: Any, refused: Any, anonymised: Any,
-                 instants: Any, clock: str, anchor: Any, kind: str | None) -> ContactSummary:
+    def _summary(
+        self,
+        pkey: str,
+        deadline: Any,
+        reconsent: Any,
+        refused: Any,
+        anonymised: Any,
+        instants: Any,
+        clock: str,
+        anchor: Any,
+        kind: str | None,
+    ) -> ContactSummary:
         d = None if deadline is None else read_ts(deadline)
         retention = RetentionClock(
-            clock, read_ts(anchor), kind or "collection", d, None if reconsent is None else read_ts(reconsent),
-            None if d is None else d - timedelta(days=self.ctx.policy.reconsent_reminder_days))
+            clock,
+            read_ts(anchor),
+            kind or "collection",
+            d,
+            None if reconsent is None else read_ts(reconsent),
+            None if d is None else d - timedelta(days=self.ctx.policy.reconsent_reminder_days),
+        )
         inst = GateInstants() if instants is None else from_data(GateInstants, read_json(instants))
-        return ContactSummary(self._profile(pkey), retention, inst, anonymised=anonymised is not None,
-                              reconsent_refused=refused is not None)
+        return ContactSummary(
+            self._profile(pkey),
+            retention,
+            inst,
+            anonymised=anonymised is not None,
+            reconsent_refused=refused is not None,
+        )
 
     def _profile(self, key: str) -> GateProfile:
         if key not in self.profiles:
-            data = self.session.execute(text("SELECT data FROM gate_profiles WHERE key = :k"), {"k": key}).scalar_one()
+            data = self.session.execute(
+                text("SELECT data FROM gate_profiles WHERE key = :k"), {"k": key}
+            ).scalar_one()
             self.profiles[key] = from_data(GateProfile, read_json(data))
         return self.profiles[key]
 
@@ -232,8 +368,13 @@ def _attempt_times(count: int, campaign: Campaign) -> list[datetime]:
 
 
 def decide_recipients(
-    session: Session, ctx: RegisterContext, campaign: Campaign, as_of: datetime,
-    recipients: Iterable[Recipient], *, with_retention: bool = False,
+    session: Session,
+    ctx: RegisterContext,
+    campaign: Campaign,
+    as_of: datetime,
+    recipients: Iterable[Recipient],
+    *,
+    with_retention: bool = False,
 ) -> tuple[Staged, Iterator[Decided]]:
     staged = stage(session, ctx, recipients)
     return staged, Decider(session, ctx, campaign, as_of, with_retention=with_retention).run()

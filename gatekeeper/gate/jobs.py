@@ -15,11 +15,20 @@ from gatekeeper.timeparse import parse_instant
 
 
 @job_kind("campaign_list")
-def run_campaign_list(session: Session, params: dict[str, Any], progress: Progress, ctx: RegisterContext) -> dict[str, Any]:
+def run_campaign_list(
+    session: Session, params: dict[str, Any], progress: Progress, ctx: RegisterContext
+) -> dict[str, Any]:
     path = Path(params["path"])
     progress(0, count_rows(path))
     try:
-        return run_list(session, ctx, int(params["campaign_id"]), parse_instant(params["as_of"]), path,
-                        lambda n: progress(n, None), job_id=params.get("job_id"))
+        return run_list(
+            session,
+            ctx,
+            int(params["campaign_id"]),
+            parse_instant(params["as_of"]),
+            path,
+            lambda n: progress(n, None),
+            job_id=params.get("job_id"),
+        )
     finally:
         path.unlink(missing_ok=True)

@@ -13,7 +13,14 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from gatekeeper.csvio import CsvFormat, detect_format, open_text, read_header, read_rows, write_safe_cell
+from gatekeeper.csvio import (
+    CsvFormat,
+    detect_format,
+    open_text,
+    read_header,
+    read_rows,
+    write_safe_cell,
+)
 from gatekeeper.domain import Campaign
 from gatekeeper.errors import ValidationError
 from gatekeeper.gate.engine import Decided, decide_recipients, finish
@@ -37,8 +44,9 @@ def coordinate_column(header: list[str], channel: str) -> tuple[int, str]:
     )
 
 
-def _recipients(path: Path, fmt: CsvFormat, index: int, kind: str, region: str,
-                progress: Progress) -> Iterator[Recipient]:
+def _recipients(
+    path: Path, fmt: CsvFormat, index: int, kind: str, region: str, progress: Progress
+) -> Iterator[Recipient]:
     _header, rows = read_rows(path, fmt)
     for row, values in rows:
         if row % PROGRESS_EVERY == 0:
@@ -48,14 +56,21 @@ def _recipients(path: Path, fmt: CsvFormat, index: int, kind: str, region: str,
 
 
 def decide_list(
-    session: Session, ctx: RegisterContext, campaign: Campaign, as_of: datetime,
-    in_path: Path, out_path: Path, progress: Progress = lambda _n: None, links: LinkMinter | None = None,
+    session: Session,
+    ctx: RegisterContext,
+    campaign: Campaign,
+    as_of: datetime,
+    in_path: Path,
+    out_path: Path,
+    progress: Progress = lambda _n: None,
+    links: LinkMinter | None = None,
 ) -> dict[str, Any]:
     fmt = detect_format(in_path)
     header = read_header(in_path, fmt)
     index, kind = coordinate_column(header, campaign.channel)
-    staged, decided = decide_recipients(session, ctx, campaign, as_of,
-                                        _recipients(in_path, fmt, index, kind, ctx.region, progress))
+    staged, decided = decide_recipients(
+        session, ctx, campaign, as_of, _recipients(in_path, fmt, index, kind, ctx.region, progress)
+    )
     tmp = out_path.with_suffix(".partial")
     try:
         summary = _write(in_path, fmt, tmp, decided, links)
@@ -66,12 +81,20 @@ def decide_list(
     return summary
 
 
-def _write(in_path: Path, fmt: CsvFormat, out_path: Path, decided: Iterator[Decided],
-           links: LinkMinter | None) -> dict[str, Any]:
+def _write(
+    in_path: Path,
+    fmt: CsvFormat,
+    out_path: Path,
+    decided: Iterator[Decided],
+    links: LinkMinter | None,
+) -> dict[str, Any]:
     allowed = blocked = 0
     by_reason: Counter[str] = Counter()
     extra = ["decision", "reasons"] + (["unsubscribe_url", "preferences_url"] if links else [])
-    with out_path.open("w", encoding="utf-8-sig", newline="") as out, open_text(in_path, fmt) as src:
+    with (
+        out_path.open("w", encoding="utf-8-sig", newline="") as out,
+        open_text(in_path, fmt) as src,
+    ):
         reader = csv.reader(src, delimiter=fmt.delimiter)
         writer = csv.writer(out, delimiter=fmt.delimiter)
         writer.writerow([write_safe_cell(h) for h in next(reader)] + extra)
@@ -93,9 +116,7 @@ def _write(in_path: Path, fmt: CsvFormat, out_path: Path, decided: Iterator[Deci
 
 def _data_rows(reader: Iterator[list[str]]) -> Iterator[tuple[int, list[str]]]:
     # Same numbering as csvio.read_rows: blank lines are not rows.
-    row = 0
-    for values in reader:
-        row += 1
+    for row, values in enumerate(reader, start=1):
         if values and any(v.strip() for v in values):
             yield row, values
 

@@ -39,7 +39,13 @@ def parse_value(row: int, kind: str, raw: str, region: str) -> Recipient:
 
 def parse_recipient(row: int, item: Any, channel: str, region: str) -> Recipient:
     if isinstance(item, str):
-        kind = "email" if "@" in item else "phone" if channel in PHONE_CHANNELS or item.strip()[:1] in "+0" else "email"
+        kind = (
+            "email"
+            if "@" in item
+            else "phone"
+            if channel in PHONE_CHANNELS or item.strip()[:1] in "+0"
+            else "email"
+        )
         return parse_value(row, kind, item, region)
     if isinstance(item, Mapping):
         for kind in ("external_id", "email", "phone"):

@@ -66,8 +66,9 @@ def _build(tp: Any, data: Any) -> Any:
         return {k: _build(args[1], v) for k, v in data.items()}
     if isinstance(tp, type) and is_dataclass(tp):
         hints = typing.get_type_hints(tp)
-        return tp(**{f.name: _build(hints[f.name], data[f.name]) for f in fields(tp)
-                     if f.init and f.name in data})
+        return tp(
+            **{f.name: _build(hints[f.name], data[f.name]) for f in fields(tp) if f.init and f.name in data}
+        )
     if tp is datetime:
         return None if data is None else parse_instant(data)
     if isinstance(tp, type) and issubclass(tp, Enum):

@@ -17,11 +17,10 @@ from zoneinfo import available_timezones
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from gatekeeper.register.context import RegisterContext
-from gatekeeper.security import KeyedHasher
 from gatekeeper.errors import ValidationError
 from gatekeeper.models import utcnow
 from gatekeeper.register import clocks
+from gatekeeper.register.context import RegisterContext
 from gatekeeper.register.schema import (
     PURPOSES,
     SOURCE_TYPES,
@@ -35,6 +34,7 @@ from gatekeeper.register.schema import (
     str_list,
 )
 from gatekeeper.register.schema import text as text_field
+from gatekeeper.security import KeyedHasher
 from gatekeeper.sqlbulk import create_temp, dialect_of, drop_temp, json_value, load_rows, ts_value
 
 _TIMEZONES = frozenset(available_timezones())
@@ -98,9 +98,7 @@ def flatten(raw: Mapping[str, Any]) -> dict[str, Any]:
     return flat
 
 
-def parse_contact(
-    raw: Mapping[str, Any], row: int, problems: Problems, region: str
-) -> ContactRecord | None:
+def parse_contact(raw: Mapping[str, Any], row: int, problems: Problems, region: str) -> ContactRecord | None:
     flat = flatten(raw)
     for key in NESTED:
         if f"{key}.?" in flat:
@@ -118,18 +116,34 @@ def parse_contact(
 def _record(
     row: int, flat: Mapping[str, Any], v: Mapping[str, Any], email: str | None, phone: str | None
 ) -> ContactRecord:
-    address = {f: str(flat[f"postal_address.{f}"]) for f in ADDRESS_FIELDS
-               if flat.get(f"postal_address.{f}") not in (None, "")}
-    attributes = {k.split(".", 1)[1]: val for k, val in flat.items()
-                  if k.startswith("attributes.") and val not in (None, "")}
+    address = {
+        f: str(flat[f"postal_address.{f}"])
+        for f in ADDRESS_FIELDS
+        if flat.get(f"postal_address.{f}") not in (None, "")
+    }
+    attributes = {
+        k.split(".", 1)[1]: val
+        for k, val in flat.items()
+        if k.startswith("attributes.") and val not in (None, "")
+    }
     return ContactRecord(
-        row=row, external_id=v["external_id"], email=email, phone=phone,
-        first_name=v["first_name"], last_name=v["last_name"], postal_address=address or None,
-        audience=v["audience"] or "b2c", profession_tags=v["profession_tags"] or [],
-        collected_at=v["collected_at"], collected_by=v["collected_by"],
-        source_type=v["source.type"] or "direct", source_name=v["source.name"],
-        source_proof_ref=v["source.proof_ref"], purpose=v["purpose"] or "marketing",
-        timezone=v["timezone"], attributes=attributes or None,
+        row=row,
+        external_id=v["external_id"],
+        email=email,
+        phone=phone,
+        first_name=v["first_name"],
+        last_name=v["last_name"],
+        postal_address=address or None,
+        audience=v["audience"] or "b2c",
+        profession_tags=v["profession_tags"] or [],
+        collected_at=v["collected_at"],
+        collected_by=v["collected_by"],
+        source_type=v["source.type"] or "direct",
+        source_name=v["source.name"],
+        source_proof_ref=v["source.proof_ref"],
+        purpose=v["purpose"] or "marketing",
+        timezone=v["timezone"],
+        attributes=attributes or None,
     )
 
 
@@ -137,18 +151,40 @@ def _record(
 
 STAGE = "stage_contacts"
 DATA_COLUMNS: list[tuple[str, str]] = [
-    ("external_id", "text"), ("email", "text"), ("phone", "text"), ("first_name", "text"),
-    ("last_name", "text"), ("postal_address", "json"), ("audience", "text"),
-    ("profession_tags", "json"), ("collected_at", "ts"), ("collected_by", "text"),
-    ("source_type", "text"), ("source_name", "text"), ("source_proof_ref", "text"),
-    ("purpose", "text"), ("timezone", "text"), ("attributes", "json"),
+    ("external_id", "text"),
+    ("email", "text"),
+    ("phone", "text"),
+    ("first_name", "text"),
+    ("last_name", "text"),
+    ("postal_address", "json"),
+    ("audience", "text"),
+    ("profession_tags", "json"),
+    ("collected_at", "ts"),
+    ("collected_by", "text"),
+    ("source_type", "text"),
+    ("source_name", "text"),
+    ("source_proof_ref", "text"),
+    ("purpose", "text"),
+    ("timezone", "text"),
+    ("attributes", "json"),
 ]
 HASH_COLUMNS: list[tuple[str, str]] = [("email_hash", "text"), ("phone_hash", "text")]
 CLOCK_COLUMNS: list[tuple[str, str]] = [
-    ("clock", "text"), ("clock_anchor_at", "ts"), ("clock_anchor_kind", "text"),
-    ("deadline", "ts"), ("reconsent_at", "ts"), ("profile_key", "text"), ("instants", "json"),
+    ("clock", "text"),
+    ("clock_anchor_at", "ts"),
+    ("clock_anchor_kind", "text"),
+    ("deadline", "ts"),
+    ("reconsent_at", "ts"),
+    ("profile_key", "text"),
+    ("instants", "json"),
 ]
-STAGE_COLUMNS = [("row_no", "int"), *DATA_COLUMNS, *HASH_COLUMNS, *CLOCK_COLUMNS, ("contact_id", "int")]
+STAGE_COLUMNS = [
+    ("row_no", "int"),
+    *DATA_COLUMNS,
+    *HASH_COLUMNS,
+    *CLOCK_COLUMNS,
+    ("contact_id", "int"),
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,10 +215,16 @@ def upsert_contacts(
     _resolve(session)
     _check_conflicts(session)
     updated = _update_existing(session, dialect)
-    existing = session.execute(text(f"SELECT count(*) FROM {STAGE} WHERE contact_id IS NOT NULL")).scalar_one()  # noqa: S608
+    existing = session.execute(
+        text(f"SELECT count(*) FROM {STAGE} WHERE contact_id IS NOT NULL")  # noqa: S608
+    ).scalar_one()
     created = _insert_new(session)
-    refreshed_ids = [r[0] for r in session.execute(text(
-        f"SELECT contact_id FROM {STAGE} WHERE contact_id IS NOT NULL"))]  # noqa: S608
+    refreshed_ids = [
+        r[0]
+        for r in session.execute(
+            text(f"SELECT contact_id FROM {STAGE} WHERE contact_id IS NOT NULL")  # noqa: S608
+        )
+    ]
     _resolve(session)
     ids = _ids(session) if want_ids else {}
     drop_temp(session, STAGE)
@@ -192,7 +234,9 @@ def upsert_contacts(
 
 
 def _stage_rows(
-    records: Iterable[ContactRecord], dialect: str, summaries: clocks.NewContactSummaries,
+    records: Iterable[ContactRecord],
+    dialect: str,
+    summaries: clocks.NewContactSummaries,
     hasher: KeyedHasher,
 ) -> Iterator[tuple[Any, ...]]:
     for r in records:
@@ -200,12 +244,33 @@ def _stage_rows(
         email_hash = hasher.coordinate("email", r.email) if r.email else None
         phone_hash = hasher.coordinate("phone", r.phone) if r.phone else None
         yield (
-            r.row, r.external_id, r.email, r.phone, r.first_name, r.last_name,
-            json_value(r.postal_address), r.audience, json_value(r.profession_tags or None),
-            ts_value(dialect, r.collected_at), r.collected_by, r.source_type, r.source_name,
-            r.source_proof_ref, r.purpose, r.timezone, json_value(r.attributes),
-            email_hash, phone_hash, s.clock, ts_value(dialect, s.anchor_at), s.anchor_kind, ts_value(dialect, s.deadline),
-            ts_value(dialect, s.reconsent_at), s.profile_key, json_value(s.instants), None,
+            r.row,
+            r.external_id,
+            r.email,
+            r.phone,
+            r.first_name,
+            r.last_name,
+            json_value(r.postal_address),
+            r.audience,
+            json_value(r.profession_tags or None),
+            ts_value(dialect, r.collected_at),
+            r.collected_by,
+            r.source_type,
+            r.source_name,
+            r.source_proof_ref,
+            r.purpose,
+            r.timezone,
+            json_value(r.attributes),
+            email_hash,
+            phone_hash,
+            s.clock,
+            ts_value(dialect, s.anchor_at),
+            s.anchor_kind,
+            ts_value(dialect, s.deadline),
+            ts_value(dialect, s.reconsent_at),
+            s.profile_key,
+            json_value(s.instants),
+            None,
         )
 
 
@@ -213,10 +278,14 @@ def _check_duplicates(session: Session) -> None:
     problems = Problems()
     for col in ("external_id", "email", "phone"):
         session.execute(text(f"CREATE INDEX ix_{STAGE}_{col} ON {STAGE} ({col})"))
-        rows = session.execute(text(
-            f"SELECT s.row_no, d.first FROM {STAGE} s JOIN (SELECT {col} AS v, min(row_no) AS first "  # noqa: S608
-            f"FROM {STAGE} WHERE {col} IS NOT NULL GROUP BY {col} HAVING count(*) > 1) d ON d.v = s.{col} "
-            f"WHERE s.row_no > d.first ORDER BY s.row_no LIMIT 100"))
+        rows = session.execute(
+            text(
+                f"SELECT s.row_no, d.first FROM {STAGE} s JOIN (SELECT {col} AS v, "  # noqa: S608
+                f"min(row_no) AS first FROM {STAGE} WHERE {col} IS NOT NULL GROUP BY {col} "
+                f"HAVING count(*) > 1) d ON d.v = s.{col} "
+                f"WHERE s.row_no > d.first ORDER BY s.row_no LIMIT 100"
+            )
+        )
         for row, first in rows:
             problems.add(row, col, f"same {col} as row {first}: a contact appears once per batch")
     if problems:
@@ -243,9 +312,12 @@ def _resolve(session: Session) -> None:
 def _check_conflicts(session: Session) -> None:
     problems = Problems()
     for col in ("email", "phone"):
-        rows = session.execute(text(
-            f"SELECT s.row_no, c.id, c.external_id FROM {STAGE} s JOIN contacts c ON c.{col} = s.{col} "  # noqa: S608
-            f"WHERE s.contact_id IS NULL OR c.id <> s.contact_id ORDER BY s.row_no LIMIT 100"))
+        rows = session.execute(
+            text(
+                f"SELECT s.row_no, c.id, c.external_id FROM {STAGE} s JOIN contacts c ON c.{col} = s.{col} "  # noqa: S608
+                f"WHERE s.contact_id IS NULL OR c.id <> s.contact_id ORDER BY s.row_no LIMIT 100"
+            )
+        )
         for row, cid, ext in rows:
             owner = f"contact {cid}" + (f" (external_id {ext})" if ext else "")
             problems.add(row, col, f"this {col} already belongs to {owner}")
@@ -266,10 +338,13 @@ def _changed_predicate(dialect: str) -> str:
 
 def _update_existing(session: Session, dialect: str) -> int:
     sets = ", ".join(f"{col} = COALESCE(s.{col}, contacts.{col})" for col, _ in DATA_COLUMNS + HASH_COLUMNS)
-    result = session.execute(text(
-        f"UPDATE contacts SET {sets}, updated_at = :now FROM {STAGE} s "  # noqa: S608
-        f"WHERE contacts.id = s.contact_id AND ({_changed_predicate(dialect)})"),
-        {"now": ts_value(dialect, utcnow())})
+    result = session.execute(
+        text(
+            f"UPDATE contacts SET {sets}, updated_at = :now FROM {STAGE} s "  # noqa: S608
+            f"WHERE contacts.id = s.contact_id AND ({_changed_predicate(dialect)})"
+        ),
+        {"now": ts_value(dialect, utcnow())},
+    )
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
@@ -277,22 +352,32 @@ def _insert_new(session: Session) -> int:
     cols = [c for c, _ in DATA_COLUMNS + HASH_COLUMNS + CLOCK_COLUMNS]
     names = ", ".join(cols)
     values = ", ".join(f"COALESCE({c}, {d})" if d else c for c, d in _defaults(cols))
-    result = session.execute(text(
-        f"INSERT INTO contacts ({names}, created_at, updated_at) "  # noqa: S608
-        f"SELECT {values}, :now, :now FROM {STAGE} WHERE contact_id IS NULL ORDER BY row_no"),
-        {"now": ts_value(dialect_of(session), utcnow())})
+    result = session.execute(
+        text(
+            f"INSERT INTO contacts ({names}, created_at, updated_at) "  # noqa: S608
+            f"SELECT {values}, :now, :now FROM {STAGE} WHERE contact_id IS NULL ORDER BY row_no"
+        ),
+        {"now": ts_value(dialect_of(session), utcnow())},
+    )
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 def _defaults(cols: list[str]) -> Iterator[tuple[str, str | None]]:
-    defaults = {"audience": "'b2c'", "source_type": "'direct'", "purpose": "'marketing'",
-                "clock": "'prospect'"}
+    defaults = {
+        "audience": "'b2c'",
+        "source_type": "'direct'",
+        "purpose": "'marketing'",
+        "clock": "'prospect'",
+    }
     for col in cols:
         yield col, defaults.get(col)
 
 
 def _ids(session: Session) -> dict[int, tuple[int, str | None]]:
-    rows = session.execute(text(
-        f"SELECT s.row_no, s.contact_id, c.external_id FROM {STAGE} s "  # noqa: S608
-        f"JOIN contacts c ON c.id = s.contact_id"))
+    rows = session.execute(
+        text(
+            f"SELECT s.row_no, s.contact_id, c.external_id FROM {STAGE} s "  # noqa: S608
+            f"JOIN contacts c ON c.id = s.contact_id"
+        )
+    )
     return {row: (cid, ext) for row, cid, ext in rows}

@@ -192,7 +192,7 @@ def _oppositions_to_suppressions(session: Session, hasher: KeyedHasher) -> None:
     rows = session.execute(text(
         f"SELECT s.row_no, c.email, c.phone, s.data, s.occurred_at FROM {STAGE} s "  # noqa: S608
         "JOIN contacts c ON c.id = s.contact_id WHERE s.type = 'opposition'")).all()
-    entries = []
+    entries: list[suppressions.SuppressionRecord] = []
     for row, email, phone, data, _at in rows:
         payload = data if isinstance(data, dict) else json.loads(data)
         at = parse_instant(payload["occurred_at"])

@@ -65,7 +65,11 @@ def _extra(row: int, item: dict[str, Any], problems: Problems) -> bool:
 
 
 def import_file(
-    session: Session, kind: str, path: Path, ctx: RegisterContext, progress: Progress = lambda _n: None
+    session: Session,
+    kind: str,
+    path: Path,
+    ctx: RegisterContext,
+    progress: Progress = lambda _n: None,
 ) -> dict[str, Any]:
     if kind not in KINDS:
         raise ValidationError(f"unknown import kind {kind!r}; expected one of {', '.join(KINDS)}")
@@ -74,20 +78,23 @@ def import_file(
     return runner(session, path, ctx, problems, progress)
 
 
-def _contacts(session: Session, path: Path, ctx: RegisterContext, problems: Problems,
-              progress: Progress) -> dict[str, Any]:
+def _contacts(
+    session: Session, path: Path, ctx: RegisterContext, problems: Problems, progress: Progress
+) -> dict[str, Any]:
     def records() -> Iterator[ContactRecord]:
         for row, item in _dicts(path, progress):
             if not _extra(row, item, problems) and (rec := parse_contact(item, row, problems, ctx.region)):
                 yield rec
 
-    result = upsert_contacts(session, records(), ctx, want_ids=False,
-                             before_apply=lambda: _refuse(problems, "contacts"))
+    result = upsert_contacts(
+        session, records(), ctx, want_ids=False, before_apply=lambda: _refuse(problems, "contacts")
+    )
     return {"created": result.created, "updated": result.updated, "unchanged": result.unchanged}
 
 
-def _events(session: Session, path: Path, ctx: RegisterContext, problems: Problems,
-            progress: Progress) -> dict[str, Any]:
+def _events(
+    session: Session, path: Path, ctx: RegisterContext, problems: Problems, progress: Progress
+) -> dict[str, Any]:
     now = utcnow()
 
     def records() -> Iterator[EventRecord]:
@@ -95,13 +102,15 @@ def _events(session: Session, path: Path, ctx: RegisterContext, problems: Proble
             if not _extra(row, item, problems) and (rec := parse_event(item, row, problems, ctx.region, now)):
                 yield rec
 
-    result = append_events(session, records(), ctx, origin="import",
-                           before_apply=lambda: _refuse(problems, "events"))
+    result = append_events(
+        session, records(), ctx, origin="import", before_apply=lambda: _refuse(problems, "events")
+    )
     return {"stored": result.stored, "duplicates": result.duplicates}
 
 
-def _suppressions(session: Session, path: Path, ctx: RegisterContext, problems: Problems,
-                  progress: Progress) -> dict[str, Any]:
+def _suppressions(
+    session: Session, path: Path, ctx: RegisterContext, problems: Problems, progress: Progress
+) -> dict[str, Any]:
     now = utcnow()
     entries: list[SuppressionRecord] = []
     for row, item in _dicts(path, progress):

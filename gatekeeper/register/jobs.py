@@ -13,7 +13,9 @@ from gatekeeper.register.imports import PROGRESS_EVERY, count_rows, import_file
 
 
 @job_kind("import")
-def run_import(session: Session, params: dict[str, Any], progress: Progress, ctx: RegisterContext) -> dict[str, Any]:
+def run_import(
+    session: Session, params: dict[str, Any], progress: Progress, ctx: RegisterContext
+) -> dict[str, Any]:
     path = Path(params["path"])
     total = count_rows(path)
     progress(0, total)

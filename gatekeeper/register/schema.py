@@ -95,7 +95,7 @@ def one_of(*allowed: str) -> Parser:
 
 
 def channels(value: Any) -> list[str]:
-    if value == "all" or value == ["all"]:
+    if value in ("all", ["all"]):
         return ["all"]
     items = str_list(value)
     bad = [c for c in items if c not in CHANNELS]
