@@ -192,7 +192,7 @@ def make_register(url: str, contacts: int) -> None:
     ]
     database = Database(url)
     with database.session_scope() as session:
-        upsert_contacts(session, [r for r in records if r is not None], ctx.policy, want_ids=False)
+        upsert_contacts(session, [r for r in records if r is not None], ctx, want_ids=False)
     database.engine.dispose()
 
 

@@ -40,6 +40,7 @@ def create_app(settings: Settings | None = None, overrides: Mapping[str, Any] | 
 
     app.register_blueprint(links.bp)
     links.init_app(app)  # fast path for GET /u, /c, /d and the pages' security headers
+    jobs.runner(app).services["links"] = links.links_of(app)
     app.register_blueprint(webhook_views.bp)
     _register_errors(app)
     return app

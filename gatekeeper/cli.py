@@ -5,13 +5,17 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from gatekeeper.config import VAR_DIR, load_settings
+from gatekeeper.config import VAR_DIR, Settings, load_settings
 from gatekeeper.db import Database
 from gatekeeper.errors import GatekeeperError
 from gatekeeper.register.context import context_from
+
+if TYPE_CHECKING:
+    from gatekeeper.links.tokens import LinkSigner
 
 
 @click.group()
@@ -159,13 +163,14 @@ def import_command(kind: str, file: Path) -> None:
 @click.argument("list_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--as-of", default=None, help="decide as if it were this moment (RFC 3339)")
-def check_command(campaign_file: Path, list_file: Path, output: Path, as_of: str | None) -> None:
+@click.option("--links", is_flag=True, help="add signed unsubscribe_url and preferences_url to allowed rows")
+def check_command(campaign_file: Path, list_file: Path, output: Path, as_of: str | None, links: bool) -> None:
     """Decide every recipient of LIST_FILE; write it with decision and reasons appended."""
     import tomllib
 
     from gatekeeper.gate.campaigns import parse_campaign
     from gatekeeper.gate.lists import decide_list
-    from gatekeeper.gate.runs import record_run
+    from gatekeeper.gate.runs import list_links, record_run
     from gatekeeper.models import utcnow
     from gatekeeper.register.imports import count_rows
     from gatekeeper.timeparse import parse_instant
@@ -186,12 +191,19 @@ def check_command(campaign_file: Path, list_file: Path, output: Path, as_of: str
                 bar.update(n - last[0])
                 last[0] = n
 
-            summary = decide_list(session, ctx, campaign, moment, list_file, output, progress)
+            minter = list_links(_signer(settings), None) if links else None
+            summary = decide_list(session, ctx, campaign, moment, list_file, output, progress, minter)
             record_run(session, ctx, kind="cli", as_of=moment, summary=summary, output=output)
             bar.update(total - last[0])
     except (GatekeeperError, ValueError, tomllib.TOMLDecodeError) as exc:
         _fail(exc)
     _print_summary(summary, ctx.policy.id, ctx.policy.version, output)
+
+
+def _signer(settings: Settings) -> LinkSigner:
+    from gatekeeper.links.tokens import LinkSigner, signer_secrets, utc_clock
+
+    return LinkSigner(signer_secrets(settings.secret_key, settings.old_secret_keys), settings.public_base_url, utc_clock)
 
 
 def _fail(exc: Exception) -> None:

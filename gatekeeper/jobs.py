@@ -29,8 +29,9 @@ log = logging.getLogger(__name__)
 UPLOADS = VAR_DIR / "uploads"
 Progress = Callable[[int, int | None], None]
 # A job function gets its own session (the job's transaction), its parameters, a progress
-# callback taking (done, total) and the register context.
-JobFn = Callable[[Session, dict[str, Any], Progress, RegisterContext], dict[str, Any]]
+# callback taking (done, total), the register context and the app's services (e.g. "links",
+# the signer of public links), since it runs outside any request.
+JobFn = Callable[[Session, dict[str, Any], Progress, RegisterContext, dict[str, Any]], dict[str, Any]]
 _REGISTRY: dict[str, JobFn] = {}
 
 
@@ -46,6 +47,7 @@ class JobRunner:
     def __init__(self, database: Database, ctx: RegisterContext, workers: int = 2) -> None:
         self.database = database
         self.ctx = ctx
+        self.services: dict[str, Any] = {}
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gk-job")
         self.futures: dict[int, Future[None]] = {}
 
@@ -69,11 +71,11 @@ class JobRunner:
     def _run(self, job_id: int) -> None:
         with self.database.session_scope() as s:
             job = s.get_one(Job, job_id)
-            kind, params = job.kind, dict(job.params or {})
+            kind, params = job.kind, {**(job.params or {}), "job_id": job_id}
             job.state, job.updated_at = "running", utcnow()
         try:
             with self.database.session_scope() as session:
-                result = _REGISTRY[kind](session, params, self._progress(job_id), self.ctx)
+                result = _REGISTRY[kind](session, params, self._progress(job_id), self.ctx, self.services)
         except GatekeeperError as exc:
             self._finish(
                 job_id,

@@ -6,4 +6,4 @@ from flask import Blueprint
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
-from gatekeeper.api import auth, gate, links, openapi, register  # noqa: E402, F401  (views attach to bp)
+from gatekeeper.api import auth, gate, links, openapi, proof, register, tasks  # noqa: E402, F401  (views attach to bp)

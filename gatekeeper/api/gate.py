@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from flask import Response, current_app, jsonify, request, stream_with_context
+from sqlalchemy.orm import Session
 
 from gatekeeper import jobs
 from gatekeeper.api import bp
@@ -19,6 +20,7 @@ from gatekeeper.gate import runs
 from gatekeeper.gate.campaigns import parse_campaign
 from gatekeeper.gate.engine import decide_recipients, finish
 from gatekeeper.gate.recipients import parse_recipient
+from gatekeeper.links import links_of
 from gatekeeper.models import Job, utcnow
 from gatekeeper.register.context import RegisterContext
 from gatekeeper.timeparse import isoformat
@@ -42,6 +44,7 @@ def checks() -> Response:
     if len(items) > limit:
         raise TooLargeError(f"at most {limit} recipients per check; upload a campaign list for more")
     ctx, session = _ctx(), request_session()
+    campaign_id = _campaign_id(session, body.get("campaign_id"))
     recipients = [parse_recipient(i, item, campaign.channel, ctx.region) for i, item in enumerate(items)]
     _staged, decided = decide_recipients(session, ctx, campaign, as_of, recipients, with_retention=True)
     by_row = {d.row: d for d in decided}
@@ -49,6 +52,8 @@ def checks() -> Response:
     verdicts = [
         _verdict(items[r.row], by_row.get(r.row) or _first_of(by_row, recipients, r.row)) for r in recipients
     ]
+    if campaign_id is not None:
+        _add_links(verdicts, campaign_id)
     unique = list(by_row.values())
     summary = runs.summarise(unique)
     runs.record_run(
@@ -57,7 +62,7 @@ def checks() -> Response:
         kind="check",
         as_of=as_of,
         summary={**summary, "recipients": len(items), "duplicates": len(items) - len(unique)},
-        campaign_id=None,
+        campaign_id=campaign_id,
     )
     session.commit()
     return jsonify(
@@ -68,6 +73,27 @@ def checks() -> Response:
             "verdicts": verdicts,
         }
     )
+
+
+def _campaign_id(session: Session, value: Any) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValidationError("campaign_id must be an integer", [{"field": "campaign_id", "problem": "not an integer"}])
+    runs.get_campaign(session, value)  # 404 when unknown
+    return value
+
+
+def _add_links(verdicts: list[dict[str, Any]], campaign_id: int) -> None:
+    """API.md: allowed recipients known to the register get signed links and the RFC 8058
+    headers, so a platform that sends itself can put them in the message."""
+    signer = links_of(current_app)
+    for v in verdicts:
+        cid = v["contact_id"]
+        if v["decision"] == "allow" and cid is not None:
+            v["links"] = {"unsubscribe": signer.url("unsubscribe", signer.unsubscribe(cid, campaign_id)),
+                          "preferences": signer.url("preferences", signer.preferences(cid, campaign_id))}
+            v["headers"] = signer.list_unsubscribe_headers(cid, campaign_id)
 
 
 def _first_of(by_row: dict[int, Any], recipients: list[Any], row: int) -> Any:

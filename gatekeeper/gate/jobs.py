@@ -16,7 +16,7 @@ from gatekeeper.timeparse import parse_instant
 
 @job_kind("campaign_list")
 def run_campaign_list(
-    session: Session, params: dict[str, Any], progress: Progress, ctx: RegisterContext
+    session: Session, params: dict[str, Any], progress: Progress, ctx: RegisterContext, services: dict[str, Any]
 ) -> dict[str, Any]:
     path = Path(params["path"])
     progress(0, count_rows(path))
@@ -28,6 +28,7 @@ def run_campaign_list(
             parse_instant(params["as_of"]),
             path,
             lambda n: progress(n, None),
+            links=services.get("links"),
             job_id=params.get("job_id"),
         )
     finally:

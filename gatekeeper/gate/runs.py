@@ -17,8 +17,10 @@ from gatekeeper.domain import Campaign
 from gatekeeper.errors import NotFoundError, ValidationError
 from gatekeeper.gate.campaigns import parse_campaign
 from gatekeeper.gate.engine import Decided
-from gatekeeper.gate.lists import decide_list
+from gatekeeper.gate.lists import LinkMinter, decide_list
+from gatekeeper.links.tokens import LinkSigner
 from gatekeeper.models import CampaignRow, VerdictRun
+from gatekeeper.proof import journal
 from gatekeeper.register.context import RegisterContext
 from gatekeeper.timeparse import isoformat
 
@@ -73,16 +75,29 @@ def record_run(session: Session, ctx: RegisterContext, *, kind: str, as_of: date
         output_path=None if output is None else str(output), job_id=job_id)
     session.add(run)
     session.flush()
+    journal.record_run(session, ctx.hasher, run)  # every verdict batch is proven (RULES.md §6)
     return run
 
 
+def list_links(signer: LinkSigner, campaign_id: int | None) -> LinkMinter:
+    """Signed unsubscribe and preference-centre URLs for an allowed row (ids only inside)."""
+
+    def mint(contact_id: int | None) -> tuple[str, str]:
+        assert contact_id is not None
+        return (signer.url("unsubscribe", signer.unsubscribe(contact_id, campaign_id)),
+                signer.url("preferences", signer.preferences(contact_id, campaign_id)))
+
+    return mint
+
+
 def run_list(session: Session, ctx: RegisterContext, campaign_id: int, as_of: datetime, in_path: Path,
-             progress: Any, job_id: int | None = None) -> dict[str, Any]:
+             progress: Any, job_id: int | None = None, links: LinkSigner | None = None) -> dict[str, Any]:
     row = get_campaign(session, campaign_id)
     campaign = campaign_from_row(row, as_of)
     VERDICTS_DIR.mkdir(parents=True, exist_ok=True)
     out = VERDICTS_DIR / f"campaign-{campaign_id}-job-{job_id or 'cli'}.csv"
-    summary = decide_list(session, ctx, campaign, as_of, in_path, out, progress)
+    minter = None if links is None else list_links(links, campaign_id)
+    summary = decide_list(session, ctx, campaign, as_of, in_path, out, progress, minter)
     run = record_run(session, ctx, kind="list", as_of=as_of, summary=summary, campaign_id=campaign_id,
                      output=out, job_id=job_id)
     return {**summary, "run_id": run.id, "policy": {"id": run.policy_id, "version": run.policy_version}}

@@ -145,7 +145,7 @@ def subject_salts(session: Session, contact_ids: set[int]) -> dict[int, str]:
     """The salts of these contacts, creating the missing ones (random, one per contact)."""
     if not contact_ids:
         return {}
-    found = dict(_select_in(session, "SELECT contact_id, salt FROM journal_subjects WHERE contact_id IN ({})",
+    found = dict(select_in(session, "SELECT contact_id, salt FROM journal_subjects WHERE contact_id IN ({})",
                             sorted(contact_ids)))
     missing = [{"c": cid, "s": secrets.token_hex(16)} for cid in sorted(contact_ids - set(found))]
     if missing:
@@ -154,7 +154,7 @@ def subject_salts(session: Session, contact_ids: set[int]) -> dict[int, str]:
     return {int(k): str(v) for k, v in found.items()}
 
 
-def _select_in(session: Session, sql: str, ids: Sequence[int]) -> list[Any]:
+def select_in(session: Session, sql: str, ids: Sequence[Any]) -> list[Any]:
     rows: list[Any] = []
     for start in range(0, len(ids), CHUNK):
         chunk = ids[start:start + CHUNK]
@@ -215,13 +215,16 @@ def record_events(session: Session, hasher: KeyedHasher, stage: str) -> int:
     committed and visible before this one looks."""
     head = lock_head(session)
     rows = session.execute(text(
-        f"SELECT DISTINCT {EVENT_COLUMNS}, c.email, c.phone, c.external_id FROM events e"  # noqa: S608
+        f"SELECT {EVENT_COLUMNS}, c.email, c.phone, c.external_id FROM events e"  # noqa: S608
         f" JOIN {stage} s ON s.dedupe_key = e.dedupe_key JOIN contacts c ON c.id = e.contact_id"
         " WHERE NOT EXISTS (SELECT 1 FROM journal j WHERE j.fact_table = 'event' AND j.fact_id = e.id)"
         " ORDER BY e.id")).all()
-    facts = []
+    facts, seen = [], set()
     for row in rows:
         payload = event_payload(row)
+        if payload["id"] in seen:  # the same fact twice in one batch joins twice
+            continue
+        seen.add(payload["id"])
         facts.append(Fact(event_kind(payload["type"], payload["data"]), f"contact:{payload['contact_id']}",
                           payload, "event", payload["id"], payload["contact_id"], coordinate_of(*row[6:9])))
     return len(write(session, hasher, head, facts))
@@ -261,13 +264,13 @@ def record_anonymised(session: Session, hasher: KeyedHasher, contact_ids: Iterab
     purge job and the erasure right may both call it for the same contact."""
     ids = sorted(set(contact_ids))
     head = lock_head(session)
-    done = {int(r[0].split(":", 1)[1]) for r in _select_in(
+    done = {int(r[0].split(":", 1)[1]) for r in select_in(
         session, "SELECT subject_ref FROM journal WHERE kind = 'anonymised' AND subject_ref IN ({})",
-        [f"contact:{i}" for i in ids])} if ids else set()  # type: ignore[list-item]
+        [f"contact:{i}" for i in ids])} if ids else set()
     todo = [i for i in ids if i not in done]
     at = now or utcnow()
     facts = [Fact("anonymised", f"contact:{cid}", {"contact_id": cid, "reason": reason, "at": at}) for cid in todo]
-    _select_in(session, "DELETE FROM journal_subjects WHERE contact_id IN ({}) RETURNING contact_id", ids)
+    select_in(session, "DELETE FROM journal_subjects WHERE contact_id IN ({}) RETURNING contact_id", ids)
     return len(write(session, hasher, head, facts, now=now))
 
 

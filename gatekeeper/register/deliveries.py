@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import os
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -110,14 +111,30 @@ def _cursor(session: Session) -> Iterator[Any]:
     """A DBAPI cursor inside the session's transaction: our few hot statements skip SQLAlchemy's
     per-statement result machinery (sqlbulk does the same for bulk loads). Driver errors come
     out as SQLAlchemy's, like every other database error."""
-    dbapi_error = session.get_bind().dialect.loaded_dbapi.Error
-    cursor = session.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
+    connection, dbapi_error = _dbapi(session)
+    cursor = connection.cursor()
     try:
         yield cursor
     except dbapi_error as exc:
         raise DBAPIError.instance(None, None, exc, dbapi_error) from exc
     finally:
         cursor.close()
+
+
+def _dbapi(session: Session) -> tuple[Any, type[Exception]]:
+    """The transaction's DBAPI connection, looked up once per transaction (each lookup walks
+    SQLAlchemy's session state machine)."""
+    transaction = session.get_transaction()
+    cached = session.info.get(_DBAPI_KEY)
+    if cached is None or cached[0] is not transaction or transaction is None:
+        connection = session.connection().connection.driver_connection
+        cached = (session.get_transaction(), connection,
+                  session.get_bind().dialect.loaded_dbapi.Error)
+        session.info[_DBAPI_KEY] = cached
+    return cached[1], cached[2]
+
+
+_DBAPI_KEY = "gatekeeper.deliveries.dbapi"
 
 
 def _marks(dialect: str, columns: int) -> str:
@@ -202,15 +219,27 @@ def write_turn(session: Session) -> Iterator[None]:
     if not path or path == ":memory:":
         yield
         return
-    with open(f"{path}.writers.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        except BaseException:
-            session.rollback()
-            raise
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    descriptor = _lock_descriptor(f"{path}.writers.lock")
+    fcntl.flock(descriptor, fcntl.LOCK_EX)
+    try:
+        yield
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        fcntl.flock(descriptor, fcntl.LOCK_UN)
+
+
+_LOCKS: dict[tuple[str, int], int] = {}
+
+
+def _lock_descriptor(path: str) -> int:
+    """One open descriptor per process: flock belongs to the open file, so a descriptor
+    inherited across fork would be shared by parent and child and exclude nothing."""
+    key = (path, os.getpid())
+    if key not in _LOCKS:
+        _LOCKS[key] = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    return _LOCKS[key]
 
 
 def record_delivery_events(

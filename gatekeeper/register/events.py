@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from gatekeeper.errors import ValidationError
 from gatekeeper.models import utcnow
+from gatekeeper.proof import journal
 from gatekeeper.timeparse import parse_instant
 from gatekeeper.normalize import CoordinateError, normalise_email, normalise_phone
 from gatekeeper.register import clocks, suppressions
@@ -154,6 +155,7 @@ def append_events(
     touched = [r[0] for r in session.execute(text(
         f"SELECT DISTINCT contact_id FROM {STAGE}"))]  # noqa: S608
     _oppositions_to_suppressions(session, ctx.hasher)
+    journal.record_events(session, ctx.hasher, STAGE)  # proof of every fact (RULES.md §6)
     drop_temp(session, STAGE)
     clocks.refresh(session, touched, ctx.policy)
     return AppendResult(stored=stored, duplicates=total - stored, contact_ids=touched)

@@ -13,6 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from gatekeeper.models import BloctelCheck, utcnow
+from gatekeeper.proof import journal
 from gatekeeper.normalize import CoordinateError, normalise_phone
 from gatekeeper.register.schema import (
     SUPPRESSION_REASONS,
@@ -80,6 +81,7 @@ def add_suppressions(
         ),
         rows,
     )
+    journal.record_suppressions(session, hasher, ((r["h"], r["r"], r["c"]) for r in rows))  # RULES.md §6
     return len(rows)
 
 
