@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -104,7 +105,7 @@ def mailsink(port: int) -> None:
 @main.command("run")
 @click.option("--port", default=8000, show_default=True, type=int)
 def run_all(port: int) -> None:
-    """The whole service for development: mail sink, web service (gunicorn), side by side."""
+    """The whole service for development: mail sink, web service (gunicorn), scheduler."""
     import signal
     import subprocess
     import time
@@ -112,7 +113,9 @@ def run_all(port: int) -> None:
     load_settings()
     exe = [sys.executable, "-m", "gatekeeper.cli"]
     children = [subprocess.Popen([*exe, "mailsink"]),  # noqa: S603 - our own interpreter and module
-                subprocess.Popen([*exe, "serve", "--port", str(port)])]  # noqa: S603
+                subprocess.Popen([*exe, "serve", "--port", str(port)]),  # noqa: S603
+                # The scheduler is its own process: never inside the web workers.
+                subprocess.Popen([*exe, "scheduler"])]  # noqa: S603
     click.echo(f"gatekeeper on http://127.0.0.1:{port}/  (OpenAPI: /api/v1/openapi.json; Ctrl-C stops)")
     try:
         while all(c.poll() is None for c in children):
@@ -125,6 +128,47 @@ def run_all(port: int) -> None:
                 child.send_signal(signal.SIGTERM)
         for child in children:
             child.wait(timeout=15)
+
+
+@main.command("scheduler")
+def scheduler_command() -> None:
+    """The scheduler process: daily reconsent planning and purge, the sender every minute."""
+    from gatekeeper.retention.scheduler import build_scheduler
+    from gatekeeper.retention.tasks import build_env
+
+    settings = load_settings()
+    scheduler = build_scheduler(Database(settings.database_url), build_env(settings))
+    click.echo("scheduler started (plan_reconsent 03:00, purge_expired 03:30 Paris; send_outbox "
+               "every minute)")
+    with contextlib.suppress(KeyboardInterrupt, SystemExit):  # Ctrl-C is the way to stop it
+        scheduler.start()
+
+
+@main.group()
+def task() -> None:
+    """Scheduled tasks, run by hand."""
+
+
+@task.command("run")
+@click.argument("name", type=click.Choice(["plan_reconsent", "send_outbox", "purge_expired"]))
+@click.option("--as-of", default=None, help="run as if it were this moment (RFC 3339)")
+@click.option("--dry-run", is_flag=True, help="report what would happen, change nothing")
+def task_run(name: str, as_of: str | None, dry_run: bool) -> None:
+    """Run one task now (idempotent for a day) and print what it did as JSON."""
+    import json
+
+    from gatekeeper.models import utcnow
+    from gatekeeper.retention.tasks import build_env, run_task
+    from gatekeeper.timeparse import parse_instant
+
+    settings = load_settings()
+    try:
+        moment = parse_instant(as_of) if as_of else utcnow()
+        result = run_task(Database(settings.database_url), build_env(settings), name, moment,
+                          dry_run=dry_run)
+    except (GatekeeperError, ValueError) as exc:
+        _fail(exc)
+    click.echo(json.dumps(result, ensure_ascii=False))
 
 
 @main.command("import")

@@ -49,9 +49,9 @@ def checks() -> Response:
     _staged, decided = decide_recipients(session, ctx, campaign, as_of, recipients, with_retention=True)
     by_row = {d.row: d for d in decided}
     finish(session)
-    verdicts = [
-        _verdict(items[r.row], by_row.get(r.row) or _first_of(by_row, recipients, r.row)) for r in recipients
-    ]
+    # A repeated recipient was decided once, at its first occurrence; it gets that verdict.
+    first = {(r.kind, r.value): by_row[r.row] for r in reversed(recipients) if r.row in by_row}
+    verdicts = [_verdict(items[r.row], by_row.get(r.row) or first[(r.kind, r.value)]) for r in recipients]
     if campaign_id is not None:
         _add_links(verdicts, campaign_id)
     unique = list(by_row.values())
@@ -94,15 +94,6 @@ def _add_links(verdicts: list[dict[str, Any]], campaign_id: int) -> None:
             v["links"] = {"unsubscribe": signer.url("unsubscribe", signer.unsubscribe(cid, campaign_id)),
                           "preferences": signer.url("preferences", signer.preferences(cid, campaign_id))}
             v["headers"] = signer.list_unsubscribe_headers(cid, campaign_id)
-
-
-def _first_of(by_row: dict[int, Any], recipients: list[Any], row: int) -> Any:
-    """A repeated recipient gets the verdict of its first occurrence."""
-    target = recipients[row]
-    first = next(
-        r for r in recipients if (r.kind, r.value) == (target.kind, target.value) and r.row in by_row
-    )
-    return by_row[first.row]
 
 
 def _verdict(sent: Any, d: Any) -> dict[str, Any]:
