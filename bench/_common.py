@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import create_engine, text
+
 FIRST = ["Paul", "Marie", "Jean", "Hélène", "Luc", "Chloé", "Nadia", "Karim", "Léa", "Hugo"]
 LAST = [
     "Martin",
@@ -57,6 +59,19 @@ def ins_baseline(rows: int, workdir: Path) -> float:
     elapsed = time.perf_counter() - start
     conn.close()
     return rows / elapsed
+
+
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+def fresh_pg(name: str) -> str:
+    """An empty PostgreSQL database for one benchmark (dropped and created again)."""
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    admin.dispose()
+    return PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
 
 
 def emit(figures: list[dict[str, Any]]) -> None:

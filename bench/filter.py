@@ -15,10 +15,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import CITIES, FIRST, LAST, email_of, emit, peak_rss_mib
+from _common import CITIES, FIRST, LAST, email_of, emit, fresh_pg, peak_rss_mib
 
 from gatekeeper.config import load_settings
 from gatekeeper.db import Database
@@ -30,7 +28,6 @@ from gatekeeper.register.context import context_from
 from gatekeeper.register.events import EventRecord, append_events
 from gatekeeper.register.suppressions import SuppressionRecord, add_suppressions
 
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 AS_OF = datetime(2026, 11, 22, 10, tzinfo=UTC)
 CAMPAIGN = {
     "channel": "email",
@@ -171,15 +168,6 @@ def measure(url: str, list_path: Path, out: Path, rows: int) -> float:
     return elapsed
 
 
-def fresh_pg() -> str:
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text("DROP DATABASE IF EXISTS gk_bench_filter WITH (FORCE)"))
-        conn.execute(text("CREATE DATABASE gk_bench_filter"))
-    admin.dispose()
-    return PG_ADMIN.rsplit("/", 1)[0] + "/gk_bench_filter"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -191,7 +179,7 @@ def main() -> None:
         list_path = work / "list.csv"
         write_list(list_path, args.rows)
         dbs = [("sqlite", f"sqlite:///{work / 'gk.db'}")] + (
-            [] if args.skip_pg else [("postgresql", fresh_pg())]
+            [] if args.skip_pg else [("postgresql", fresh_pg("gk_bench_filter"))]
         )
         for name, url in dbs:
             elapsed = measure(url, list_path, work / f"verdicts-{name}.csv", args.rows)

@@ -12,18 +12,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import CITIES, FIRST, LAST, email_of, emit, ins_baseline, peak_rss_mib, timed
+from _common import CITIES, FIRST, LAST, email_of, emit, fresh_pg, ins_baseline, peak_rss_mib, timed
 
 from gatekeeper.config import load_settings
 from gatekeeper.db import Database
 from gatekeeper.migrate import upgrade
 from gatekeeper.register.context import context_from
 from gatekeeper.register.imports import import_file
-
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
 def write_contacts(path: Path, rows: int) -> None:
@@ -74,15 +70,6 @@ def run_import(url: str, csv_path: Path) -> float:
     return elapsed
 
 
-def fresh_pg() -> str:
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text("DROP DATABASE IF EXISTS gk_bench_import WITH (FORCE)"))
-        conn.execute(text("CREATE DATABASE gk_bench_import"))
-    admin.dispose()
-    return PG_ADMIN.rsplit("/", 1)[0] + "/gk_bench_import"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -96,7 +83,7 @@ def main() -> None:
         print(f"INS baseline: {ins:,.0f} rows/s")
         figures = []
         dbs = [("sqlite", f"sqlite:///{work / 'gk.db'}")] + (
-            [] if args.skip_pg else [("postgresql", fresh_pg())]
+            [] if args.skip_pg else [("postgresql", fresh_pg("gk_bench_import"))]
         )
         for name, url in dbs:
             elapsed = run_import(url, csv_path)

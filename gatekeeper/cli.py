@@ -268,6 +268,48 @@ def _print_summary(summary: dict[str, object], policy_id: str, version: str, out
     click.echo(f"verdicts written to {output}")
 
 
+@main.group()
+def audit() -> None:
+    """Proof for an inspector: verify the journal, export the register's audit files."""
+
+
+@audit.command("verify")
+@click.option("--anchor", default=None, help="SEQ:HASH of an entry recorded earlier (from a previous export)")
+def audit_verify(anchor: str | None) -> None:
+    """Walk the journal; report the first entry altered, removed or inserted (exit 1 if any)."""
+    from gatekeeper.proof.verify import verify
+
+    settings = load_settings()
+    with Database(settings.database_url).session_scope() as session:
+        report = verify(session, context_from(settings).hasher, anchor=anchor)
+    for register, head in report.heads.items():
+        click.echo(f"register {register}: head {head['seq']}:{head['entry_hash']}")
+    click.echo(f"{report.entries} entries, {report.facts_checked} facts match their digest, "
+               f"{report.facts_anonymised} anonymised on purpose")
+    if report.problem is not None:
+        problem = report.problem
+        click.echo(f"BROKEN at {problem.register} entry {problem.seq}: {problem.problem}", err=True)
+        sys.exit(1)
+    click.echo("journal intact")
+
+
+@audit.command("export")
+@click.option("--as-of", "as_of", default=None, help="the moment described (RFC 3339); default now")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+def audit_export(as_of: str | None, directory: Path) -> None:
+    """Write the auditor's CSV files and summary.html into DIRECTORY."""
+    from gatekeeper.models import utcnow
+    from gatekeeper.proof.audit_export import export
+    from gatekeeper.timeparse import parse_instant
+
+    settings = load_settings()
+    moment = parse_instant(as_of) if as_of else utcnow()
+    with Database(settings.database_url).session_scope() as session:
+        tables = export(session, context_from(settings), moment, directory)
+    for table in tables:
+        click.echo(f"{directory / (table.name + '.csv')}: {len(table.rows)} rows")
+    click.echo(f"{directory / 'summary.html'}")
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)

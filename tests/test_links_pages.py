@@ -72,9 +72,7 @@ def test_a_one_click_post_unsubscribes_at_once_and_keeps_the_proof(
     app: Flask, client: FlaskClient, auth: dict[str, str], paul: int, encoding: str
 ) -> None:
     bare = app.test_client(use_cookies=False)  # mailbox providers send no cookie
-    kwargs: dict[str, Any] = (
-        {"content_type": "multipart/form-data"} if encoding == "multipart" else {}
-    )
+    kwargs: dict[str, Any] = {"content_type": "multipart/form-data"} if encoding == "multipart" else {}
     res = bare.post(
         f"/u/{signer(app).unsubscribe(paul, 7)}",
         data=ONE_CLICK,
@@ -100,18 +98,14 @@ def test_the_page_button_posts_the_one_click_body_and_is_told_apart_in_the_proof
     app: Flask, client: FlaskClient, paul: int
 ) -> None:
     path = f"/u/{signer(app).unsubscribe(paul, 7)}"
-    fields = dict(
-        re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]+)">', page(client.get(path)))
-    )
+    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]+)">', page(client.get(path))))
     assert fields == {"List-Unsubscribe": "One-Click", "source": "page"}
     assert client.post(path, data=fields).status_code == 200
     (objection,) = stored_events(app, paul, "opposition")
     assert objection["form_id"] == "gatekeeper.unsubscribe_page" and objection["one_click"] is False
 
 
-def test_unsubscribing_twice_records_one_objection(
-    app: Flask, client: FlaskClient, paul: int
-) -> None:
+def test_unsubscribing_twice_records_one_objection(app: Flask, client: FlaskClient, paul: int) -> None:
     path = f"/u/{signer(app).unsubscribe(paul, 7)}"
     client.post(path, data=ONE_CLICK)
     again = client.post(path, data=ONE_CLICK)
@@ -141,9 +135,7 @@ TOKENS = {
     "r": lambda app, cid: signer(app).reconsent(cid, datetime(2028, 6, 9, 22, tzinfo=UTC)),
     "p": lambda app, cid: signer(app).preferences(cid, 7),
     "c": lambda app, cid: signer(app).tracked("click", cid, 7, "https://shop.example/", TODAY),
-    "d": lambda app, cid: signer(app).tracked(
-        "download", cid, 7, "https://shop.example/a.pdf", TODAY
-    ),
+    "d": lambda app, cid: signer(app).tracked("download", cid, 7, "https://shop.example/a.pdf", TODAY),
 }
 REQUESTS = [
     ("u", "GET"),
@@ -516,3 +508,29 @@ def test_a_click_leaves_the_contact_row_exactly_as_the_register_refresh_would(
     with database.engine.connect() as conn:
         assert conn.execute(select, {"c": paul}).one() == after_click
     assert contact_view(client, auth, paul)["retention"]["deadline"] == "2029-11-22T10:00:00Z"
+
+
+def test_a_url_minted_outside_the_api_is_made_header_safe_or_refused(
+    app: Flask, client: FlaskClient, paul: int
+) -> None:
+    token = signer(app).tracked("click", paul, 7, "https://shop.example/été", TODAY)
+    assert client.get(f"/c/{token}").headers["Location"] == "https://shop.example/%C3%A9t%C3%A9"
+    token = signer(app).tracked("click", paul, 7, "https://shop.example/\r\nSet-Cookie: a=b", TODAY)
+    res = client.get(f"/c/{token}")
+    assert res.status_code == 400 and "Set-Cookie" not in res.headers
+
+
+def test_a_click_that_cannot_be_stored_still_takes_the_person_to_the_page(
+    app: Flask, client: FlaskClient, paul: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = app.extensions["gatekeeper.db"].engine
+    with engine.begin() as conn:  # a real failure: the events table is gone for a moment
+        conn.execute(text("ALTER TABLE events RENAME TO events_away"))
+    try:
+        res = client.get(click_path(app, paul), headers={"User-Agent": FIREFOX})
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("ALTER TABLE events_away RENAME TO events"))
+    assert res.status_code == 302 and res.headers["Location"] == SHOP
+    assert "not recorded" in caplog.text
+    assert stored_events(app, paul) == []

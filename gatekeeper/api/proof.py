@@ -49,8 +49,11 @@ def export_view(contact_id: int) -> Response:
     session = request_session()
     data = rights.access_export(session, _ctx(), contact_id, utcnow())
     session.commit()  # the export itself is journaled
-    return Response(data, mimetype="application/zip", headers={
-        "Content-Disposition": f'attachment; filename="contact-{contact_id}.zip"'})
+    return Response(
+        data,
+        mimetype="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="contact-{contact_id}.zip"'},
+    )
 
 
 @bp.post("/contacts/<int:contact_id>/erase")
@@ -71,11 +74,19 @@ def objection_view(contact_id: int) -> tuple[Response, int]:
     body = request.get_json(silent=True) or {}
     chans = body.get("channels") if isinstance(body, dict) else None
     if chans not in (None, "all") and not (isinstance(chans, list) and set(chans) <= set(CHANNELS)):
-        raise ValidationError("channels: a list of channels or \"all\"",
-                              [{"field": "channels", "problem": f"expected some of {', '.join(CHANNELS)}"}])
+        raise ValidationError(
+            'channels: a list of channels or "all"',
+            [{"field": "channels", "problem": f"expected some of {', '.join(CHANNELS)}"}],
+        )
     session = request_session()
-    rights.object_to(session, _ctx(), contact_id, utcnow(), channels=None if chans == "all" else chans,
-                     via=str(body.get("via") or "form"))
+    rights.object_to(
+        session,
+        _ctx(),
+        contact_id,
+        utcnow(),
+        channels=None if chans == "all" else chans,
+        via=str(body.get("via") or "form"),
+    )
     session.commit()
     return jsonify({"id": contact_id, "channels": chans or "all"}), 200
 
@@ -102,21 +113,32 @@ def archive_read_view() -> tuple[Response, int]:
     """Only an auditor key reads the archive; the read is logged there and journaled here."""
     purpose = (request.args.get("purpose") or "").strip()
     if not purpose:
-        raise ValidationError("say why the archive is read: ?purpose=...", [{"field": "purpose",
-                                                                             "problem": "is required"}])
+        raise ValidationError(
+            "say why the archive is read: ?purpose=...", [{"field": "purpose", "problem": "is required"}]
+        )
     kind, archive, session, now = request.args.get("kind"), _archive(), request_session(), utcnow()
     try:
         found = archive.read(f"api-key:{g.api_key_id}", purpose, kind=kind)
     finally:
         archive.dispose()
-    journal.record_other(session, _ctx().hasher, "archive_read", f"api-key:{g.api_key_id}",
-                         {"purpose": purpose, "kind": kind, "records": [r["source_ref"] for r in found], "at": now},
-                         now=now)
+    journal.record_other(
+        session,
+        _ctx().hasher,
+        "archive_read",
+        f"api-key:{g.api_key_id}",
+        {"purpose": purpose, "kind": kind, "records": [r["source_ref"] for r in found], "at": now},
+        now=now,
+    )
     session.commit()
     return jsonify({"records": [_archived(r) for r in found]}), 200
 
 
 def _archived(row: dict[str, Any]) -> dict[str, Any]:
-    return {"kind": row["kind"], "source_ref": row["source_ref"], "occurred_at": isoformat(row["occurred_at"]),
-            "keep_until": isoformat(row["keep_until"]), "archived_at": isoformat(row["archived_at"]),
-            "data": row["data"]}
+    return {
+        "kind": row["kind"],
+        "source_ref": row["source_ref"],
+        "occurred_at": isoformat(row["occurred_at"]),
+        "keep_until": isoformat(row["keep_until"]),
+        "archived_at": isoformat(row["archived_at"]),
+        "data": row["data"],
+    }

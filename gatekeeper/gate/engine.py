@@ -129,7 +129,7 @@ def _query(dialect: str, phone_like: bool) -> str:
     )
     # Suppressions of the recipient's coordinate or the contact's, for this channel, known at as_of.
     return f"""
-        SELECT x.row_no, x.valid, x.generic, x.personal, c.id, c.profile_key, c.deadline,
+        SELECT x.row_no, x.valid, x.generic, x.personal, c.id AS cid, c.profile_key, c.deadline,
                c.reconsent_at, c.refused_at, c.anonymised_at, c.instants, c.clock,
                c.clock_anchor_at, c.clock_anchor_kind,
                (SELECT {concat}(s.reason || '|' || s.channels || '|' || {at_text}, ';')
@@ -192,23 +192,13 @@ class Decider:
             yield self._decide_row(row)
 
     def _decide_row(self, row: Any) -> Decided:
-        row_no, cid, pkey, deadline, reconsent, refused, anonymised = (
-            row[0],
-            row[4],
-            row[5],
-            row[6],
-            row[7],
-            row[8],
-            row[9],
-        )
-        clock, anchor, kind = row[11], row[12], row[13]
         key = self._key(row)
         verdict = self.memo.get(key)
         if verdict is None:
             verdict = self.memo[key] = self._decide_slow(row)
-        if not self.with_retention or cid is None:
-            return Decided(row_no, cid, verdict, None, None)
-        summary = self._summary(pkey, deadline, reconsent, refused, anonymised, None, clock, anchor, kind)
+        if not self.with_retention or row.cid is None:
+            return Decided(row.row_no, row.cid, verdict, None, None)
+        summary = self._summary(row, with_instants=False)
         state = retention_state(
             summary.clock,
             self.as_of,
@@ -216,121 +206,76 @@ class Decider:
             refused=summary.reconsent_refused,
             policy=self.ctx.policy,
         )
-        return Decided(row_no, cid, verdict, state, summary.clock.deadline)
+        return Decided(row.row_no, row.cid, verdict, state, summary.clock.deadline)
 
     def _key(self, row: Any) -> tuple[Any, ...]:
-        (
-            _row_no,
-            valid,
-            generic,
-            personal,
-            cid,
-            pkey,
-            deadline,
-            reconsent,
-            refused,
-            anonymised,
-            instants,
-            _clock,
-            _anchor,
-            _kind,
-            supp,
-            attempts,
-        ) = row
-        reasons = _reasons(supp)
+        """Everything situation_for can see, with dates reduced to their comparisons."""
+        reasons = _reasons(row.supp)
+        instants = row.instants
         needs_instants = instants is not None and (
             self.phone_like or LIFTABLE in reasons or '"contracts":[]' not in _text(instants)
         )
+        deadline, reconsent = row.deadline, row.reconsent_at
         dated = (
             None
-            if cid is None
+            if row.cid is None
             else (
                 deadline is None,
                 deadline is not None and self.as_of_v >= deadline,
                 reconsent is not None and self.as_of_v >= reconsent,
                 deadline is not None and self.send_v >= deadline,
-                refused is not None,
-                anonymised is not None,
+                row.refused_at is not None,
+                row.anonymised_at is not None,
             )
         )
         return (
-            valid,
-            generic,
-            personal,
-            pkey,
+            row.valid,
+            row.generic,
+            row.personal,
+            row.profile_key,
             dated,
             reasons,
-            supp if needs_instants and LIFTABLE in reasons else None,
+            row.supp if needs_instants and LIFTABLE in reasons else None,
             _text(instants) if needs_instants else None,
-            min(int(attempts or 0), 99),
+            min(int(row.attempts or 0), 99),
         )
 
     def _decide_slow(self, row: Any) -> Verdict:
-        (
-            _row_no,
-            valid,
-            generic,
-            personal,
-            cid,
-            pkey,
-            deadline,
-            reconsent,
-            refused,
-            anonymised,
-            instants,
-            clock,
-            anchor,
-            kind,
-            supp,
-            attempts,
-        ) = row
-        summary = (
-            None
-            if cid is None
-            else self._summary(pkey, deadline, reconsent, refused, anonymised, instants, clock, anchor, kind)
-        )
+        summary = None if row.cid is None else self._summary(row, with_instants=True)
         situation = situation_for(
             summary,
             as_of=self.as_of,
             campaign=self.campaign,
-            address_valid=bool(valid),
-            generic_address=bool(generic),
-            personal_domain=bool(personal),
+            address_valid=bool(row.valid),
+            generic_address=bool(row.generic),
+            personal_domain=bool(row.personal),
             policy=self.ctx.policy,
-            suppressions=_suppression_facts(supp),
-            call_attempts=_attempt_times(int(attempts or 0), self.campaign),
+            suppressions=_suppression_facts(row.supp),
+            call_attempts=_attempt_times(int(row.attempts or 0), self.campaign),
             bloctel_checked_at=self.bloctel_checked_at,
         )
         return decide(self.campaign, situation, self.ctx.policy)
 
-    def _summary(
-        self,
-        pkey: str,
-        deadline: Any,
-        reconsent: Any,
-        refused: Any,
-        anonymised: Any,
-        instants: Any,
-        clock: str,
-        anchor: Any,
-        kind: str | None,
-    ) -> ContactSummary:
-        d = None if deadline is None else read_ts(deadline)
+    def _summary(self, row: Any, *, with_instants: bool) -> ContactSummary:
+        d = None if row.deadline is None else read_ts(row.deadline)
+        reconsent = None if row.reconsent_at is None else read_ts(row.reconsent_at)
+        reminder = None if d is None else d - timedelta(days=self.ctx.policy.reconsent_reminder_days)
         retention = RetentionClock(
-            clock,
-            read_ts(anchor),
-            kind or "collection",
+            row.clock,
+            read_ts(row.clock_anchor_at),
+            row.clock_anchor_kind or "collection",
             d,
-            None if reconsent is None else read_ts(reconsent),
-            None if d is None else d - timedelta(days=self.ctx.policy.reconsent_reminder_days),
+            reconsent,
+            reminder,
         )
-        inst = GateInstants() if instants is None else from_data(GateInstants, read_json(instants))
+        raw = row.instants if with_instants else None
+        inst = GateInstants() if raw is None else from_data(GateInstants, read_json(raw))
         return ContactSummary(
-            self._profile(pkey),
+            self._profile(row.profile_key),
             retention,
             inst,
-            anonymised=anonymised is not None,
-            reconsent_refused=refused is not None,
+            anonymised=row.anonymised_at is not None,
+            reconsent_refused=row.refused_at is not None,
         )
 
     def _profile(self, key: str) -> GateProfile:

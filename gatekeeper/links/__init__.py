@@ -37,9 +37,7 @@ def init_app(app: Flask) -> None:
     @app.after_request
     def _public_headers(response: Response) -> Response:
         if request.blueprint == bp.name or request.endpoint == "static":
-            for name, value in security_headers(
-                https=service.https, private=request.blueprint == bp.name
-            ):
+            for name, value in security_headers(https=service.https, private=request.blueprint == bp.name):
                 response.headers[name] = value
         return response
 

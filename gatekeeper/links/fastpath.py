@@ -11,9 +11,13 @@ Both use the same signer, limiter, records, templates and security headers.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qs
+
+from werkzeug.urls import iri_to_uri
 
 from gatekeeper.links import i18n
 from gatekeeper.links.headers import security_headers
@@ -21,6 +25,7 @@ from gatekeeper.links.records import ContactCard, Raw, load_card, record_interes
 from gatekeeper.links.service import LinkService
 from gatekeeper.links.tokens import LinkClaims, TokenExpiredError, TokenInvalidError
 
+logger = logging.getLogger(__name__)
 StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 STATUS = {
@@ -101,14 +106,24 @@ class _Request:
         if claims.purpose != "unsubscribe":
             return self.track(raw, claims, card)
         if card is None or not card.recordable:
-            return self.page(
-                410, "public/message.html", title_key="e_erased_title", body_key="e_erased_body"
-            )
+            return self.page(410, "public/message.html", title_key="e_erased_title", body_key="e_erased_body")
         return self.unsubscribe_page(claims, card)
 
     def track(self, raw: Raw, claims: LinkClaims, card: ContactCard | None) -> Iterable[bytes]:
+        location = _location(str(claims.url))
+        if location is None:
+            return self.page(
+                400, "public/message.html", title_key="e_invalid_title", body_key="e_invalid_body"
+            )
         # An erased person still reaches the page they clicked; nothing about them is stored.
         if card is not None and card.recordable:
+            self.record(raw, claims, card)
+        headers = [("Location", location), ("Content-Length", "0"), *self.security()]
+        self.start_response(STATUS[302], headers)
+        return [b""]
+
+    def record(self, raw: Raw, claims: LinkClaims, card: ContactCard) -> None:
+        try:
             with self.s.writer.held():
                 record_interest(
                     raw,
@@ -120,9 +135,13 @@ class _Request:
                     now=self.s.now(),
                 )
                 raw.connection.commit()
-        headers = [("Location", str(claims.url)), ("Content-Length", "0"), *self.security()]
-        self.start_response(STATUS[302], headers)
-        return [b""]
+        except Exception:
+            # The person must still reach the page they clicked: a click that could not be
+            # stored (database locked too long, down) only leaves the clock a little early,
+            # which is the cautious side. Logged for the operator.
+            with contextlib.suppress(Exception):
+                raw.connection.rollback()
+            logger.exception("tracked click of contact %s not recorded", claims.contact_id)
 
     def unsubscribe_page(self, claims: LinkClaims, card: ContactCard) -> Iterable[bytes]:
         prefs = self.s.signer.preferences(claims.contact_id, claims.campaign_id)
@@ -145,9 +164,7 @@ class _Request:
     ) -> Iterable[bytes]:
         return self.send(status, self.s.render(template, self.lang, **values), extra)
 
-    def send(
-        self, status: int, text: str, extra: list[tuple[str, str]] | None = None
-    ) -> Iterable[bytes]:
+    def send(self, status: int, text: str, extra: list[tuple[str, str]] | None = None) -> Iterable[bytes]:
         body = text.encode()
         headers = [
             ("Content-Type", "text/html; charset=utf-8"),
@@ -162,6 +179,13 @@ class _Request:
 
     def security(self) -> list[tuple[str, str]]:
         return security_headers(https=self.s.https)
+
+
+def _location(url: str) -> str | None:
+    """A header-safe URI: links minted by the API are already; others are encoded here."""
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
+        return None
+    return url if url.isascii() else iri_to_uri(url)
 
 
 def _address(card: ContactCard, channel: str) -> str | None:

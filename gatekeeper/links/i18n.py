@@ -86,8 +86,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "u_done_body": "C'est pris en compte immédiatement : {sender} ne vous enverra plus "
         "de messages commerciaux {channel_by}.",
         "u_already": "Vous étiez déjà désinscrit(e) : rien n'a changé.",
-        "u_mistake": "Une erreur ? Vous pouvez donner à nouveau votre accord depuis vos "
-        "préférences.",
+        "u_mistake": "Une erreur ? Vous pouvez donner à nouveau votre accord depuis vos préférences.",
         "r_title": "Souhaitez-vous garder le contact ?",
         "r_holds": "{sender} conserve aujourd'hui ces informations vous concernant :",
         "r_item_email": "votre adresse e-mail ({value})",
@@ -113,8 +112,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "enregistrée. Vos données ne servent plus à vous démarcher et seront "
         "supprimées.",
         "p_title": "Vos préférences de contact",
-        "p_intro": "Choisissez, canal par canal, si {sender} peut vous envoyer ses offres et "
-        "ses nouvelles.",
+        "p_intro": "Choisissez, canal par canal, si {sender} peut vous envoyer ses offres et ses nouvelles.",
         "p_email": "Par e-mail",
         "p_sms": "Par SMS",
         "p_phone": "Par téléphone",
@@ -162,8 +160,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "personal": "This link is personal to you: please do not forward it.",
         "controller": "Data controller: {sender}",
         "u_title": "Unsubscribe",
-        "u_intro": "Confirm below and {sender} will stop sending you marketing messages "
-        "{channel_by}.",
+        "u_intro": "Confirm below and {sender} will stop sending you marketing messages {channel_by}.",
         "u_address": "Address concerned: {address}",
         "u_button": "Unsubscribe me",
         "u_prefs": "Would you rather choose channel by channel?",
@@ -210,8 +207,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "p_deadline": "Your data will be deleted on {date} unless you get in touch with us before "
         "then (a click in one of our messages, a request, an order): each contact "
         "from you moves this date {years} years later.",
-        "p_running": "Your data is kept while your contract runs, then for {years} years after "
-        "it ends.",
+        "p_running": "Your data is kept while your contract runs, then for {years} years after it ends.",
         "p_saved_title": "Your choices are saved",
         "p_saved_none": "No change: these already were your choices.",
         "p_saved_yes": "{channel}: accepted",

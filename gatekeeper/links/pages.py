@@ -49,9 +49,7 @@ def page_lang() -> str:
     return i18n.negotiate(request.args.get("lang"), request.headers.get("Accept-Language"))
 
 
-def html(
-    status: int, template: str, headers: list[tuple[str, str]] | None = None, **values: Any
-) -> Response:
+def html(status: int, template: str, headers: list[tuple[str, str]] | None = None, **values: Any) -> Response:
     lang = page_lang()
     body = service().render(template, lang, **values)
     response = Response(body, status=status, mimetype="text/html")
@@ -163,9 +161,7 @@ def csrf_field(link: Link) -> tuple[str, tuple[str, str]]:
     s = service()
     name = csrf.cookie_name(s.https)
     cookie = csrf.usable_cookie(request.cookies.get(name)) or csrf.new_cookie_value()
-    return csrf.form_token(s.csrf_secret, cookie, link.token), csrf.set_cookie_header(
-        cookie, s.https
-    )
+    return csrf.form_token(s.csrf_secret, cookie, link.token), csrf.set_cookie_header(cookie, s.https)
 
 
 def csrf_ok(link: Link) -> bool:
@@ -197,15 +193,11 @@ def unsubscribe(link: Link) -> Response:
     already = channel_states(link.raw, link.card.id, service().sender)[channel].objected
     if not already:
         evidence = proof(link, "unsubscribe_page" if from_page else "one_click")
-        objection = objection_record(
-            link.card, [channel], "link", evidence, one_click=not from_page
-        )
+        objection = objection_record(link.card, [channel], "link", evidence, one_click=not from_page)
         record(link.session, service().context, [objection])
         link.session.commit()
     t = i18n.MESSAGES[link.lang]
-    body = t["u_done_body"].format(
-        sender=service().sender, channel_by=i18n.CHANNEL_BY[link.lang][channel]
-    )
+    body = t["u_done_body"].format(sender=service().sender, channel_by=i18n.CHANNEL_BY[link.lang][channel])
     prefs = service().signer.preferences(link.card.id, link.claims.campaign_id)
     return html(
         200,
@@ -309,9 +301,7 @@ def deadline_text(card: ContactCard, lang: str) -> str:
     if card.deadline is None:
         return t["p_running"].format(years=policy.client_retention_years)
     years = policy.client_retention_years if card.clock == "client" else prospect_years(card)
-    return t["p_deadline"].format(
-        date=service().date(card.deadline, lang, card.timezone), years=years
-    )
+    return t["p_deadline"].format(date=service().date(card.deadline, lang, card.timezone), years=years)
 
 
 @bp.route("/p/<token>", methods=["GET", "HEAD"])

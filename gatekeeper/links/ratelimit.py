@@ -46,9 +46,7 @@ class RateLimiter:
             return 0.0
 
     def _forget_idle(self, now: float, rate: float) -> None:
-        full = [
-            a for a, (t, at) in self._buckets.items() if t + (now - at) * rate >= self.per_minute
-        ]
+        full = [a for a, (t, at) in self._buckets.items() if t + (now - at) * rate >= self.per_minute]
         for address in full:
             del self._buckets[address]
         if len(self._buckets) > MAX_TRACKED:  # all busy: a flood of addresses; start afresh

@@ -200,9 +200,7 @@ def channel_states(raw: Raw, contact_id: int, sender: str) -> dict[str, ChannelS
         for channel, answer in _answers(etype, payload, sender):
             key = (when, answer == "no", answer)
             latest[channel] = max(latest.get(channel, key), key)
-            marks = (
-                objected_at if etype == "opposition" else consented_at if answer == "yes" else None
-            )
+            marks = objected_at if etype == "opposition" else consented_at if answer == "yes" else None
             if marks is not None:
                 marks[channel] = max(marks.get(channel, when), when)
     return {
@@ -226,8 +224,7 @@ def _answers(etype: str, data: dict[str, Any], sender: str) -> Iterable[tuple[st
 def latest_reconsent(raw: Raw, contact_id: int, since: int) -> bool | None:
     """The last answer given to a reconsent since the link was sent (True: keep), if any."""
     rows = raw.all(
-        "SELECT occurred_at, data FROM events WHERE contact_id = ? AND type = 'consent'"
-        " AND occurred_at >= ?",
+        "SELECT occurred_at, data FROM events WHERE contact_id = ? AND type = 'consent' AND occurred_at >= ?",
         (contact_id, raw.ts(_from_epoch(since))),
     )
     answers = sorted(
@@ -264,9 +261,7 @@ class Proof:
         return {k: v for k, v in values.items() if v is not None}
 
 
-def consent_record(
-    card: ContactCard, channel: str, given: bool, method: str, proof: Proof
-) -> EventRecord:
+def consent_record(card: ContactCard, channel: str, given: bool, method: str, proof: Proof) -> EventRecord:
     kind, value = _ref(card)
     data = proof.data() | {
         "channel": channel,

@@ -47,9 +47,7 @@ LONG_LIVED_SECONDS = 4 * 366 * 24 * 3600
 # Tokens come from our own clock; tolerate a small skew between the minting and serving hosts.
 CLOCK_SKEW_SECONDS = 300
 MAX_TOKEN_LENGTH = 4096
-_TOKEN_CHARS = re.compile(
-    r"^[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+$|^\.[A-Za-z0-9_\-.]+$"
-)
+_TOKEN_CHARS = re.compile(r"^[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+$|^\.[A-Za-z0-9_\-.]+$")
 CHANNELS = ("email", "sms", "automated_call", "fax", "phone", "postal")
 _CAMPAIGN_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
 
@@ -264,9 +262,7 @@ class LinkSigner:
     def _mint(self, purpose: str, payload: str) -> str:
         return self._keys[purpose].sign(payload.encode(), self._now())
 
-    def unsubscribe(
-        self, contact_id: int, campaign_id: CampaignId = None, channel: str = "email"
-    ) -> str:
+    def unsubscribe(self, contact_id: int, campaign_id: CampaignId = None, channel: str = "email") -> str:
         _check_channel(channel)
         ids = f'"c":{int(contact_id)},"m":{_json_campaign(campaign_id)}'
         return self._mint("unsubscribe", f'{{"a":"u",{ids},"ch":"{channel}"}}')

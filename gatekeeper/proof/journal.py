@@ -88,31 +88,67 @@ def fact_digest(hasher: KeyedHasher, payload: Any) -> str:
     return hasher.coordinate("fact", canonical(payload))
 
 
-def chain_hash(register: str, seq: int, at: datetime, kind: str, subject_ref: str, subject_hash: str | None,
-               fact_table: str | None, fact_id: int | None, payload_digest: str, prev_hash: str) -> str:
-    encoded = canonical([register, seq, isoformat(at), kind, subject_ref, subject_hash, fact_table, fact_id,
-                         payload_digest, prev_hash])
+def chain_hash(
+    register: str,
+    seq: int,
+    at: datetime,
+    kind: str,
+    subject_ref: str,
+    subject_hash: str | None,
+    fact_table: str | None,
+    fact_id: int | None,
+    payload_digest: str,
+    prev_hash: str,
+) -> str:
+    encoded = canonical(
+        [
+            register,
+            seq,
+            isoformat(at),
+            kind,
+            subject_ref,
+            subject_hash,
+            fact_table,
+            fact_id,
+            payload_digest,
+            prev_hash,
+        ]
+    )
     return hashlib.sha256(encoded.encode()).hexdigest()
 
 
 def lock_head(session: Session, register: str = REGISTER) -> Head:
-    session.execute(text("INSERT INTO journal_heads (register, seq, entry_hash) VALUES (:r, 0, :g)"
-                         " ON CONFLICT (register) DO NOTHING"), {"r": register, "g": GENESIS})
+    session.execute(
+        text(
+            "INSERT INTO journal_heads (register, seq, entry_hash) VALUES (:r, 0, :g)"
+            " ON CONFLICT (register) DO NOTHING"
+        ),
+        {"r": register, "g": GENESIS},
+    )
     lock = " FOR UPDATE" if dialect_of(session) == "postgresql" else ""
-    seq, entry_hash = session.execute(text(
-        f"SELECT seq, entry_hash FROM journal_heads WHERE register = :r{lock}"), {"r": register}).one()
+    seq, entry_hash = session.execute(
+        text(f"SELECT seq, entry_hash FROM journal_heads WHERE register = :r{lock}"),  # noqa: S608 - constant
+        {"r": register},
+    ).one()
     return Head(register, int(seq), str(entry_hash))
 
 
-def append(session: Session, hasher: KeyedHasher, facts: Sequence[Fact], *, now: datetime | None = None,
-           register: str = REGISTER) -> list[Position]:
+def append(
+    session: Session,
+    hasher: KeyedHasher,
+    facts: Sequence[Fact],
+    *,
+    now: datetime | None = None,
+    register: str = REGISTER,
+) -> list[Position]:
     if not facts:
         return []
     return write(session, hasher, lock_head(session, register), facts, now=now)
 
 
-def write(session: Session, hasher: KeyedHasher, head: Head, facts: Sequence[Fact], *,
-          now: datetime | None = None) -> list[Position]:
+def write(
+    session: Session, hasher: KeyedHasher, head: Head, facts: Sequence[Fact], *, now: datetime | None = None
+) -> list[Position]:
     """Chain ``facts`` after ``head`` (already locked) and store them in one executemany."""
     if not facts:
         return []
@@ -123,21 +159,51 @@ def write(session: Session, hasher: KeyedHasher, head: Head, facts: Sequence[Fac
     rows, positions = [], []
     for fact in facts:
         salt = salts.get(fact.contact_id) if fact.contact_id is not None else None
-        subject_hash = hasher.coordinate("subject", f"{salt}:{fact.coordinate}") if salt and fact.coordinate else None
+        subject_hash = (
+            hasher.coordinate("subject", f"{salt}:{fact.coordinate}") if salt and fact.coordinate else None
+        )
         digest = fact_digest(hasher, fact.payload)
         seq = head.seq + 1
-        entry_hash = chain_hash(head.register, seq, at, fact.kind, fact.subject_ref, subject_hash, fact.fact_table,
-                                fact.fact_id, digest, head.entry_hash)
-        rows.append({"r": head.register, "s": seq, "at": ts_value(dialect, at), "k": fact.kind,
-                     "sr": fact.subject_ref, "sh": subject_hash, "ft": fact.fact_table, "fi": fact.fact_id,
-                     "d": digest, "p": head.entry_hash, "h": entry_hash})
+        entry_hash = chain_hash(
+            head.register,
+            seq,
+            at,
+            fact.kind,
+            fact.subject_ref,
+            subject_hash,
+            fact.fact_table,
+            fact.fact_id,
+            digest,
+            head.entry_hash,
+        )
+        rows.append(
+            {
+                "r": head.register,
+                "s": seq,
+                "at": ts_value(dialect, at),
+                "k": fact.kind,
+                "sr": fact.subject_ref,
+                "sh": subject_hash,
+                "ft": fact.fact_table,
+                "fi": fact.fact_id,
+                "d": digest,
+                "p": head.entry_hash,
+                "h": entry_hash,
+            }
+        )
         positions.append(Position(head.register, seq, entry_hash))
         head.seq, head.entry_hash = seq, entry_hash
-    session.execute(text(
-        "INSERT INTO journal (register, seq, at, kind, subject_ref, subject_hash, fact_table, fact_id,"
-        " payload_digest, prev_hash, entry_hash) VALUES (:r, :s, :at, :k, :sr, :sh, :ft, :fi, :d, :p, :h)"), rows)
-    session.execute(text("UPDATE journal_heads SET seq = :s, entry_hash = :h WHERE register = :r"),
-                    {"s": head.seq, "h": head.entry_hash, "r": head.register})
+    session.execute(
+        text(
+            "INSERT INTO journal (register, seq, at, kind, subject_ref, subject_hash, fact_table, fact_id,"
+            " payload_digest, prev_hash, entry_hash) VALUES (:r, :s, :at, :k, :sr, :sh, :ft, :fi, :d, :p, :h)"
+        ),
+        rows,
+    )
+    session.execute(
+        text("UPDATE journal_heads SET seq = :s, entry_hash = :h WHERE register = :r"),
+        {"s": head.seq, "h": head.entry_hash, "r": head.register},
+    )
     return positions
 
 
@@ -145,8 +211,13 @@ def subject_salts(session: Session, contact_ids: set[int]) -> dict[int, str]:
     """The salts of these contacts, creating the missing ones (random, one per contact)."""
     if not contact_ids:
         return {}
-    found = dict(select_in(session, "SELECT contact_id, salt FROM journal_subjects WHERE contact_id IN ({})",
-                            sorted(contact_ids)))
+    found = dict(
+        select_in(
+            session,
+            "SELECT contact_id, salt FROM journal_subjects WHERE contact_id IN ({})",
+            sorted(contact_ids),
+        )
+    )
     missing = [{"c": cid, "s": secrets.token_hex(16)} for cid in sorted(contact_ids - set(found))]
     if missing:
         session.execute(text("INSERT INTO journal_subjects (contact_id, salt) VALUES (:c, :s)"), missing)
@@ -157,7 +228,7 @@ def subject_salts(session: Session, contact_ids: set[int]) -> dict[int, str]:
 def select_in(session: Session, sql: str, ids: Sequence[Any]) -> list[Any]:
     rows: list[Any] = []
     for start in range(0, len(ids), CHUNK):
-        chunk = ids[start:start + CHUNK]
+        chunk = ids[start : start + CHUNK]
         marks = ", ".join(f":i{n}" for n in range(len(chunk)))
         rows.extend(session.execute(text(sql.format(marks)), {f"i{n}": v for n, v in enumerate(chunk)}).all())
     return rows
@@ -170,8 +241,14 @@ EVENT_COLUMNS = "e.id, e.contact_id, e.type, e.occurred_at, e.data, e.dedupe_key
 
 def event_payload(row: Sequence[Any]) -> dict[str, Any]:
     eid, contact_id, etype, occurred_at, data, dedupe = row[:6]
-    return {"id": int(eid), "contact_id": int(contact_id), "type": etype, "occurred_at": read_ts(occurred_at),
-            "data": read_json(data), "dedupe_key": dedupe}
+    return {
+        "id": int(eid),
+        "contact_id": int(contact_id),
+        "type": etype,
+        "occurred_at": read_ts(occurred_at),
+        "data": read_json(data),
+        "dedupe_key": dedupe,
+    }
 
 
 SUPPRESSION_COLUMNS = "s.id, s.coord_hash, s.coord_kind, s.reason, s.channels, s.occurred_at, s.origin"
@@ -179,19 +256,36 @@ SUPPRESSION_COLUMNS = "s.id, s.coord_hash, s.coord_kind, s.reason, s.channels, s
 
 def suppression_payload(row: Sequence[Any]) -> dict[str, Any]:
     sid, coord_hash, kind, reason, chans, occurred_at, origin = row[:7]
-    return {"id": int(sid), "coord_hash": coord_hash, "coord_kind": kind, "reason": reason, "channels": chans,
-            "occurred_at": read_ts(occurred_at), "origin": origin}
+    return {
+        "id": int(sid),
+        "coord_hash": coord_hash,
+        "coord_kind": kind,
+        "reason": reason,
+        "channels": chans,
+        "occurred_at": read_ts(occurred_at),
+        "origin": origin,
+    }
 
 
-RUN_COLUMNS = ("r.id, r.campaign_id, r.kind, r.as_of, r.policy_id, r.policy_version, r.recipients, r.allowed,"
-               " r.blocked, r.duplicates, r.by_reason")
+RUN_COLUMNS = (
+    "r.id, r.campaign_id, r.kind, r.as_of, r.policy_id, r.policy_version, r.recipients, r.allowed,"
+    " r.blocked, r.duplicates, r.by_reason"
+)
 
 
 def run_payload(row: Sequence[Any]) -> dict[str, Any]:
-    rid, campaign_id, kind, as_of, policy_id, version, recipients, allowed, blocked, duplicates, by_reason = row[:11]
-    return {"id": int(rid), "campaign_id": campaign_id, "kind": kind, "as_of": read_ts(as_of),
-            "policy": [policy_id, version], "counts": [int(recipients), int(allowed), int(blocked), int(duplicates)],
-            "by_reason": read_json(by_reason) or {}}
+    rid, campaign_id, kind, as_of, policy_id, version, recipients, allowed, blocked, duplicates, by_reason = (
+        row[:11]
+    )
+    return {
+        "id": int(rid),
+        "campaign_id": campaign_id,
+        "kind": kind,
+        "as_of": read_ts(as_of),
+        "policy": [policy_id, version],
+        "counts": [int(recipients), int(allowed), int(blocked), int(duplicates)],
+        "by_reason": read_json(by_reason) or {},
+    }
 
 
 def event_kind(etype: str, data: Mapping[str, Any]) -> str:
@@ -209,24 +303,37 @@ def coordinate_of(email: str | None, phone: str | None, external_id: str | None)
 
 # --- the hooks the register calls -------------------------------------------------------------
 
+
 def record_events(session: Session, hasher: KeyedHasher, stage: str) -> int:
     """Journal the events of a staged batch not journaled yet (duplicates of stored facts were
     journaled when first stored). The head is locked first, so a concurrent batch's entries are
     committed and visible before this one looks."""
     head = lock_head(session)
-    rows = session.execute(text(
-        f"SELECT {EVENT_COLUMNS}, c.email, c.phone, c.external_id FROM events e"  # noqa: S608
-        f" JOIN {stage} s ON s.dedupe_key = e.dedupe_key JOIN contacts c ON c.id = e.contact_id"
-        " WHERE NOT EXISTS (SELECT 1 FROM journal j WHERE j.fact_table = 'event' AND j.fact_id = e.id)"
-        " ORDER BY e.id")).all()
+    rows = session.execute(
+        text(
+            f"SELECT {EVENT_COLUMNS}, c.email, c.phone, c.external_id FROM events e"  # noqa: S608
+            f" JOIN {stage} s ON s.dedupe_key = e.dedupe_key JOIN contacts c ON c.id = e.contact_id"
+            " WHERE NOT EXISTS (SELECT 1 FROM journal j WHERE j.fact_table = 'event' AND j.fact_id = e.id)"
+            " ORDER BY e.id"
+        )
+    ).all()
     facts, seen = [], set()
     for row in rows:
         payload = event_payload(row)
         if payload["id"] in seen:  # the same fact twice in one batch joins twice
             continue
         seen.add(payload["id"])
-        facts.append(Fact(event_kind(payload["type"], payload["data"]), f"contact:{payload['contact_id']}",
-                          payload, "event", payload["id"], payload["contact_id"], coordinate_of(*row[6:9])))
+        facts.append(
+            Fact(
+                event_kind(payload["type"], payload["data"]),
+                f"contact:{payload['contact_id']}",
+                payload,
+                "event",
+                payload["id"],
+                payload["contact_id"],
+                coordinate_of(*row[6:9]),
+            )
+        )
     return len(write(session, hasher, head, facts))
 
 
@@ -239,43 +346,82 @@ def record_suppressions(session: Session, hasher: KeyedHasher, keys: Iterable[tu
     head = lock_head(session)
     create_temp(session, SUPPRESSION_STAGE, [("h", "text"), ("r", "text"), ("c", "text")])
     load_rows(session, SUPPRESSION_STAGE, [("h", "text"), ("r", "text"), ("c", "text")], keys)
-    join = (f" JOIN {SUPPRESSION_STAGE} k ON k.h = s.coord_hash AND k.r = s.reason AND k.c = s.channels")
-    rows = session.execute(text(f"SELECT DISTINCT {SUPPRESSION_COLUMNS} FROM suppressions s{join}"  # noqa: S608
-                                " ORDER BY s.id")).all()
-    journaled = dict(session.execute(text(
-        f"SELECT j.fact_id, j.payload_digest FROM journal j JOIN (SELECT DISTINCT s.id FROM suppressions s{join})"  # noqa: S608
-        " t ON j.fact_table = 'suppression' AND j.fact_id = t.id ORDER BY j.seq")).all())
+    join = f" JOIN {SUPPRESSION_STAGE} k ON k.h = s.coord_hash AND k.r = s.reason AND k.c = s.channels"
+    rows = session.execute(
+        text(
+            f"SELECT DISTINCT {SUPPRESSION_COLUMNS} FROM suppressions s{join}"  # noqa: S608
+            " ORDER BY s.id"
+        )
+    ).all()
+    journaled: dict[int, str] = dict(
+        session.execute(
+            text(
+                f"SELECT j.fact_id, j.payload_digest FROM journal j"  # noqa: S608 - our table names only
+                f" JOIN (SELECT DISTINCT s.id FROM suppressions s{join})"
+                " t ON j.fact_table = 'suppression' AND j.fact_id = t.id ORDER BY j.seq"
+            )
+        ).all()
+    )
     drop_temp(session, SUPPRESSION_STAGE)
-    facts = [Fact("suppression", f"suppression:{p['id']}", p, "suppression", p["id"])
-             for p in map(suppression_payload, rows) if journaled.get(p["id"]) != fact_digest(hasher, p)]
+    facts = [
+        Fact("suppression", f"suppression:{p['id']}", p, "suppression", p["id"])
+        for p in map(suppression_payload, rows)
+        if journaled.get(p["id"]) != fact_digest(hasher, p)
+    ]
     return len(write(session, hasher, head, facts))
 
 
 def record_run(session: Session, hasher: KeyedHasher, run: VerdictRun) -> Position:
-    row = session.execute(text(f"SELECT {RUN_COLUMNS} FROM verdict_runs r WHERE r.id = :id"),  # noqa: S608
-                          {"id": run.id}).one()
+    row = session.execute(
+        text(f"SELECT {RUN_COLUMNS} FROM verdict_runs r WHERE r.id = :id"),  # noqa: S608
+        {"id": run.id},
+    ).one()
     return append(session, hasher, [Fact("verdict_run", f"run:{run.id}", run_payload(row), "run", run.id)])[0]
 
 
-def record_anonymised(session: Session, hasher: KeyedHasher, contact_ids: Iterable[int], *, reason: str,
-                      now: datetime | None = None) -> int:
+def record_anonymised(
+    session: Session,
+    hasher: KeyedHasher,
+    contact_ids: Iterable[int],
+    *,
+    reason: str,
+    now: datetime | None = None,
+) -> int:
     """Journal the anonymisation of contacts (once each) and forget their subject salts, so the
     subject hashes already in the chain can never be linked to them again. Idempotent: the
     purge job and the erasure right may both call it for the same contact."""
     ids = sorted(set(contact_ids))
     head = lock_head(session)
-    done = {int(r[0].split(":", 1)[1]) for r in select_in(
-        session, "SELECT subject_ref FROM journal WHERE kind = 'anonymised' AND subject_ref IN ({})",
-        [f"contact:{i}" for i in ids])} if ids else set()
+    done = (
+        {
+            int(r[0].split(":", 1)[1])
+            for r in select_in(
+                session,
+                "SELECT subject_ref FROM journal WHERE kind = 'anonymised' AND subject_ref IN ({})",
+                [f"contact:{i}" for i in ids],
+            )
+        }
+        if ids
+        else set()
+    )
     todo = [i for i in ids if i not in done]
     at = now or utcnow()
-    facts = [Fact("anonymised", f"contact:{cid}", {"contact_id": cid, "reason": reason, "at": at}) for cid in todo]
+    facts = [
+        Fact("anonymised", f"contact:{cid}", {"contact_id": cid, "reason": reason, "at": at}) for cid in todo
+    ]
     select_in(session, "DELETE FROM journal_subjects WHERE contact_id IN ({}) RETURNING contact_id", ids)
     return len(write(session, hasher, head, facts, now=now))
 
 
-def record_other(session: Session, hasher: KeyedHasher, kind: str, subject_ref: str, payload: Mapping[str, Any],
-                 *, now: datetime | None = None) -> Position:
+def record_other(
+    session: Session,
+    hasher: KeyedHasher,
+    kind: str,
+    subject_ref: str,
+    payload: Mapping[str, Any],
+    *,
+    now: datetime | None = None,
+) -> Position:
     """An entry about no stored fact: a rectification, a reconsent sent, an archive read, an
     access export. ``payload`` must hold references, never clear personal data: only its keyed
     digest is kept."""

@@ -41,6 +41,7 @@ def _contact(session: Session, contact_id: int) -> Contact:
 
 # --- access -----------------------------------------------------------------------------------
 
+
 def access_export(session: Session, ctx: RegisterContext, contact_id: int, now: datetime) -> bytes:
     """Everything held on the person, machine-readable, in one zip (GDPR art. 15 and 20)."""
     _contact(session, contact_id)
@@ -55,37 +56,77 @@ def access_export(session: Session, ctx: RegisterContext, contact_id: int, now: 
         for name, content in files.items():
             archive.writestr(name, json.dumps(content, ensure_ascii=False, indent=2, default=str))
         archive.writestr("README.txt", _readme(contact_id, now))
-    journal.record_other(session, ctx.hasher, "access_export", f"contact:{contact_id}",
-                         {"contact_id": contact_id, "files": sorted(files), "at": now}, now=now)
+    journal.record_other(
+        session,
+        ctx.hasher,
+        "access_export",
+        f"contact:{contact_id}",
+        {"contact_id": contact_id, "files": sorted(files), "at": now},
+        now=now,
+    )
     return buffer.getvalue()
 
 
 def _all_events(session: Session, contact_id: int) -> list[dict[str, Any]]:
-    rows = session.execute(text("SELECT id, type, occurred_at, data, origin, created_at FROM events"
-                                " WHERE contact_id = :c ORDER BY occurred_at, id"), {"c": contact_id}).all()
-    return [{"id": int(r.id), "type": r.type, "occurred_at": isoformat(read_ts(r.occurred_at)),
-             "data": read_json(r.data), "origin": r.origin, "recorded_at": isoformat(read_ts(r.created_at))}
-            for r in rows]
+    rows = session.execute(
+        text(
+            "SELECT id, type, occurred_at, data, origin, created_at FROM events"
+            " WHERE contact_id = :c ORDER BY occurred_at, id"
+        ),
+        {"c": contact_id},
+    ).all()
+    return [
+        {
+            "id": int(r.id),
+            "type": r.type,
+            "occurred_at": isoformat(read_ts(r.occurred_at)),
+            "data": read_json(r.data),
+            "origin": r.origin,
+            "recorded_at": isoformat(read_ts(r.created_at)),
+        }
+        for r in rows
+    ]
 
 
 def _webhook_events(session: Session, contact_id: int) -> list[dict[str, Any]]:
-    rows = session.execute(text("SELECT provider, kind, provider_event, occurred_at, campaign_id, raw"
-                                " FROM webhook_events WHERE contact_id = :c ORDER BY occurred_at"),
-                           {"c": contact_id}).all()
-    return [{"provider": r.provider, "kind": r.kind, "provider_event": r.provider_event,
-             "occurred_at": isoformat(read_ts(r.occurred_at)), "campaign_id": r.campaign_id,
-             "raw": read_json(r.raw)} for r in rows]
+    rows = session.execute(
+        text(
+            "SELECT provider, kind, provider_event, occurred_at, campaign_id, raw"
+            " FROM webhook_events WHERE contact_id = :c ORDER BY occurred_at"
+        ),
+        {"c": contact_id},
+    ).all()
+    return [
+        {
+            "provider": r.provider,
+            "kind": r.kind,
+            "provider_event": r.provider_event,
+            "occurred_at": isoformat(read_ts(r.occurred_at)),
+            "campaign_id": r.campaign_id,
+            "raw": read_json(r.raw),
+        }
+        for r in rows
+    ]
 
 
 def _readme(contact_id: int, now: datetime) -> str:
-    return (f"Data held on contact {contact_id} on {isoformat(now)} (GDPR art. 15).\n"
-            "contact.json: identity, source, retention; events.json: every fact recorded;\n"
-            "evidence.json: the proof of each consent and objection with its journal position;\n"
-            "messages.json: what the emailing platforms reported.\n")
+    return (
+        f"Data held on contact {contact_id} on {isoformat(now)} (GDPR art. 15).\n"
+        "contact.json: identity, source, retention; events.json: every fact recorded;\n"
+        "evidence.json: the proof of each consent and objection with its journal position;\n"
+        "messages.json: what the emailing platforms reported.\n"
+    )
 
 
-def send_access_export(session: Session, ctx: RegisterContext, contact_id: int, now: datetime, *,
-                       sender: str, send: Callable[[EmailMessage], None]) -> None:
+def send_access_export(
+    session: Session,
+    ctx: RegisterContext,
+    contact_id: int,
+    now: datetime,
+    *,
+    sender: str,
+    send: Callable[[EmailMessage], None],
+) -> None:
     """The preference centre's access right: the export goes only to the person's own address
     on file, never to an address given in the request."""
     contact = _contact(session, contact_id)
@@ -94,17 +135,25 @@ def send_access_export(session: Session, ctx: RegisterContext, contact_id: int, 
     message = EmailMessage()
     message["From"], message["To"] = sender, contact.email
     message["Subject"] = "Your data / Vos données"
-    message.set_content("You asked for a copy of your data: it is attached (JSON in a zip file).\n"
-                        "Vous avez demandé une copie de vos données : elle est jointe (JSON dans un zip).\n")
-    message.add_attachment(access_export(session, ctx, contact_id, now), maintype="application",
-                           subtype="zip", filename=f"data-{contact_id}.zip")
+    message.set_content(
+        "You asked for a copy of your data: it is attached (JSON in a zip file).\n"
+        "Vous avez demandé une copie de vos données : elle est jointe (JSON dans un zip).\n"
+    )
+    message.add_attachment(
+        access_export(session, ctx, contact_id, now),
+        maintype="application",
+        subtype="zip",
+        filename=f"data-{contact_id}.zip",
+    )
     send(message)
 
 
 # --- rectification ------------------------------------------------------------------------------
 
-def rectify(session: Session, ctx: RegisterContext, contact_id: int, changes: Mapping[str, Any],
-            now: datetime) -> list[str]:
+
+def rectify(
+    session: Session, ctx: RegisterContext, contact_id: int, changes: Mapping[str, Any], now: datetime
+) -> list[str]:
     """Correct the person's data (GDPR art. 16); the journal keeps the fact, the digest of the
     new values and the names of the fields, never the values themselves."""
     contact = _contact(session, contact_id)
@@ -112,8 +161,10 @@ def rectify(session: Session, ctx: RegisterContext, contact_id: int, changes: Ma
         raise ConflictError("this contact was anonymised: nothing is left to rectify")
     unknown = sorted(set(changes) - set(RECTIFIABLE))
     if unknown:
-        raise ValidationError("these fields cannot be rectified here",
-                              [{"field": f, "problem": f"rectifiable: {', '.join(RECTIFIABLE)}"} for f in unknown])
+        raise ValidationError(
+            "these fields cannot be rectified here",
+            [{"field": f, "problem": f"rectifiable: {', '.join(RECTIFIABLE)}"} for f in unknown],
+        )
     values = {k: _normalised(k, v, ctx.region) for k, v in changes.items()}
     _check_coordinates_free(session, contact_id, values)
     for name, value in values.items():
@@ -122,8 +173,14 @@ def rectify(session: Session, ctx: RegisterContext, contact_id: int, changes: Ma
     contact.phone_hash = ctx.hasher.coordinate("phone", contact.phone) if contact.phone else None
     contact.updated_at = now
     session.flush()
-    journal.record_other(session, ctx.hasher, "rectified", f"contact:{contact_id}",
-                         {"contact_id": contact_id, "fields": sorted(values), "values": values, "at": now}, now=now)
+    journal.record_other(
+        session,
+        ctx.hasher,
+        "rectified",
+        f"contact:{contact_id}",
+        {"contact_id": contact_id, "fields": sorted(values), "values": values, "at": now},
+        now=now,
+    )
     return sorted(values)
 
 
@@ -136,23 +193,35 @@ def _normalised(name: str, value: Any, region: str) -> Any:
     except CoordinateError as exc:
         raise ValidationError(str(exc), [{"field": name, "problem": str(exc)}]) from exc
     if name == "postal_address" and value is not None and not isinstance(value, dict):
-        raise ValidationError("postal_address must be an object", [{"field": name, "problem": "expected an object"}])
+        raise ValidationError(
+            "postal_address must be an object", [{"field": name, "problem": "expected an object"}]
+        )
     return value or None
 
 
 def _check_coordinates_free(session: Session, contact_id: int, values: Mapping[str, Any]) -> None:
     for col in ("email", "phone"):
         if values.get(col):
-            other = session.execute(text(f"SELECT id FROM contacts WHERE {col} = :v AND id <> :c"),  # noqa: S608
-                                    {"v": values[col], "c": contact_id}).first()
+            other = session.execute(
+                text(f"SELECT id FROM contacts WHERE {col} = :v AND id <> :c"),  # noqa: S608
+                {"v": values[col], "c": contact_id},
+            ).first()
             if other is not None:
                 raise ConflictError(f"this {col} already belongs to contact {other[0]}")
 
 
 # --- objection and erasure ------------------------------------------------------------------------
 
-def object_to(session: Session, ctx: RegisterContext, contact_id: int, now: datetime, *,
-              channels: Sequence[str] | None = None, via: str = "form") -> None:
+
+def object_to(
+    session: Session,
+    ctx: RegisterContext,
+    contact_id: int,
+    now: datetime,
+    *,
+    channels: Sequence[str] | None = None,
+    via: str = "form",
+) -> None:
     """An objection (GDPR art. 21): every channel when none is named, honoured at once. It goes
     through the register's own fact store, so it becomes keyed-hash suppressions and is journaled."""
     contact = _contact(session, contact_id)
@@ -164,8 +233,9 @@ def object_to(session: Session, ctx: RegisterContext, contact_id: int, now: date
     append_events(session, [EventRecord(0, kind, value, "opposition", now, data)], ctx, origin="rights")
 
 
-def erase(session: Session, ctx: RegisterContext, contact_id: int, now: datetime, *,
-          archive: ArchiveStore | None) -> dict[str, Any]:
+def erase(
+    session: Session, ctx: RegisterContext, contact_id: int, now: datetime, *, archive: ArchiveStore | None
+) -> dict[str, Any]:
     """Erasure (GDPR art. 17): anonymise now; the anonymiser keeps the keyed-hash ``erasure``
     suppression on every channel and moves the invoices to the legal archive. The journal
     records it and forgets the person's subject salt."""
