@@ -28,6 +28,9 @@ class KeyedHasher:
         # The kind is part of the message so an e-mail and a phone never collide.
         return self._digest(f"{kind}:{normalised}".encode())
 
+    def fingerprint(self, text: str) -> str:
+        return self._digest(b"fact:" + text.encode())
+
     def api_key(self, key: str) -> str:
         return self._digest(b"apikey:" + key.encode())
 

@@ -79,7 +79,8 @@ def _campaign_id(session: Session, value: Any) -> int | None:
     if value is None:
         return None
     if not isinstance(value, int) or isinstance(value, bool):
-        raise ValidationError("campaign_id must be an integer", [{"field": "campaign_id", "problem": "not an integer"}])
+        detail = {"field": "campaign_id", "problem": "not an integer"}
+        raise ValidationError("campaign_id must be an integer", [detail])
     runs.get_campaign(session, value)  # 404 when unknown
     return value
 
@@ -91,8 +92,10 @@ def _add_links(verdicts: list[dict[str, Any]], campaign_id: int) -> None:
     for v in verdicts:
         cid = v["contact_id"]
         if v["decision"] == "allow" and cid is not None:
-            v["links"] = {"unsubscribe": signer.url("unsubscribe", signer.unsubscribe(cid, campaign_id)),
-                          "preferences": signer.url("preferences", signer.preferences(cid, campaign_id))}
+            v["links"] = {
+                "unsubscribe": signer.url("unsubscribe", signer.unsubscribe(cid, campaign_id)),
+                "preferences": signer.url("preferences", signer.preferences(cid, campaign_id)),
+            }
             v["headers"] = signer.list_unsubscribe_headers(cid, campaign_id)
 
 

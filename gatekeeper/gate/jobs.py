@@ -16,7 +16,11 @@ from gatekeeper.timeparse import parse_instant
 
 @job_kind("campaign_list")
 def run_campaign_list(
-    session: Session, params: dict[str, Any], progress: Progress, ctx: RegisterContext, services: dict[str, Any]
+    session: Session,
+    params: dict[str, Any],
+    progress: Progress,
+    ctx: RegisterContext,
+    services: dict[str, Any],
 ) -> dict[str, Any]:
     path = Path(params["path"])
     progress(0, count_rows(path))

@@ -28,8 +28,20 @@ VERDICTS_DIR = VAR_DIR / "verdicts"
 
 
 def campaign_from_row(row: CampaignRow, default_send_at: datetime) -> Campaign:
-    values = {k: getattr(row, k) for k in ("channel", "purpose", "sender", "sender_nonprofit", "product_category",
-                                           "topic_tags", "professional_relevance", "partner", "sector")}
+    values = {
+        k: getattr(row, k)
+        for k in (
+            "channel",
+            "purpose",
+            "sender",
+            "sender_nonprofit",
+            "product_category",
+            "topic_tags",
+            "professional_relevance",
+            "partner",
+            "sector",
+        )
+    }
     values["send_at"] = row.send_at or default_send_at
     campaign, _ = parse_campaign(values, default_send_at)
     return campaign
@@ -39,10 +51,17 @@ def create_campaign(session: Session, raw: Any, now: datetime) -> CampaignRow:
     _campaign, values = parse_campaign(raw, now)
     explicit_send_at = raw.get("send_at") if isinstance(raw, dict) else None
     row = CampaignRow(
-        name=values["name"], channel=values["channel"], purpose=values["purpose"], sender=values["sender"],
-        sender_nonprofit=bool(values["sender_nonprofit"]), product_category=values["product_category"],
-        topic_tags=values["topic_tags"] or [], professional_relevance=bool(values["professional_relevance"]),
-        partner=values["partner"], sector=values["sector"], send_at=values["send_at"] if explicit_send_at else None,
+        name=values["name"],
+        channel=values["channel"],
+        purpose=values["purpose"],
+        sender=values["sender"],
+        sender_nonprofit=bool(values["sender_nonprofit"]),
+        product_category=values["product_category"],
+        topic_tags=values["topic_tags"] or [],
+        professional_relevance=bool(values["professional_relevance"]),
+        partner=values["partner"],
+        sector=values["sector"],
+        send_at=values["send_at"] if explicit_send_at else None,
     )
     session.add(row)
     session.flush()
@@ -66,13 +85,31 @@ def summarise(decided: Iterable[Decided]) -> dict[str, Any]:
     return {"allowed": allowed, "blocked": blocked, "by_reason": dict(by_reason.most_common())}
 
 
-def record_run(session: Session, ctx: RegisterContext, *, kind: str, as_of: datetime, summary: dict[str, Any],
-               campaign_id: int | None = None, output: Path | None = None, job_id: int | None = None) -> VerdictRun:
+def record_run(
+    session: Session,
+    ctx: RegisterContext,
+    *,
+    kind: str,
+    as_of: datetime,
+    summary: dict[str, Any],
+    campaign_id: int | None = None,
+    output: Path | None = None,
+    job_id: int | None = None,
+) -> VerdictRun:
     run = VerdictRun(
-        campaign_id=campaign_id, kind=kind, as_of=as_of, policy_id=ctx.policy.id, policy_version=ctx.policy.version,
-        recipients=summary.get("recipients", summary["allowed"] + summary["blocked"]), allowed=summary["allowed"],
-        blocked=summary["blocked"], duplicates=summary.get("duplicates", 0), by_reason=summary["by_reason"],
-        output_path=None if output is None else str(output), job_id=job_id)
+        campaign_id=campaign_id,
+        kind=kind,
+        as_of=as_of,
+        policy_id=ctx.policy.id,
+        policy_version=ctx.policy.version,
+        recipients=summary.get("recipients", summary["allowed"] + summary["blocked"]),
+        allowed=summary["allowed"],
+        blocked=summary["blocked"],
+        duplicates=summary.get("duplicates", 0),
+        by_reason=summary["by_reason"],
+        output_path=None if output is None else str(output),
+        job_id=job_id,
+    )
     session.add(run)
     session.flush()
     journal.record_run(session, ctx.hasher, run)  # every verdict batch is proven (RULES.md §6)
@@ -84,40 +121,73 @@ def list_links(signer: LinkSigner, campaign_id: int | None) -> LinkMinter:
 
     def mint(contact_id: int | None) -> tuple[str, str]:
         assert contact_id is not None
-        return (signer.url("unsubscribe", signer.unsubscribe(contact_id, campaign_id)),
-                signer.url("preferences", signer.preferences(contact_id, campaign_id)))
+        return (
+            signer.url("unsubscribe", signer.unsubscribe(contact_id, campaign_id)),
+            signer.url("preferences", signer.preferences(contact_id, campaign_id)),
+        )
 
     return mint
 
 
-def run_list(session: Session, ctx: RegisterContext, campaign_id: int, as_of: datetime, in_path: Path,
-             progress: Any, job_id: int | None = None, links: LinkSigner | None = None) -> dict[str, Any]:
+def run_list(
+    session: Session,
+    ctx: RegisterContext,
+    campaign_id: int,
+    as_of: datetime,
+    in_path: Path,
+    progress: Any,
+    job_id: int | None = None,
+    links: LinkSigner | None = None,
+) -> dict[str, Any]:
     row = get_campaign(session, campaign_id)
     campaign = campaign_from_row(row, as_of)
     VERDICTS_DIR.mkdir(parents=True, exist_ok=True)
     out = VERDICTS_DIR / f"campaign-{campaign_id}-job-{job_id or 'cli'}.csv"
     minter = None if links is None else list_links(links, campaign_id)
     summary = decide_list(session, ctx, campaign, as_of, in_path, out, progress, minter)
-    run = record_run(session, ctx, kind="list", as_of=as_of, summary=summary, campaign_id=campaign_id,
-                     output=out, job_id=job_id)
+    run = record_run(
+        session,
+        ctx,
+        kind="list",
+        as_of=as_of,
+        summary=summary,
+        campaign_id=campaign_id,
+        output=out,
+        job_id=job_id,
+    )
     return {**summary, "run_id": run.id, "policy": {"id": run.policy_id, "version": run.policy_version}}
 
 
 def latest_run(session: Session, campaign_id: int) -> VerdictRun | None:
-    return session.scalars(select(VerdictRun).where(VerdictRun.campaign_id == campaign_id, VerdictRun.kind == "list")
-                           .order_by(VerdictRun.id.desc()).limit(1)).first()
+    return session.scalars(
+        select(VerdictRun)
+        .where(VerdictRun.campaign_id == campaign_id, VerdictRun.kind == "list")
+        .order_by(VerdictRun.id.desc())
+        .limit(1)
+    ).first()
 
 
 def run_view(run: VerdictRun | None) -> dict[str, Any] | None:
     if run is None:
         return None
-    return {"id": run.id, "as_of": isoformat(run.as_of), "policy": {"id": run.policy_id, "version": run.policy_version},
-            "summary": {"recipients": run.recipients, "allowed": run.allowed, "blocked": run.blocked,
-                        "duplicates": run.duplicates, "by_reason": run.by_reason or {}}}
+    return {
+        "id": run.id,
+        "as_of": isoformat(run.as_of),
+        "policy": {"id": run.policy_id, "version": run.policy_version},
+        "summary": {
+            "recipients": run.recipients,
+            "allowed": run.allowed,
+            "blocked": run.blocked,
+            "duplicates": run.duplicates,
+            "by_reason": run.by_reason or {},
+        },
+    }
 
 
 def verdict_file(session: Session, campaign_id: int) -> Path:
     run = latest_run(session, campaign_id)
     if run is None or not run.output_path or not Path(run.output_path).exists():
-        raise ValidationError("no verdicts yet for this campaign: upload a list and wait for its job to finish")
+        raise ValidationError(
+            "no verdicts yet for this campaign: upload a list and wait for its job to finish"
+        )
     return Path(run.output_path)

@@ -15,7 +15,8 @@ SQLite's single writer is held as briefly as possible:
    ``INSERT … ON CONFLICT (dedupe_key) DO NOTHING RETURNING dedupe_key`` stores each provider
    event once and says which are new (providers retry whole batches: idempotency is per event);
    only the new ones change the register (warehouse's recipe: drop duplicates before the state
-   change); then the clocks of contacts given an interest or an objection are recomputed once.
+   change), and each new fact is proven in the journal (RULES.md §6); then the clocks of
+   contacts given an interest or an objection are recomputed once.
 
 Clocks are a maximum over facts and suppressions keep their latest date, so events arriving out
 of order (Brevo often does) never move a clock backwards nor undo a newer suppression.
@@ -39,10 +40,19 @@ from sqlalchemy.orm import Session
 
 from gatekeeper.domain.retention import interest_counts
 from gatekeeper.normalize import CoordinateError, normalise_email
+from gatekeeper.proof import journal
 from gatekeeper.register import clocks
 from gatekeeper.register.context import RegisterContext
 from gatekeeper.register.suppressions import SuppressionRecord, add_suppressions
-from gatekeeper.sqlbulk import dialect_of, json_value, read_ts, ts_value
+from gatekeeper.sqlbulk import (
+    create_temp,
+    dialect_of,
+    drop_temp,
+    json_value,
+    load_rows,
+    read_ts,
+    ts_value,
+)
 from gatekeeper.timeparse import isoformat
 from webhooks.base import NormalizedEvent, ReplayError
 
@@ -56,6 +66,9 @@ TOKEN_TTL = timedelta(days=1)
 TOKEN_PURGE_EVERY = 64
 MAX_TOKEN_LENGTH = 255
 MAX_PROVIDER_EVENT_LENGTH = 64
+FACT_KEY = 5  # position of dedupe_key in a register fact row (see _INSERT_FACT)
+FACT_STAGE = "stage_webhook_facts"
+FACT_STAGE_COLUMNS = [("dedupe_key", "text")]
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,8 +141,7 @@ def _dbapi(session: Session) -> tuple[Any, type[Exception]]:
     cached = session.info.get(_DBAPI_KEY)
     if cached is None or cached[0] is not transaction or transaction is None:
         connection = session.connection().connection.driver_connection
-        cached = (session.get_transaction(), connection,
-                  session.get_bind().dialect.loaded_dbapi.Error)
+        cached = (session.get_transaction(), connection, session.get_bind().dialect.loaded_dbapi.Error)
         session.info[_DBAPI_KEY] = cached
     return cached[1], cached[2]
 
@@ -150,8 +162,7 @@ _INSERT_SEEN = (
 )
 _FORGET = "DELETE FROM webhook_tokens WHERE seen_at < {mark}"
 _MATCH = (
-    "SELECT id, email FROM contacts WHERE anonymised_at IS NULL"
-    " AND (id IN ({ids}) OR email IN ({marks}))"
+    "SELECT id, email FROM contacts WHERE anonymised_at IS NULL AND (id IN ({ids}) OR email IN ({marks}))"
 )
 _SEND_TIMES = "SELECT id, send_at FROM campaigns WHERE send_at IS NOT NULL AND id IN ({ids})"
 _INSERT_RAW = (
@@ -191,13 +202,15 @@ class DatabaseReplayGuard:
         dialect = dialect_of(self.session)
         for provider, token, now in self.pending:
             with _cursor(self.session) as cursor:
-                cursor.execute(_INSERT_SEEN.format(values=_marks(dialect, 3)),
-                               (provider, token, ts_value(dialect, now)))
+                cursor.execute(
+                    _INSERT_SEEN.format(values=_marks(dialect, 3)), (provider, token, ts_value(dialect, now))
+                )
                 if cursor.rowcount == 0:
                     raise ReplayError(f"{provider} token used by a concurrent request")
                 if zlib.crc32(token.encode()) % TOKEN_PURGE_EVERY == 0:
-                    cursor.execute(_FORGET.format(mark=_marks(dialect, 1)),
-                                   (ts_value(dialect, now - TOKEN_TTL),))
+                    cursor.execute(
+                        _FORGET.format(mark=_marks(dialect, 1)), (ts_value(dialect, now - TOKEN_TTL),)
+                    )
 
 
 def _bounded(token: str) -> str:
@@ -263,9 +276,13 @@ def plan_deliveries(
 
 def apply_deliveries(session: Session, plan: DeliveryPlan, ctx: RegisterContext) -> DeliveryResult:
     """Store the raw events; let only the new ones change the register."""
+    if not plan.items:  # Mandrill's setup probe, an SNS confirmation: nothing to write
+        return DeliveryResult(received=plan.received, stored=0)
     fresh = _store(session, plan.items)
     new = [p for p in plan.items if p.key in fresh]
-    _insert_facts(session, [p.fact for p in new if p.fact is not None])
+    facts = [p.fact for p in new if p.fact is not None]
+    _insert_facts(session, facts)
+    _journal_facts(session, [fact[FACT_KEY] for fact in facts], ctx)
     by_origin: dict[str, list[SuppressionRecord]] = {}
     for p in new:
         by_origin.setdefault(p.origin, []).extend(p.suppressions)
@@ -307,8 +324,8 @@ def _contacts_named(session: Session, ids: list[int], emails: list[str]) -> Iter
     """One query per few thousand names (drivers cap bound parameters); ids are ints, inlined."""
     mark = "?" if dialect_of(session) == "sqlite" else "%s"
     for start in range(0, max(len(ids), len(emails), 1), MATCH_CHUNK):
-        some_ids = ", ".join(str(int(i)) for i in ids[start:start + MATCH_CHUNK]) or "NULL"
-        some_emails = emails[start:start + MATCH_CHUNK]
+        some_ids = ", ".join(str(int(i)) for i in ids[start : start + MATCH_CHUNK]) or "NULL"
+        some_emails = emails[start : start + MATCH_CHUNK]
         marks = ", ".join([mark] * len(some_emails)) or "NULL"
         with _cursor(session) as cursor:
             cursor.execute(_MATCH.format(ids=some_ids, marks=marks), tuple(some_emails))
@@ -320,8 +337,13 @@ def _send_times(
     session: Session, batch: Sequence[NormalizedEvent], matches: Sequence[Match]
 ) -> dict[int, datetime]:
     """When our campaigns of the clicked messages were sent, to tell scanners from people."""
-    ids = sorted({e.campaign_id for e, (cid, _) in zip(batch, matches, strict=True)
-                  if e.kind == "click" and e.campaign_id is not None and cid is not None})
+    ids = sorted(
+        {
+            e.campaign_id
+            for e, (cid, _) in zip(batch, matches, strict=True)
+            if e.kind == "click" and e.campaign_id is not None and cid is not None
+        }
+    )
     if not ids:
         return {}
     with _cursor(session) as cursor:
@@ -341,9 +363,17 @@ class _Planner:
     def one(self, e: NormalizedEvent, address: str | None, match: Match) -> Planned:
         contact_id, contact_email = match
         raw = e.raw if isinstance(e.raw, dict) else dict(e.raw)
-        row = (e.provider, e.dedupe_key, e.kind, e.provider_event[:MAX_PROVIDER_EVENT_LENGTH],
-               ts_value(self.dialect, e.occurred_at), contact_id, e.campaign_id, json_value(raw),
-               self.created)
+        row = (
+            e.provider,
+            e.dedupe_key,
+            e.kind,
+            e.provider_event[:MAX_PROVIDER_EVENT_LENGTH],
+            ts_value(self.dialect, e.occurred_at),
+            contact_id,
+            e.campaign_id,
+            json_value(raw),
+            self.created,
+        )
         planned = Planned(e.dedupe_key, row, f"webhook:{e.provider}")
         effect = EFFECTS.get(e.kind)
         if effect is None:
@@ -373,19 +403,26 @@ class _Planner:
             send = self.sent_at.get(e.campaign_id) if e.campaign_id is not None else None
             after_send = None if send is None else (e.occurred_at - send).total_seconds()
             # Link scanners click within seconds of delivery, or say who they are (RULES.md §4).
-            counts = interest_counts("click", e.user_agent, after_send, "GET",
-                                     policy=self.ctx.policy)
+            counts = interest_counts("click", e.user_agent, after_send, "GET", policy=self.ctx.policy)
             return {"kind": "click", "occurred_at": when, "counts": counts, "detail": e.url}
         if event_type == "opposition":
             return {"channels": ["email"], "occurred_at": when, "via": "link"}
         return {"occurred_at": when}
 
-    def _fact(self, e: NormalizedEvent, contact_id: int, event_type: str,
-              data: dict[str, Any], at: datetime) -> tuple[Any, ...]:
+    def _fact(
+        self, e: NormalizedEvent, contact_id: int, event_type: str, data: dict[str, Any], at: datetime
+    ) -> tuple[Any, ...]:
         # The provider event is stored once, so its key also fingerprints the register fact.
         key = hashlib.sha256(f"webhook|{e.dedupe_key}|{event_type}".encode()).hexdigest()
-        return (contact_id, event_type, ts_value(self.dialect, at), json_value(data),
-                f"webhook:{e.provider}", key, self.created)
+        return (
+            contact_id,
+            event_type,
+            ts_value(self.dialect, at),
+            json_value(data),
+            f"webhook:{e.provider}",
+            key,
+            self.created,
+        )
 
 
 @lru_cache(maxsize=16)
@@ -400,11 +437,21 @@ def _store(session: Session, items: Sequence[Planned]) -> set[str]:
     fresh: set[str] = set()
     with _cursor(session) as cursor:
         for start in range(0, len(items), INSERT_CHUNK):
-            chunk = items[start:start + INSERT_CHUNK]
+            chunk = items[start : start + INSERT_CHUNK]
             params = tuple(value for p in chunk for value in p.row)
             cursor.execute(_insert_raw_sql(dialect, len(chunk)), params)
             fresh.update(row[0] for row in cursor.fetchall())
     return fresh
+
+
+def _journal_facts(session: Session, keys: list[str], ctx: RegisterContext) -> None:
+    """Every fact is proven in the hash-chained journal (RULES.md §6), as append_events does."""
+    if not keys:
+        return
+    create_temp(session, FACT_STAGE, FACT_STAGE_COLUMNS)
+    load_rows(session, FACT_STAGE, FACT_STAGE_COLUMNS, ((key,) for key in keys))
+    journal.record_events(session, ctx.hasher, FACT_STAGE)
+    drop_temp(session, FACT_STAGE)
 
 
 def _insert_facts(session: Session, rows: list[tuple[Any, ...]]) -> None:

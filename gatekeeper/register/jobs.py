@@ -13,8 +13,12 @@ from gatekeeper.register.imports import PROGRESS_EVERY, count_rows, import_file
 
 
 @job_kind("import")
-def run_import(  # noqa: PLR0917 - the job function signature
-    session: Session, params: dict[str, Any], progress: Progress, ctx: RegisterContext, _services: dict[str, Any]
+def run_import(
+    session: Session,
+    params: dict[str, Any],
+    progress: Progress,
+    ctx: RegisterContext,
+    _services: dict[str, Any],
 ) -> dict[str, Any]:
     path = Path(params["path"])
     total = count_rows(path)

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from gatekeeper.normalize import CoordinateError, normalise_email, normalise_phone
+from gatekeeper.security import KeyedHasher
 from gatekeeper.timeparse import InstantError, isoformat, parse_instant
 
 MAX_ERRORS = 100
@@ -171,9 +172,12 @@ def parse_coordinates(
     return email, phone, ok
 
 
-def dedupe_key(*parts: Any) -> str:
-    """A stable fingerprint of a fact, so the same fact sent twice is stored once."""
+def dedupe_key(*parts: Any, hasher: KeyedHasher | None = None) -> str:
+    """A stable fingerprint of a fact, so the same fact sent twice is stored once; keyed
+    (HMAC) whenever the parts may hold a coordinate."""
     canonical = json.dumps(parts, sort_keys=True, default=_json_default, separators=(",", ":"))
+    if hasher is not None:
+        return hasher.fingerprint(canonical)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

@@ -13,8 +13,8 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from gatekeeper.models import BloctelCheck, utcnow
-from gatekeeper.proof import journal
 from gatekeeper.normalize import CoordinateError, normalise_phone
+from gatekeeper.proof import journal
 from gatekeeper.register.schema import (
     SUPPRESSION_REASONS,
     Problems,
@@ -56,8 +56,11 @@ def parse_suppression(
         problems.add(row, "email", "a suppression needs an email or a phone")
         return []
     at = values["occurred_at"] or now
-    return [SuppressionRecord(row, kind, value, values["reason"], values["channels"], at)
-            for kind, value in (("email", email), ("phone", phone)) if value]
+    return [
+        SuppressionRecord(row, kind, value, values["reason"], values["channels"], at)
+        for kind, value in (("email", email), ("phone", phone))
+        if value
+    ]
 
 
 def channels_key(chans: Sequence[str]) -> str:
@@ -74,7 +77,7 @@ def add_suppressions(
         return 0
     session.execute(
         text(
-            "INSERT INTO suppressions (coord_hash, coord_kind, reason, channels, occurred_at,"
+            "INSERT INTO suppressions (coord_hash, coord_kind, reason, channels, occurred_at,"  # noqa: S608
             " origin, created_at) VALUES (:h, :k, :r, :c, :at, :o, :now)"
             " ON CONFLICT (coord_hash, reason, channels) DO UPDATE SET occurred_at ="
             f" {latest}(suppressions.occurred_at, excluded.occurred_at)"
@@ -90,9 +93,15 @@ def _rows(
 ) -> Iterator[dict[str, Any]]:
     now = ts_value(dialect, utcnow())
     for e in entries:
-        yield {"h": hasher.coordinate(e.coord_kind, e.coordinate), "k": e.coord_kind,
-               "r": e.reason, "c": channels_key(e.channels),
-               "at": ts_value(dialect, e.occurred_at), "o": origin, "now": now}
+        yield {
+            "h": hasher.coordinate(e.coord_kind, e.coordinate),
+            "k": e.coord_kind,
+            "r": e.reason,
+            "c": channels_key(e.channels),
+            "at": ts_value(dialect, e.occurred_at),
+            "o": origin,
+            "now": now,
+        }
 
 
 def parse_bloctel(body: str, region: str, checked_at: datetime) -> tuple[list[SuppressionRecord], Problems]:
