@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from gatekeeper import db
 from gatekeeper.config import PROJECT_ROOT, Settings, load_settings
@@ -43,6 +44,10 @@ def create_app(settings: Settings | None = None, overrides: Mapping[str, Any] | 
     jobs.runner(app).services["links"] = links.links_of(app)
     app.register_blueprint(webhook_views.bp)
     _register_errors(app)
+    if settings.trusted_proxies:
+        # Outermost, so every layer below (the links' fast path included) sees the client.
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
     return app
 
 

@@ -45,6 +45,9 @@ class Settings:
     sender_entity: str = "ACME SAS"
     rate_limit_per_minute: int = 120
     webhooks: str = ""  # JSON: {"mailgun": [{"signing_key": "..."}], ...}
+    # Reverse proxies in front of the service whose X-Forwarded-* headers are trusted (0: none).
+    # Rate limits and the IP kept as proof of a consent need the client's address, not the proxy's.
+    trusted_proxies: int = 0
 
     @property
     def is_dev(self) -> bool:

@@ -37,6 +37,8 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA busy_timeout=30000")
+    # Checkpoint the WAL less often: each checkpoint syncs, and click links write one row each.
+    cur.execute("PRAGMA wal_autocheckpoint=10000")
     cur.close()
 
 

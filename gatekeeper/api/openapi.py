@@ -397,23 +397,38 @@ PATHS: dict[str, Any] = {
             "requestBody": _body(
                 _obj(
                     {
-                        "campaign_id": {"type": "integer"},
+                        "campaign_id": {"oneOf": [{"type": "integer"}, {"type": "string", "maxLength": 64}]},
+                        "sent_at": _TS,
                         "links": {
                             "type": "array",
                             "items": _obj(
                                 {
                                     "contact": _ref("ContactRef"),
-                                    "url": {"type": "string", "format": "uri"},
+                                    "url": {"type": "string", "format": "uri", "maxLength": 2048},
                                     "kind": {"type": "string", "enum": ["click", "download"]},
                                 },
                                 ["contact", "url"],
                             ),
                         },
                     },
-                    ["links"],
+                    ["campaign_id", "links"],
                 )
             ),
-            "responses": _ok(_obj({"links": {"type": "array", "items": {"type": "object"}}})),
+            "responses": _ok(
+                _obj(
+                    {
+                        "campaign_id": {},
+                        "sent_at": _TS,
+                        "links": {
+                            "type": "array",
+                            "items": _obj(
+                                {k: _STR for k in ("kind", "url", "tracked_url")}
+                                | {"index": {"type": "integer"}, "contact_id": {"type": "integer"}}
+                            ),
+                        },
+                    }
+                )
+            ),
         }
     },
     "/api/v1/jobs/{id}": {
@@ -431,40 +446,98 @@ _ZIP = {"200": {"description": "zip of JSON files", "content": {"application/zip
 PATHS["/api/v1/contacts/{id}"]["patch"] = {
     "summary": "Rectify the person's data (first_name, last_name, postal_address, timezone, email, phone);"
     " journaled",
-    "parameters": [_ID], "requestBody": _body({"type": "object"}),
-    "responses": _ok(_obj({"id": {"type": "integer"}, "rectified": {"type": "array", "items": _STR}}))}
-PATHS.update({
-    "/api/v1/contacts/{id}/evidence": {"get": {
-        "summary": "The proof pack: source, consents with proof, clock and deadline, suppressions, messages,"
-        " verdict runs, journal positions (JSON; ?format=html printable)",
-        "parameters": [_ID, _AS_OF, {"name": "format", "in": "query", "required": False,
-                                     "schema": {"type": "string", "enum": ["json", "html"]}}],
-        "responses": _ok({"type": "object"})}},
-    "/api/v1/contacts/{id}/export": {"get": {
-        "summary": "Access right: everything held on the person, machine-readable, in one zip; journaled",
-        "parameters": [_ID], "responses": _ZIP}},
-    "/api/v1/contacts/{id}/erase": {"post": {
-        "summary": "Erasure right: anonymise now, keyed-hash suppression kept (erasure, all channels),"
-        " invoices moved to the legal archive; journaled",
-        "parameters": [_ID], "responses": _ok(_obj({"id": {"type": "integer"}, "anonymised_at": _TS,
-                                                     "already": {"type": "boolean"}}))}},
-    "/api/v1/contacts/{id}/objection": {"post": {
-        "summary": "Objection right: every channel unless named; honoured at once as suppressions",
-        "parameters": [_ID],
-        "requestBody": {"required": False, "content": {"application/json": {"schema": _obj({
-            "channels": {"oneOf": [{"type": "array", "items": _CHANNEL}, {"const": "all"}]}, "via": _STR})}}},
-        "responses": _ok(_obj({"id": {"type": "integer"}, "channels": {}}))}},
-    "/api/v1/audit/verify": {"get": {
-        "summary": "Walk the proof journal (audit scope): the first entry altered, removed or inserted",
-        "parameters": [{"name": "anchor", "in": "query", "required": False, "schema": _STR,
-                        "description": "SEQ:HASH recorded from an earlier export"}],
-        "responses": _ok({"type": "object"})}},
-    "/api/v1/archive/records": {"get": {
-        "summary": "Read the legal archive (audit scope only); every read is logged and journaled",
-        "parameters": [{"name": "purpose", "in": "query", "required": True, "schema": _STR},
-                       {"name": "kind", "in": "query", "required": False, "schema": _STR}],
-        "responses": _ok(_obj({"records": {"type": "array", "items": {"type": "object"}}}))}},
-})
+    "parameters": [_ID],
+    "requestBody": _body({"type": "object"}),
+    "responses": _ok(_obj({"id": {"type": "integer"}, "rectified": {"type": "array", "items": _STR}})),
+}
+PATHS.update(
+    {
+        "/api/v1/contacts/{id}/evidence": {
+            "get": {
+                "summary": "The proof pack: source, consents with proof, clock and deadline, suppressions,"
+                " messages, verdict runs, journal positions (JSON; ?format=html printable)",
+                "parameters": [
+                    _ID,
+                    _AS_OF,
+                    {
+                        "name": "format",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string", "enum": ["json", "html"]},
+                    },
+                ],
+                "responses": _ok({"type": "object"}),
+            }
+        },
+        "/api/v1/contacts/{id}/export": {
+            "get": {
+                "summary": "Access right: everything held on the person, machine-readable, in one zip;"
+                " journaled",
+                "parameters": [_ID],
+                "responses": _ZIP,
+            }
+        },
+        "/api/v1/contacts/{id}/erase": {
+            "post": {
+                "summary": "Erasure right: anonymise now, keyed-hash suppression kept"
+                " (erasure, all channels), invoices moved to the legal archive; journaled",
+                "parameters": [_ID],
+                "responses": _ok(
+                    _obj({"id": {"type": "integer"}, "anonymised_at": _TS, "already": {"type": "boolean"}})
+                ),
+            }
+        },
+        "/api/v1/contacts/{id}/objection": {
+            "post": {
+                "summary": "Objection right: every channel unless named; honoured at once as suppressions",
+                "parameters": [_ID],
+                "requestBody": {
+                    "required": False,
+                    "content": {
+                        "application/json": {
+                            "schema": _obj(
+                                {
+                                    "channels": {
+                                        "oneOf": [{"type": "array", "items": _CHANNEL}, {"const": "all"}]
+                                    },
+                                    "via": _STR,
+                                }
+                            )
+                        }
+                    },
+                },
+                "responses": _ok(_obj({"id": {"type": "integer"}, "channels": {}})),
+            }
+        },
+        "/api/v1/audit/verify": {
+            "get": {
+                "summary": "Walk the proof journal (audit scope):"
+                " the first entry altered, removed or inserted",
+                "parameters": [
+                    {
+                        "name": "anchor",
+                        "in": "query",
+                        "required": False,
+                        "schema": _STR,
+                        "description": "SEQ:HASH recorded from an earlier export",
+                    }
+                ],
+                "responses": _ok({"type": "object"}),
+            }
+        },
+        "/api/v1/archive/records": {
+            "get": {
+                "summary": "Read the legal archive (audit scope only); every read is logged and journaled",
+                "parameters": [
+                    {"name": "purpose", "in": "query", "required": True, "schema": _STR},
+                    {"name": "kind", "in": "query", "required": False, "schema": _STR},
+                ],
+                "responses": _ok(_obj({"records": {"type": "array", "items": {"type": "object"}}})),
+            }
+        },
+    }
+)
+
 
 def document() -> dict[str, Any]:
     return {
