@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import make_settings
 from flask import Flask
 from sqlalchemy import text
 
 from gatekeeper.app import create_app
 from gatekeeper.links import links_of
-from conftest import make_settings
 
 
 @pytest.mark.parametrize(("proxies", "expected_ip"), [(0, "10.0.0.9"), (1, "203.0.113.7")])
