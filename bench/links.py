@@ -354,7 +354,8 @@ def report(
                 f"see {work}/gatekeeper.log"
             )
         figures += figure(name, db, measured, base)
-    print(f"  clicks recorded: {recorded} of {results['click']['requests']:.0f} requests")
+    measured_clicks = results["click"]["requests"]
+    print(f"  clicks recorded: {recorded} (measured requests {measured_clicks:.0f}, plus the warm-up)")
     print(json.dumps(figures))
 
 

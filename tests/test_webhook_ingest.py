@@ -26,6 +26,7 @@ from gatekeeper.app import create_app
 from gatekeeper.config import Settings, load_settings
 from gatekeeper.domain.retention import add_years
 from gatekeeper.errors import ConfigError
+from gatekeeper.proof.verify import verify
 from gatekeeper.register.deliveries import DatabaseReplayGuard
 from gatekeeper.sqlbulk import read_ts, ts_value
 from gatekeeper.timeparse import isoformat
@@ -36,9 +37,13 @@ KINDS = ("click", "open", "unsubscribe", "hard_bounce", "soft_bounce", "complain
 CASES = [(p, k) for p in PROVIDERS for k in KINDS]
 # The recipient of every captured payload of each provider.
 RECIPIENT = {
-    "sendgrid": "jane@example.com", "mailgun": "alice@example.com", "brevo": "marie@example.fr",
-    "mailjet": "paul@example.fr", "postmark": "john@example.com",
-    "mandrill": "example.webhook@mandrillapp.com", "ses": "recipient@example.com",
+    "sendgrid": "jane@example.com",
+    "mailgun": "alice@example.com",
+    "brevo": "marie@example.fr",
+    "mailjet": "paul@example.fr",
+    "postmark": "john@example.com",
+    "mandrill": "example.webhook@mandrillapp.com",
+    "ses": "recipient@example.com",
 }
 # Collected 2023-01-10 (Paris): kept until 2026-01-09T23:00Z unless the person shows interest.
 COLLECTED = "2023-01-10"
@@ -52,9 +57,6 @@ EFFECTS: dict[str, tuple[str | None, tuple[str, str] | None]] = {
     "soft_bounce": (None, None),
     "complaint": (None, ("complaint", "all")),
 }
-# Brevo's click events carry no user agent, and a click from nobody in particular is not
-# interest [cautious, RULES.md §4]: recorded, but the clock keeps running.
-CLICK_WITHOUT_USER_AGENT = {"brevo"}
 
 
 def payload(provider: str, name: str) -> Any:
@@ -62,10 +64,15 @@ def payload(provider: str, name: str) -> Any:
 
 
 def settings_for(db_url: str, tmp_path: Path, signer: Signer, **extra: Any) -> Settings:
-    overrides = {"env": "test", "database_url": db_url, "secret_key": "test-secret-0123456789",
-                 "archive_database_url": f"sqlite:///{tmp_path / 'archive.db'}",
-                 "public_base_url": PUBLIC_BASE_URL, "webhooks": json.dumps(signer.credentials()),
-                 **extra}
+    overrides = {
+        "env": "test",
+        "database_url": db_url,
+        "secret_key": "test-secret-0123456789",
+        "archive_database_url": f"sqlite:///{tmp_path / 'archive.db'}",
+        "public_base_url": PUBLIC_BASE_URL,
+        "webhooks": json.dumps(signer.credentials()),
+        **extra,
+    }
     return load_settings(environ={}, overrides=overrides)
 
 
@@ -128,8 +135,7 @@ class Harness:
         return self.client.post(f"/webhooks/{provider}", data=data, headers=headers)
 
     def contact(self, email: str) -> int:
-        body = {"contacts": [{"email": email, "collected_at": COLLECTED,
-                              "collected_by": "ACME SAS"}]}
+        body = {"contacts": [{"email": email, "collected_at": COLLECTED, "collected_by": "ACME SAS"}]}
         res = self.client.post("/api/v1/contacts", json=body, headers=self.auth)
         assert res.status_code == 200, res.json
         return int(res.json["contacts"][0]["id"])  # type: ignore[index]
@@ -147,14 +153,14 @@ class Harness:
 
     def suppressions(self, address: str) -> set[tuple[str, str]]:
         coord = self.app.extensions["gatekeeper.context"].hasher.coordinate("email", address)
-        rows = self.query("SELECT reason, channels FROM suppressions WHERE coord_hash = :h",
-                          h=coord)
+        rows = self.query("SELECT reason, channels FROM suppressions WHERE coord_hash = :h", h=coord)
         return {(r.reason, r.channels) for r in rows}
 
     def facts(self, contact_id: int) -> list[Any]:
         """The register's events of the contact."""
-        return self.query("SELECT type, occurred_at, data, origin FROM events"
-                          " WHERE contact_id = :c", c=contact_id)
+        return self.query(
+            "SELECT type, occurred_at, data, origin FROM events WHERE contact_id = :c", c=contact_id
+        )
 
     def deadline_after(self, kind: str) -> str:
         """Three years after the stored event of this kind (a click restarts the clock)."""
@@ -215,10 +221,30 @@ def test_each_captured_event_changes_the_gate_state_as_its_kind_requires(
     facts = gk.facts(contact_id)
     assert [f.type for f in facts] == ([event_type] if event_type else [])
     assert all(f.origin == f"webhook:{provider}" for f in facts)
+    assert gk.count("journal WHERE fact_table = 'event'") == len(facts)  # RULES.md §6
     assert gk.suppressions(address) == ({suppression} if suppression else set())
-    moves = kind == "click" and provider not in CLICK_WITHOUT_USER_AGENT
+    # Every platform's click is a person's here (Brevo's has no agent field: time decides).
+    moves = kind == "click"
     expected = gk.deadline_after("click") if moves else FIRST_DEADLINE
     assert gk.deadline(contact_id) == expected
+
+
+def test_the_proof_journal_holds_every_fact_a_webhook_made_and_still_verifies(
+    gk: Harness,
+) -> None:
+    gk.contact(RECIPIENT["sendgrid"])
+    batch = [
+        event
+        for kind in ("click", "open", "unsubscribe", "hard_bounce")
+        for event in payload("sendgrid", kind)
+    ]
+    assert gk.deliver("sendgrid", batch).status_code == 200
+    assert gk.deliver("sendgrid", batch).status_code == 200  # a redelivery proves nothing new
+    kinds = gk.query("SELECT kind FROM journal ORDER BY seq")
+    assert sorted(k.kind for k in kinds) == ["interest", "objection", "open", "suppression", "suppression"]
+    with gk.app.extensions["gatekeeper.db"].session_scope() as session:
+        report = verify(session, gk.app.extensions["gatekeeper.context"].hasher)
+    assert report.ok, report.problem
 
 
 # --- out of order, matching, scanners -----------------------------------------------------
@@ -289,10 +315,14 @@ def test_a_click_seconds_after_our_campaign_was_sent_is_a_scanner(gk: Harness) -
     engine = gk.app.extensions["gatekeeper.db"].engine
     sent = ts_value(engine.dialect.name, datetime(2024, 5, 6, 13, 0, 58, tzinfo=UTC))
     with engine.begin() as conn:  # campaign 7 is the one named in the captured payload
-        conn.execute(text(
-            "INSERT INTO campaigns (id, channel, purpose, sender, sender_nonprofit,"
-            " professional_relevance, send_at, created_at) VALUES (7, 'email', 'commercial',"
-            " 'ACME SAS', false, false, :at, :at)"), {"at": sent})
+        conn.execute(
+            text(
+                "INSERT INTO campaigns (id, channel, purpose, sender, sender_nonprofit,"
+                " professional_relevance, send_at, created_at) VALUES (7, 'email', 'commercial',"
+                " 'ACME SAS', false, false, :at, :at)"
+            ),
+            {"at": sent},
+        )
     gk.deliver("sendgrid", sendgrid_click(1_715_000_460, "e1"))  # two seconds later
     assert gk.deadline(contact_id) == FIRST_DEADLINE
 
@@ -306,8 +336,10 @@ def test_a_500_event_batch_is_stored_in_one_request_and_only_once(gk: Harness) -
     batch = []
     for i in range(500):
         (event,) = payload("sendgrid", kinds[i % len(kinds)])
-        batch.append(event | {"sg_event_id": f"batch-{i}", "email": f"person{i}@example.com",
-                              "timestamp": 1_715_000_000 + i})
+        batch.append(
+            event
+            | {"sg_event_id": f"batch-{i}", "email": f"person{i}@example.com", "timestamp": 1_715_000_000 + i}
+        )
     batch[0] |= {"email": RECIPIENT["sendgrid"]}
     first = gk.deliver("sendgrid", batch)
     again = gk.deliver("sendgrid", batch)
@@ -342,15 +374,23 @@ class FailingStorage:
         self.engine = app.extensions["gatekeeper.db"].engine
         sqlite = self.engine.dialect.name == "sqlite"
         self.create = (
-            ["CREATE TRIGGER gk_refuse BEFORE INSERT ON webhook_events"
-             " BEGIN SELECT RAISE(ABORT, 'storage unavailable'); END"] if sqlite else
-            ["CREATE FUNCTION gk_refuse() RETURNS trigger LANGUAGE plpgsql AS"
-             " $$ BEGIN RAISE EXCEPTION 'storage unavailable'; END $$",
-             "CREATE TRIGGER gk_refuse BEFORE INSERT ON webhook_events"
-             " FOR EACH ROW EXECUTE FUNCTION gk_refuse()"])
-        self.drop = (["DROP TRIGGER IF EXISTS gk_refuse"] if sqlite else
-                     ["DROP TRIGGER IF EXISTS gk_refuse ON webhook_events",
-                      "DROP FUNCTION IF EXISTS gk_refuse()"])
+            [
+                "CREATE TRIGGER gk_refuse BEFORE INSERT ON webhook_events"
+                " BEGIN SELECT RAISE(ABORT, 'storage unavailable'); END"
+            ]
+            if sqlite
+            else [
+                "CREATE FUNCTION gk_refuse() RETURNS trigger LANGUAGE plpgsql AS"
+                " $$ BEGIN RAISE EXCEPTION 'storage unavailable'; END $$",
+                "CREATE TRIGGER gk_refuse BEFORE INSERT ON webhook_events"
+                " FOR EACH ROW EXECUTE FUNCTION gk_refuse()",
+            ]
+        )
+        self.drop = (
+            ["DROP TRIGGER IF EXISTS gk_refuse"]
+            if sqlite
+            else ["DROP TRIGGER IF EXISTS gk_refuse ON webhook_events", "DROP FUNCTION IF EXISTS gk_refuse()"]
+        )
 
     def _run(self, statements: list[str]) -> None:
         with self.engine.begin() as conn:
@@ -399,9 +439,7 @@ def test_an_sns_subscription_is_confirmed_by_fetching_its_subscribe_url(
     assert gk.count("webhook_events") == 0
 
 
-def test_an_sns_confirmation_that_cannot_reach_aws_asks_sns_to_retry(
-    gk: Harness, aws: OutgoingHttp
-) -> None:
+def test_an_sns_confirmation_that_cannot_reach_aws_asks_sns_to_retry(gk: Harness, aws: OutgoingHttp) -> None:
     aws.fail = True
     res = gk.deliver("ses", payload("ses", "subscription_confirmation"))
     assert res.status_code == 503
@@ -418,9 +456,7 @@ def test_an_unknown_provider_is_a_json_404(client: FlaskClient) -> None:
     assert res.json["error"]["code"] == "not_found"  # type: ignore[index]
 
 
-def test_a_body_over_the_configured_limit_is_refused(
-    db_url: str, tmp_path: Path, signer: Signer
-) -> None:
+def test_a_body_over_the_configured_limit_is_refused(db_url: str, tmp_path: Path, signer: Signer) -> None:
     small = create_app(settings_for(db_url, tmp_path, signer, max_body_bytes=1024))
     data, headers = signer.sign("sendgrid", payload("sendgrid", "open") * 20)
     res = small.test_client().post("/webhooks/sendgrid", data=data, headers=headers)
@@ -431,8 +467,12 @@ def test_a_body_over_the_configured_limit_is_refused(
 
 @pytest.mark.parametrize(
     "configured",
-    ["{not json", '["sendgrid"]', '{"sendgird": [{"public_key": "x"}]}',
-     '{"mailgun": [{"signing_key": 42}]}'],
+    [
+        "{not json",
+        '["sendgrid"]',
+        '{"sendgird": [{"public_key": "x"}]}',
+        '{"mailgun": [{"signing_key": 42}]}',
+    ],
     ids=["not JSON", "not an object", "unknown provider", "non-string value"],
 )
 def test_a_wrong_webhook_configuration_stops_the_service_at_startup(

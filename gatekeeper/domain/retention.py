@@ -96,9 +96,7 @@ def _years(facts: ContactFacts, clock: str, policy: Policy) -> int:
     return policy.prospect_retention_years
 
 
-def _clock(
-    clock: str, anchor: tuple[datetime, str], years: int | None, p: Policy
-) -> RetentionClock:
+def _clock(clock: str, anchor: tuple[datetime, str], years: int | None, p: Policy) -> RetentionClock:
     if years is None:
         return RetentionClock(clock, anchor[0], anchor[1], None, None, None)
     deadline = add_years(anchor[0], years)
@@ -167,17 +165,22 @@ def interest_counts(
     method: str,
     *,
     policy: Policy,
+    agent_reported: bool = True,
 ) -> bool:
     """Whether a recorded interest restarts the clock: link scanners never do (RULES.md §4).
 
     Only clicks and downloads can come from a scanner: a HEAD request, a known scanner
     user agent, no user agent at all [cautious], or a hit within `click_grace_seconds` of the
-    send is not a person.
+    send is not a person. `agent_reported=False` says the source never reports user agents
+    (an emailing platform's payload without the field): the missing agent then proves nothing
+    and the other signals decide.
     """
     if kind not in ("click", "download"):
         return kind in ("reply", "inbound_request", "demo")
-    if method.upper() == "HEAD" or not user_agent:
+    if method.upper() == "HEAD" or (agent_reported and not user_agent):
         return False
+    if not user_agent:
+        return seconds_after_send is None or seconds_after_send >= policy.click_grace_seconds
     agent = user_agent.lower()
     if any(s in agent for s in policy.scanner_user_agent_substrings):
         return False

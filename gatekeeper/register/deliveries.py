@@ -66,6 +66,9 @@ TOKEN_TTL = timedelta(days=1)
 TOKEN_PURGE_EVERY = 64
 MAX_TOKEN_LENGTH = 255
 MAX_PROVIDER_EVENT_LENGTH = 64
+# Brevo's documented click payload carries no user agent: there, a missing agent says nothing
+# about the clicker, and the scanner rule falls back on the other signals (time since send).
+PLATFORMS_WITHOUT_AGENT = frozenset({"brevo"})
 FACT_KEY = 5  # position of dedupe_key in a register fact row (see _INSERT_FACT)
 FACT_STAGE = "stage_webhook_facts"
 FACT_STAGE_COLUMNS = [("dedupe_key", "text")]
@@ -244,13 +247,17 @@ def write_turn(session: Session) -> Iterator[None]:
 
 
 _LOCKS: dict[tuple[str, int], int] = {}
+# A service writes one database; tests and tools open many in one process: keep a few.
+MAX_LOCK_DESCRIPTORS = 4
 
 
 def _lock_descriptor(path: str) -> int:
-    """One open descriptor per process: flock belongs to the open file, so a descriptor
-    inherited across fork would be shared by parent and child and exclude nothing."""
+    """One open descriptor per database per process: flock belongs to the open file, so a
+    descriptor inherited across fork would be shared by parent and child and exclude nothing."""
     key = (path, os.getpid())
     if key not in _LOCKS:
+        while len(_LOCKS) >= MAX_LOCK_DESCRIPTORS:  # other databases' descriptors only
+            os.close(_LOCKS.pop(next(iter(_LOCKS))))
         _LOCKS[key] = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     return _LOCKS[key]
 
@@ -403,7 +410,14 @@ class _Planner:
             send = self.sent_at.get(e.campaign_id) if e.campaign_id is not None else None
             after_send = None if send is None else (e.occurred_at - send).total_seconds()
             # Link scanners click within seconds of delivery, or say who they are (RULES.md §4).
-            counts = interest_counts("click", e.user_agent, after_send, "GET", policy=self.ctx.policy)
+            counts = interest_counts(
+                "click",
+                e.user_agent,
+                after_send,
+                "GET",
+                policy=self.ctx.policy,
+                agent_reported=e.provider not in PLATFORMS_WITHOUT_AGENT,
+            )
             return {"kind": "click", "occurred_at": when, "counts": counts, "detail": e.url}
         if event_type == "opposition":
             return {"channels": ["email"], "occurred_at": when, "via": "link"}

@@ -181,9 +181,7 @@ P = pytest.param
         ),
     ],
 )
-def test_clock(
-    facts: ContactFacts, clock: str, anchor_kind: str, anchor: str, deadline: str
-) -> None:
+def test_clock(facts: ContactFacts, clock: str, anchor_kind: str, anchor: str, deadline: str) -> None:
     result = compute_clock(facts, policy())
     assert (result.clock, result.anchor_kind) == (clock, anchor_kind)
     assert (result.anchor_at, result.deadline) == (at(anchor), at(deadline))
@@ -195,8 +193,7 @@ def test_running_contract_has_no_deadline() -> None:
     clock = compute_clock(contact(contracts=(contract(end=None),)), policy())
     assert (clock.clock, clock.deadline, clock.reconsent_at) == ("client", None, None)
     assert (
-        retention_state(clock, at("2040-01-01"), anonymised=False, refused=False, policy=policy())
-        == "active"
+        retention_state(clock, at("2040-01-01"), anonymised=False, refused=False, policy=policy()) == "active"
     )
 
 
@@ -231,9 +228,7 @@ def test_out_of_order_events_give_the_same_clock(order: tuple[int, ...]) -> None
 def test_an_older_event_arriving_late_never_moves_the_clock_back() -> None:
     before = compute_clock(contact(interests=(interest("click", "2026-03-01"),)), policy())
     after = compute_clock(
-        contact(
-            interests=(interest("click", "2026-03-01"),), purchases=(purchase(when="2025-07-01"),)
-        ),
+        contact(interests=(interest("click", "2026-03-01"),), purchases=(purchase(when="2025-07-01"),)),
         policy(),
     )
     assert before.deadline is not None and after.deadline is not None
@@ -258,19 +253,14 @@ CLOCK = RetentionClock(
     ],
 )
 def test_retention_state(as_of: str, anonymised: bool, refused: bool, state: str) -> None:
-    assert (
-        retention_state(CLOCK, at(as_of), anonymised=anonymised, refused=refused, policy=policy())
-        == state
-    )
+    assert retention_state(CLOCK, at(as_of), anonymised=anonymised, refused=refused, policy=policy()) == state
 
 
 def test_summarise_flags_a_refused_reconsent_only_after_the_anchor() -> None:
     refused = consent("email", "2026-02-01", method="reconsent", given=False)
     assert summarise(contact(consents=(refused,)), policy()).reconsent_refused
     later = interest("click", "2026-03-01")
-    assert not summarise(
-        contact(consents=(refused,), interests=(later,)), policy()
-    ).reconsent_refused
+    assert not summarise(contact(consents=(refused,), interests=(later,)), policy()).reconsent_refused
 
 
 BROWSER = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/130 Safari/537.36"
@@ -299,3 +289,19 @@ def test_interest_counts(
 def test_add_years_is_calendar_wise() -> None:
     assert add_years(at("2025-06-10"), 3) == at("2028-06-10")
     assert add_years(at("2028-02-29T12:00"), 1) == at("2029-02-28T12:00")
+
+
+@pytest.mark.parametrize(
+    ("seconds", "method", "counts"),
+    [
+        P(3600, "GET", True, id="platform click without an agent field, an hour later -> counts"),
+        P(5, "GET", False, id="platform click without an agent field, 5 s after the send -> scanner"),
+        P(None, "GET", True, id="platform click without an agent field, send time unknown -> counts"),
+        P(3600, "HEAD", False, id="a HEAD is a scanner whatever the source"),
+    ],
+)
+def test_a_source_that_never_reports_user_agents_is_judged_by_the_other_signals(
+    seconds: float | None, method: str, counts: bool
+) -> None:
+    result = interest_counts("click", None, seconds, method, policy=policy(), agent_reported=False)
+    assert result is counts

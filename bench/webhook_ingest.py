@@ -1,7 +1,7 @@
 """Webhook ingestion through HTTP against the INGEST and HTTP baselines of the same run
 (PERFORMANCE.md).
 
-    .venv/bin/python bench/webhooks.py --seconds 10
+    .venv/bin/python bench/webhook_ingest.py --seconds 10
 
 What runs, in order, on 127.0.0.1:
 - HTTP baseline: gunicorn (2 sync workers) serving ``_trivial_webhook_app`` (a 302), loaded by
@@ -157,8 +157,27 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class Server:
+    port: int
+    pid: int
+
+    def workers_cpu(self) -> float:
+        """CPU seconds used so far by the master's workers (Linux /proc): a figure that other
+        processes on a shared machine disturb much less than throughput."""
+        total = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # a process that ended while we looked
+            if int(fields[1]) == self.pid:
+                total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
-def gunicorn(app: str, env: dict[str, str], chdir: Path) -> Iterator[int]:
+def gunicorn(app: str, env: dict[str, str], chdir: Path) -> Iterator[Server]:
     """2 sync workers on 127.0.0.1, as the HTTP baseline of PERFORMANCE.md."""
     port = free_port()
     command = [str(BIN / "gunicorn"), "-w", "2", "-k", "sync", "-b", f"127.0.0.1:{port}",
@@ -166,7 +185,7 @@ def gunicorn(app: str, env: dict[str, str], chdir: Path) -> Iterator[int]:
     process = subprocess.Popen(command, env=env)
     try:
         wait_for(port)
-        yield port
+        yield Server(port, process.pid)
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -193,10 +212,24 @@ class Run:
     seconds: float
     p99_ms: float
     errors: int
+    cpu_seconds: float = 0.0  # the server workers' CPU time during the run
 
     @property
     def per_second(self) -> float:
         return self.requests / self.seconds
+
+    @property
+    def cpu_ms(self) -> float:
+        return self.cpu_seconds / max(self.requests, 1) * 1000
+
+
+@contextmanager
+def cpu_of(server: Server) -> Iterator[list[float]]:
+    """Measures the workers' CPU seconds across the block into the yielded list."""
+    spent: list[float] = []
+    before = server.workers_cpu()
+    yield spent
+    spent.append(server.workers_cpu() - before)
 
 
 def wrk(port: int, seconds: int, path: str = "/", script: Path | None = None,
@@ -269,9 +302,9 @@ def post_batches(port: int, pool: list[tuple[bytes, dict[str, str]]], clients: i
 # --- baselines and setup --------------------------------------------------------------------
 
 
-def ingest_baseline(bodies: list[bytes], workdir: Path) -> float:
+def ingest_baseline(bodies: list[bytes], workdir: Path) -> tuple[float, float]:
     """INGEST: parse a 500-event JSON batch + INSERT … ON CONFLICT DO NOTHING, one transaction
-    per batch, SQLite with the service's pragmas. Events per second."""
+    per batch, SQLite with the service's pragmas. Events per second, CPU ms per batch."""
     conn = sqlite3.connect(workdir / "ingest.db", isolation_level=None)
     for pragma in ("journal_mode=WAL", "synchronous=NORMAL"):
         conn.execute(f"PRAGMA {pragma}")
@@ -279,16 +312,16 @@ def ingest_baseline(bodies: list[bytes], workdir: Path) -> float:
                  " kind TEXT, email TEXT, occurred_at INTEGER, raw TEXT)")
     sql = ("INSERT INTO events (dedupe_key, kind, email, occurred_at, raw) VALUES (?, ?, ?, ?, ?)"
            " ON CONFLICT (dedupe_key) DO NOTHING")
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), time.process_time()
     for body in bodies:
         rows = [(e["sg_event_id"], e["event"], e.get("email"), e["timestamp"], json.dumps(e))
                 for e in json.loads(body)]
         conn.execute("BEGIN")
         conn.executemany(sql, rows)
         conn.execute("COMMIT")
-    elapsed = time.perf_counter() - began
+    elapsed, cpu = time.perf_counter() - began, time.process_time() - cpu
     conn.close()
-    return len(bodies) * BATCH / elapsed
+    return len(bodies) * BATCH / elapsed, cpu / len(bodies) * 1000
 
 
 def seed_register(url: str, contacts: int, workdir: Path, env: dict[str, str]) -> Register:
@@ -356,32 +389,52 @@ def main() -> None:
                 fh.write(mailgun_body(register, n, now) + b"\n")
         (workdir / "mailgun.lua").write_text(MAILGUN_LUA)
 
-        with gunicorn("_trivial_webhook_app:app", env, ROOT / "bench") as port:
-            http_run = wrk(port, args.seconds)
-        ingest = ingest_baseline([body for body, _ in batches[:200]], workdir)
-        with gunicorn("gatekeeper.wsgi:app", env, ROOT) as port:
-            batched = post_batches(port, batches, args.clients, args.seconds)
+        with gunicorn("_trivial_webhook_app:app", env, ROOT / "bench") as server:
+            http_run = measured(server, lambda: wrk(server.port, args.seconds))
+        ingest, ingest_cpu_ms = ingest_baseline([body for body, _ in batches[:200]], workdir)
+        with gunicorn("gatekeeper.wsgi:app", env, ROOT) as server:
+            batched = measured(server, lambda: post_batches(server.port, batches, args.clients,
+                                                            args.seconds))
             before = stored(url)
-            single = wrk(port, args.seconds, "/webhooks/mailgun", workdir / "mailgun.lua",
-                         [str(singles)])
+            single = measured(server, lambda: wrk(server.port, args.seconds, "/webhooks/mailgun",
+                                                  workdir / "mailgun.lua", [str(singles)]))
         singles_stored = stored(url) - before
+    report(args, http_run, (ingest, ingest_cpu_ms), batched, (single, before, singles_stored))
 
+
+def measured(server: Server, load: Any) -> Run:
+    with cpu_of(server) as spent:
+        run: Run = load()
+    run.cpu_seconds = spent[0]
+    return run
+
+
+def report(args: argparse.Namespace, http_run: Run, ingest: tuple[float, float], batched: Run,
+           singles: tuple[Run, int, int]) -> None:
+    (ingest_rate, ingest_cpu_ms), (single, batch_stored, single_stored) = ingest, singles
     events = batched.requests * BATCH / batched.seconds
-    print(f"HTTP baseline   {http_run.per_second:10,.0f} req/s   p99 {http_run.p99_ms:.1f} ms")
-    print(f"INGEST baseline {ingest:10,.0f} events/s (SQLite, in-process)")
+    print(f"HTTP baseline   {http_run.per_second:10,.0f} req/s   p99 {http_run.p99_ms:.1f} ms,"
+          f" {http_run.cpu_ms:.2f} ms worker CPU/request")
+    print(f"INGEST baseline {ingest_rate:10,.0f} events/s (SQLite, in-process),"
+          f" {ingest_cpu_ms:.1f} ms CPU/batch")
     print(f"batched         {events:10,.0f} events/s ({batched.requests} batches in "
           f"{batched.seconds:.1f} s, p99 {batched.p99_ms:.0f} ms, {batched.errors} errors, "
-          f"{before:,} events stored)")
+          f"{batch_stored:,} events stored), {batched.cpu_ms:.1f} ms worker CPU/batch")
     print(f"single          {single.per_second:10,.0f} req/s   p99 {single.p99_ms:.1f} ms "
-          f"({single.errors} errors, {singles_stored:,} events stored)")
+          f"({single.errors} errors, {single_stored:,} events stored),"
+          f" {single.cpu_ms:.2f} ms worker CPU/request")
     emit([
-        figure("webhooks_batched", events, "events/s", baseline="INGEST", base=ingest, target=0.5,
-               seconds=round(batched.seconds, 1), batch=BATCH, contacts=args.contacts,
-               p99_ms=round(batched.p99_ms, 1), errors=batched.errors),
+        figure("webhooks_batched", events, "events/s", baseline="INGEST", base=ingest_rate,
+               target=0.5, seconds=round(batched.seconds, 1), batch=BATCH,
+               contacts=args.contacts, p99_ms=round(batched.p99_ms, 1), errors=batched.errors,
+               cpu_ms_per_batch=round(batched.cpu_ms, 2),
+               baseline_cpu_ms_per_batch=round(ingest_cpu_ms, 2)),
         figure("webhooks_single", single.per_second, "req/s", baseline="HTTP",
-               base=http_run.per_second, target=0.6,
-               seconds=args.seconds, contacts=args.contacts, p99_ms=round(single.p99_ms, 2),
-               baseline_p99_ms=round(http_run.p99_ms, 2), errors=single.errors),
+               base=http_run.per_second, target=0.6, seconds=args.seconds,
+               contacts=args.contacts, p99_ms=round(single.p99_ms, 2),
+               baseline_p99_ms=round(http_run.p99_ms, 2), errors=single.errors,
+               cpu_ms_per_request=round(single.cpu_ms, 3),
+               baseline_cpu_ms_per_request=round(http_run.cpu_ms, 3)),
     ])
 
 
