@@ -33,8 +33,15 @@ lint: install
 	$(BIN)/ruff format --check gatekeeper webhooks
 	$(BIN)/mypy
 
-bench: install  ## benchmarks at full size; each prints its figure, baseline and ratio
-	$(BIN)/python bench/import.py
+BENCH_ROWS ?= 1000000
+BENCH_SECONDS ?= 10
+
+bench: install  ## benchmarks at full size; each prints its figure, its baseline and the ratio
+	$(BIN)/python bench/import.py --rows $(BENCH_ROWS)
+	$(BIN)/python bench/filter.py --rows $(BENCH_ROWS)
+	$(BIN)/python bench/tokens.py --rows 100000
+	$(BIN)/python bench/links.py --seconds $(BENCH_SECONDS)
+	$(BIN)/python bench/webhook_ingest.py --seconds $(BENCH_SECONDS)
 
 clean:
 	rm -rf $(VENV) var build *.egg-info
