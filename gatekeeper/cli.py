@@ -112,10 +112,12 @@ def run_all(port: int) -> None:
 
     load_settings()
     exe = [sys.executable, "-m", "gatekeeper.cli"]
-    children = [subprocess.Popen([*exe, "mailsink"]),  # noqa: S603 - our own interpreter and module
-                subprocess.Popen([*exe, "serve", "--port", str(port)]),  # noqa: S603
-                # The scheduler is its own process: never inside the web workers.
-                subprocess.Popen([*exe, "scheduler"])]  # noqa: S603
+    children = [
+        subprocess.Popen([*exe, "mailsink"]),  # noqa: S603 - our own interpreter and module
+        subprocess.Popen([*exe, "serve", "--port", str(port)]),  # noqa: S603
+        # The scheduler is its own process: never inside the web workers.
+        subprocess.Popen([*exe, "scheduler"]),
+    ]  # noqa: S603
     click.echo(f"gatekeeper on http://127.0.0.1:{port}/  (OpenAPI: /api/v1/openapi.json; Ctrl-C stops)")
     try:
         while all(c.poll() is None for c in children):
@@ -138,8 +140,9 @@ def scheduler_command() -> None:
 
     settings = load_settings()
     scheduler = build_scheduler(Database(settings.database_url), build_env(settings))
-    click.echo("scheduler started (plan_reconsent 03:00, purge_expired 03:30 Paris; send_outbox "
-               "every minute)")
+    click.echo(
+        "scheduler started (plan_reconsent 03:00, purge_expired 03:30 Paris; send_outbox every minute)"
+    )
     with contextlib.suppress(KeyboardInterrupt, SystemExit):  # Ctrl-C is the way to stop it
         scheduler.start()
 
@@ -150,7 +153,9 @@ def task() -> None:
 
 
 @task.command("run")
-@click.argument("name", type=click.Choice(["plan_reconsent", "send_outbox", "purge_expired"]))
+@click.argument(
+    "name", type=click.Choice(["plan_reconsent", "send_outbox", "purge_expired", "journal_catch_up"])
+)
 @click.option("--as-of", default=None, help="run as if it were this moment (RFC 3339)")
 @click.option("--dry-run", is_flag=True, help="report what would happen, change nothing")
 def task_run(name: str, as_of: str | None, dry_run: bool) -> None:
@@ -162,12 +167,16 @@ def task_run(name: str, as_of: str | None, dry_run: bool) -> None:
     from gatekeeper.timeparse import parse_instant
 
     settings = load_settings()
+    database, env = Database(settings.database_url), build_env(settings)
     try:
         moment = parse_instant(as_of) if as_of else utcnow()
-        result = run_task(Database(settings.database_url), build_env(settings), name, moment,
-                          dry_run=dry_run)
+        result = run_task(database, env, name, moment, dry_run=dry_run)
     except (GatekeeperError, ValueError) as exc:
         _fail(exc)
+    finally:
+        database.engine.dispose()
+        if env.archive is not None:
+            env.archive.dispose()
     click.echo(json.dumps(result, ensure_ascii=False))
 
 
@@ -202,8 +211,13 @@ def import_command(kind: str, file: Path) -> None:
 
 
 @main.command("check")
-@click.option("--campaign", "campaign_file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="campaign TOML (channel, purpose, sender, product_category, send_at, ...)")
+@click.option(
+    "--campaign",
+    "campaign_file",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="campaign TOML (channel, purpose, sender, product_category, send_at, ...)",
+)
 @click.argument("list_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--as-of", default=None, help="decide as if it were this moment (RFC 3339)")
@@ -227,8 +241,10 @@ def check_command(campaign_file: Path, list_file: Path, output: Path, as_of: str
             campaign, _ = parse_campaign(tomllib.load(fh).get("campaign", {}), moment)
         total = count_rows(list_file)
         database = Database(settings.database_url)
-        with click.progressbar(length=total, label="deciding", file=sys.stderr) as bar, \
-                database.session_scope() as session:
+        with (
+            click.progressbar(length=total, label="deciding", file=sys.stderr) as bar,
+            database.session_scope() as session,
+        ):
             last = [0]
 
             def progress(n: int) -> None:
@@ -247,7 +263,9 @@ def check_command(campaign_file: Path, list_file: Path, output: Path, as_of: str
 def _signer(settings: Settings) -> LinkSigner:
     from gatekeeper.links.tokens import LinkSigner, signer_secrets, utc_clock
 
-    return LinkSigner(signer_secrets(settings.secret_key, settings.old_secret_keys), settings.public_base_url, utc_clock)
+    return LinkSigner(
+        signer_secrets(settings.secret_key, settings.old_secret_keys), settings.public_base_url, utc_clock
+    )
 
 
 def _fail(exc: Exception) -> None:
@@ -259,8 +277,10 @@ def _fail(exc: Exception) -> None:
 
 
 def _print_summary(summary: dict[str, object], policy_id: str, version: str, output: Path) -> None:
-    click.echo(f"policy {policy_id} {version}: {summary['recipients']} recipients, {summary['allowed']} allowed, "
-               f"{summary['blocked']} blocked, {summary['duplicates']} duplicates (decided once)")
+    click.echo(
+        f"policy {policy_id} {version}: {summary['recipients']} recipients, {summary['allowed']} allowed, "
+        f"{summary['blocked']} blocked, {summary['duplicates']} duplicates (decided once)"
+    )
     by_reason = summary["by_reason"]
     assert isinstance(by_reason, dict)
     for reason, n in by_reason.items():
@@ -280,17 +300,46 @@ def audit_verify(anchor: str | None) -> None:
     from gatekeeper.proof.verify import verify
 
     settings = load_settings()
-    with Database(settings.database_url).session_scope() as session:
-        report = verify(session, context_from(settings).hasher, anchor=anchor)
+    database = Database(settings.database_url)
+    try:
+        with database.session_scope() as session:
+            report = verify(session, context_from(settings).hasher, anchor=anchor)
+    finally:
+        database.engine.dispose()  # the command may run inside a longer-lived process (tests)
     for register, head in report.heads.items():
         click.echo(f"register {register}: head {head['seq']}:{head['entry_hash']}")
-    click.echo(f"{report.entries} entries, {report.facts_checked} facts match their digest, "
-               f"{report.facts_anonymised} anonymised on purpose")
+    click.echo(
+        f"{report.entries} entries, {report.facts_checked} facts match their digest, "
+        f"{report.facts_anonymised} anonymised on purpose"
+    )
     if report.problem is not None:
         problem = report.problem
         click.echo(f"BROKEN at {problem.register} entry {problem.seq}: {problem.problem}", err=True)
         sys.exit(1)
     click.echo("journal intact")
+
+
+@audit.command("catch-up")
+def audit_catch_up() -> None:
+    """Journal facts stored by writers that bypass the journal (click fast path, older purges)."""
+    from gatekeeper.proof.journal import record_pending_anonymisations, record_pending_events
+
+    settings = load_settings()
+    hasher, database = context_from(settings).hasher, Database(settings.database_url)
+    total = {"events": 0, "anonymisations": 0}
+    try:
+        # One batch per transaction: a long backlog never holds the journal head for long.
+        while True:
+            with database.session_scope() as session:
+                events = record_pending_events(session, hasher)
+                anonymised = record_pending_anonymisations(session, hasher)
+            total["events"] += events
+            total["anonymisations"] += anonymised
+            if not events and not anonymised:
+                break
+    finally:
+        database.engine.dispose()
+    click.echo(f"journaled {total['events']} events and {total['anonymisations']} anonymisations")
 
 
 @audit.command("export")
@@ -304,11 +353,16 @@ def audit_export(as_of: str | None, directory: Path) -> None:
 
     settings = load_settings()
     moment = parse_instant(as_of) if as_of else utcnow()
-    with Database(settings.database_url).session_scope() as session:
-        tables = export(session, context_from(settings), moment, directory)
+    database = Database(settings.database_url)
+    try:
+        with database.session_scope() as session:
+            tables = export(session, context_from(settings), moment, directory)
+    finally:
+        database.engine.dispose()
     for table in tables:
         click.echo(f"{directory / (table.name + '.csv')}: {len(table.rows)} rows")
     click.echo(f"{directory / 'summary.html'}")
+
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
@@ -317,8 +371,18 @@ def audit_export(as_of: str | None, directory: Path) -> None:
 def serve(host: str, port: int, workers: int) -> None:
     """Run the web service under gunicorn (the werkzeug dev server is not the service)."""
     load_settings()  # refuse to start without secrets outside dev, before forking workers
-    args = [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers),
-            "--access-logfile", "-", "gatekeeper.wsgi:app"]
+    args = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--bind",
+        f"{host}:{port}",
+        "--workers",
+        str(workers),
+        "--access-logfile",
+        "-",
+        "gatekeeper.wsgi:app",
+    ]
     os.execv(sys.executable, args)  # noqa: S606 - replaces this process with gunicorn
 
 

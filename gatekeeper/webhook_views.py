@@ -114,8 +114,7 @@ def receive(provider: str) -> tuple[Response, int]:
         log.exception("webhook %s: storage failed, the provider will retry", provider)
         status = adapter.status_for(None, transient=True)
         return _error(status, "storage_unavailable", "events not stored; retry later")
-    body = {"received": result.received, "stored": result.stored,
-            "duplicates": result.duplicates}
+    body = {"received": result.received, "stored": result.stored, "duplicates": result.duplicates}
     return jsonify(body), adapter.status_for(None)
 
 

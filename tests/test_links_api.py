@@ -78,9 +78,7 @@ def test_a_minted_link_records_a_click_for_its_campaign_and_redirects(
     }
     tracked = mint(client, auth, body).json["links"][0]["tracked_url"]
     res = client.get(path_of(tracked), headers={"User-Agent": FIREFOX})
-    assert (
-        res.status_code == 302 and res.headers["Location"] == "https://shop.example/%C3%A9t%C3%A9"
-    )
+    assert res.status_code == 302 and res.headers["Location"] == "https://shop.example/%C3%A9t%C3%A9"
     (interest,) = stored_events(app, cid, "interest")
     assert interest["campaign_id"] == "spring-26" and interest["counts"] is True
 
@@ -101,9 +99,7 @@ BAD_URLS = {
 
 
 @pytest.mark.parametrize("name", list(BAD_URLS))
-def test_only_absolute_http_urls_are_signed(
-    client: FlaskClient, auth: dict[str, str], name: str
-) -> None:
+def test_only_absolute_http_urls_are_signed(client: FlaskClient, auth: dict[str, str], name: str) -> None:
     add_contact(client, auth)
     res = mint(
         client,

@@ -388,6 +388,16 @@ def test_saving_preferences_records_consents_and_objections_with_proof(
     assert "22 novembre 2029" in page(res)
 
 
+def test_past_the_deadline_the_preference_centre_says_the_data_is_about_to_go(
+    app: Flask, client: FlaskClient, paul: int
+) -> None:
+    path = f"/p/{signer(app).preferences(paul, 7)}"
+    set_clock(app, datetime(2028, 6, 12, 10, 0, tzinfo=UTC))
+    assert "elles seront supprimées sous peu" in page(client.get(path))
+    res = form_post(client, path, email="yes")  # an explicit consent brings the person back
+    assert "Vos données seront supprimées le 12 juin 2031" in page(res)
+
+
 def test_saved_choices_show_again_and_saving_them_again_records_nothing(
     app: Flask, client: FlaskClient, paul: int
 ) -> None:

@@ -75,9 +75,7 @@ def tight(app: Flask) -> Ticks:
 
 
 def test_the_limit_comes_from_the_settings(app: Flask) -> None:
-    assert (
-        links(app).limiter.per_minute == app.extensions["gatekeeper.settings"].rate_limit_per_minute
-    )
+    assert links(app).limiter.per_minute == app.extensions["gatekeeper.settings"].rate_limit_per_minute
 
 
 @pytest.mark.parametrize("prefix", ["u", "r", "p", "c", "d"])
@@ -126,9 +124,7 @@ def test_every_public_answer_carries_strict_security_headers(
     s = signer(app)
     answers = {
         "unsubscribe page": client.get(f"/u/{s.unsubscribe(cid)}"),
-        "unsubscribe post": client.post(
-            f"/u/{s.unsubscribe(cid)}", data={"List-Unsubscribe": "One-Click"}
-        ),
+        "unsubscribe post": client.post(f"/u/{s.unsubscribe(cid)}", data={"List-Unsubscribe": "One-Click"}),
         "preferences page": client.get(f"/p/{s.preferences(cid)}"),
         "click redirect": client.get(
             f"/c/{s.tracked('click', cid, 7, 'https://x.example/', TODAY)}",
@@ -192,9 +188,7 @@ def test_pages_speak_french_first_then_english_by_header_or_switch(
         assert f'href="?lang={other}"' in html
 
 
-def test_the_english_pages_say_the_same_things(
-    app: Flask, client: FlaskClient, auth: dict[str, str]
-) -> None:
+def test_the_english_pages_say_the_same_things(app: Flask, client: FlaskClient, auth: dict[str, str]) -> None:
     set_clock(app, TODAY)
     cid = add_contact(client, auth)
     html = client.get(f"/p/{signer(app).preferences(cid)}?lang=en").get_data(as_text=True)

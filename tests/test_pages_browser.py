@@ -39,8 +39,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 SHOTS = Path(__file__).resolve().parent.parent / "var" / "screenshots"
 PERSON_UA = (
-    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
-    "Chrome/131.0.0.0 Safari/537.36"
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
 )
 PHONE = {"width": 390, "height": 844}
 
@@ -72,9 +71,7 @@ def site(app: Flask) -> Iterator[str]:
 
 def landing_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     """Where tracked links lead: another site, on another port."""
-    body = (
-        b"<!doctype html><html lang='fr'><title>Boutique</title><h1>Offre de printemps</h1></html>"
-    )
+    body = b"<!doctype html><html lang='fr'><title>Boutique</title><h1>Offre de printemps</h1></html>"
     start_response("200 OK", [("Content-Type", "text/html; charset=utf-8")])
     return [body]
 
@@ -162,10 +159,7 @@ def test_a_person_unsubscribes_with_one_keyboard_press_and_it_is_stored(
     button = page.get_by_role("button", name="Me désinscrire")
     assert contrast(page, "button") >= 4.5 and contrast(page, "h1", "rgb(255, 255, 255)") >= 4.5
     # The stylesheet applied under the CSP (a static file, no inline style): nothing blocked.
-    assert (
-        page.eval_on_selector("body", "e => getComputedStyle(e).backgroundColor")
-        == "rgb(243, 244, 246)"
-    )
+    assert page.eval_on_selector("body", "e => getComputedStyle(e).backgroundColor") == "rgb(243, 244, 246)"
     shoot(page, "unsubscribe")
     assert stored_events(scene.app, scene.paul) == []  # the page alone records nothing
     button.focus()
@@ -193,9 +187,7 @@ def test_the_unsubscribe_page_reads_well_on_a_phone(scene: Scene, browser: Brows
     context.close()
 
 
-def test_the_switch_shows_the_page_in_english_and_back(
-    scene: Scene, person: BrowserContext
-) -> None:
+def test_the_switch_shows_the_page_in_english_and_back(scene: Scene, person: BrowserContext) -> None:
     page = person.new_page()
     page.goto(f"{scene.site}/u/{signer(scene.app).unsubscribe(scene.paul, 7)}")
     page.get_by_role("link", name="Read this page in English").click()
@@ -225,9 +217,7 @@ def reconsent_url(scene: Scene) -> str:
     return f"{scene.site}/r/{signer(scene.app).reconsent(scene.paul, deadline)}"
 
 
-def test_a_person_keeps_in_touch_and_the_clock_restarts(
-    scene: Scene, person: BrowserContext
-) -> None:
+def test_a_person_keeps_in_touch_and_the_clock_restarts(scene: Scene, person: BrowserContext) -> None:
     page = person.new_page()
     page.goto(reconsent_url(scene))
     main = page.inner_text("main")
@@ -243,14 +233,11 @@ def test_a_person_keeps_in_touch_and_the_clock_restarts(
     (consent,) = stored_events(scene.app, scene.paul, "consent")
     assert (consent["method"], consent["given"]) == ("reconsent", True)
     assert (
-        contact_view(scene.client, scene.auth, scene.paul)["retention"]["deadline"]
-        == "2031-05-20T10:00:00Z"
+        contact_view(scene.client, scene.auth, scene.paul)["retention"]["deadline"] == "2031-05-20T10:00:00Z"
     )
 
 
-def test_a_person_says_stop_and_is_objected_everywhere(
-    scene: Scene, person: BrowserContext
-) -> None:
+def test_a_person_says_stop_and_is_objected_everywhere(scene: Scene, person: BrowserContext) -> None:
     page = person.new_page()
     page.goto(reconsent_url(scene))
     page.get_by_role("button", name="Non merci, arrêtez").click()
@@ -260,9 +247,7 @@ def test_a_person_says_stop_and_is_objected_everywhere(
     assert contact_view(scene.client, scene.auth, scene.paul)["retention"]["state"] == "expired"
 
 
-def test_after_the_deadline_the_reconsent_link_says_so(
-    scene: Scene, person: BrowserContext
-) -> None:
+def test_after_the_deadline_the_reconsent_link_says_so(scene: Scene, person: BrowserContext) -> None:
     url = reconsent_url(scene)
     set_clock(scene.app, datetime(2028, 6, 10, 9, 0, tzinfo=UTC))
     page = person.new_page()
@@ -294,17 +279,14 @@ def test_a_person_sets_preferences_channel_by_channel(scene: Scene, person: Brow
     given = {e["channel"]: e["given"] for e in stored_events(scene.app, scene.paul, "consent")}
     assert given == {"email": True, "sms": False, "postal": False}
     assert (
-        contact_view(scene.client, scene.auth, scene.paul)["retention"]["deadline"]
-        == "2029-11-22T10:00:00Z"
+        contact_view(scene.client, scene.auth, scene.paul)["retention"]["deadline"] == "2029-11-22T10:00:00Z"
     )
     page.get_by_role("link", name="Revenir à mes préférences").click()
     assert page.get_by_role("group", name="Par e-mail").get_by_label("Oui, j'accepte").is_checked()
 
 
 def test_the_preference_page_reads_well_on_a_phone(scene: Scene, browser: Browser) -> None:
-    context = browser.new_context(
-        viewport=PHONE, device_scale_factor=2, is_mobile=True, locale="fr-FR"
-    )
+    context = browser.new_context(viewport=PHONE, device_scale_factor=2, is_mobile=True, locale="fr-FR")
     page = context.new_page()
     page.goto(f"{scene.site}/p/{signer(scene.app).preferences(scene.paul)}")
     assert page.evaluate("document.scrollingElement.scrollWidth") <= PHONE["width"]
@@ -329,8 +311,7 @@ def test_a_click_takes_the_person_to_the_page_and_restarts_the_clock(
     (interest,) = stored_events(scene.app, scene.paul, "interest")
     assert interest["counts"] is True and interest["user_agent"] == PERSON_UA
     assert (
-        contact_view(scene.client, scene.auth, scene.paul)["retention"]["deadline"]
-        == "2029-11-22T10:00:00Z"
+        contact_view(scene.client, scene.auth, scene.paul)["retention"]["deadline"] == "2029-11-22T10:00:00Z"
     )
 
 
@@ -346,17 +327,14 @@ def test_a_headless_browser_is_a_scanner_its_click_is_recorded_but_does_not_coun
     (interest,) = stored_events(scene.app, scene.paul, "interest")
     assert (interest["kind"], interest["counts"]) == ("download", False)
     assert (
-        contact_view(scene.client, scene.auth, scene.paul)["retention"]["deadline"]
-        == "2028-06-09T22:00:00Z"
+        contact_view(scene.client, scene.auth, scene.paul)["retention"]["deadline"] == "2028-06-09T22:00:00Z"
     )
 
 
 # --- links that cannot be used ------------------------------------------------------------
 
 
-def test_broken_expired_and_erased_links_each_say_what_happened(
-    scene: Scene, person: BrowserContext
-) -> None:
+def test_broken_expired_and_erased_links_each_say_what_happened(scene: Scene, person: BrowserContext) -> None:
     page = person.new_page()
     token = signer(scene.app).preferences(scene.paul)
     response = page.goto(f"{scene.site}/p/{token[:-4]}AAAA")

@@ -117,3 +117,23 @@ def contact_row(app: Flask, cid: int) -> dict[str, Any]:
 
 def utc(moment: str) -> datetime:
     return datetime.fromisoformat(moment).astimezone(UTC)
+
+
+def pauls(count: int) -> list[dict[str, Any]]:
+    return [{"external_id": f"crm-{i}", "email": f"paul{i}@example.fr", "first_name": "Paul",
+             "audience": "b2c", "collected_by": "ACME SAS", "purpose": "marketing",
+             "source": {"type": "direct", "name": "checkout"}} for i in range(count)]
+
+
+class Mailbox:
+    """The outgoing-mail edge, doubled: fails as told, then accepts."""
+
+    def __init__(self) -> None:
+        self.failures: list[Exception] = []
+        self.sent: list[EmailMessage] = []
+
+    def send(self, message: EmailMessage, raw: bytes) -> None:
+        del raw
+        if self.failures:
+            raise self.failures.pop(0)
+        self.sent.append(message)

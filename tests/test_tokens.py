@@ -128,9 +128,7 @@ def test_the_action_tag_is_checked_even_under_the_right_salt() -> None:
     "mangle",
     [
         lambda t: t[:-2] + ("AA" if t[-2:] != "AA" else "BB"),  # signature
-        lambda t: (
-            "eyJhIjoidSIsImMiOjQzLCJtIjo3LCJjaCI6ImVtYWlsIn0" + t[t.index(".") :]
-        ),  # contact 43
+        lambda t: "eyJhIjoidSIsImMiOjQzLCJtIjo3LCJjaCI6ImVtYWlsIn0" + t[t.index(".") :],  # contact 43
         lambda t: t.replace(".", "", 1),
         lambda t: t[: len(t) // 2],
         lambda t: t + "<script>",

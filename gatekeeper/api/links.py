@@ -63,9 +63,7 @@ def _top_fields(body: dict[str, Any]) -> tuple[int | str | None, datetime]:
     except ValueError as exc:
         raise ValidationError(str(exc), [{"field": "campaign_id", "problem": str(exc)}]) from exc
     if campaign_id is None:
-        raise ValidationError(
-            "campaign_id is required", [{"field": "campaign_id", "problem": "is required"}]
-        )
+        raise ValidationError("campaign_id is required", [{"field": "campaign_id", "problem": "is required"}])
     try:
         sent_at = instant(body.get("sent_at")) or utcnow()
     except ValueError as exc:
@@ -88,9 +86,7 @@ def _parse_item(
     return (ref, url, str(kind)) if ref is not None and kind in TRACKED else None
 
 
-def resolve_contacts(
-    session: Session, refs: Iterable[tuple[str, str]]
-) -> dict[tuple[str, str], int]:
+def resolve_contacts(session: Session, refs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], int]:
     """Contacts named by external_id, e-mail or phone, set-based; erased ones are not found."""
     wanted: dict[str, set[str]] = {}
     for kind, value in refs:
@@ -116,9 +112,7 @@ def tracked_links_view() -> tuple[Response, int]:
     items = json_items("links")
     ctx: RegisterContext = current_app.extensions["gatekeeper.context"]
     problems = Problems()
-    parsed = {
-        i: p for i, raw in enumerate(items) if (p := _parse_item(raw, i, problems, ctx.region))
-    }
+    parsed = {i: p for i, raw in enumerate(items) if (p := _parse_item(raw, i, problems, ctx.region))}
     ids = resolve_contacts(request_session(), (ref for ref, _url, _kind in parsed.values()))
     for index, (ref, _url, _kind) in parsed.items():
         if ref not in ids:

@@ -20,8 +20,9 @@ from urllib.parse import parse_qs
 from werkzeug.urls import iri_to_uri
 
 from gatekeeper.links import i18n
+from gatekeeper.links.clicks import record_interest
 from gatekeeper.links.headers import security_headers
-from gatekeeper.links.records import ContactCard, Raw, load_card, record_interest
+from gatekeeper.links.records import ContactCard, Raw, load_card
 from gatekeeper.links.service import LinkService
 from gatekeeper.links.tokens import LinkClaims, TokenExpiredError, TokenInvalidError
 

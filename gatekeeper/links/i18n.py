@@ -127,6 +127,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "chaque contact de votre part repousse cette date de {years} ans.",
         "p_running": "Vos données sont conservées tant que votre contrat est en cours, puis "
         "{years} ans après sa fin.",
+        "p_expired": "La durée de conservation de vos données est écoulée : elles seront "
+        "supprimées sous peu, sauf si vous acceptez ci-dessus d'avoir de nos nouvelles.",
         "p_saved_title": "Vos choix sont enregistrés",
         "p_saved_none": "Aucun changement : c'étaient déjà vos choix.",
         "p_saved_yes": "{channel} : accepté",
@@ -208,6 +210,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "then (a click in one of our messages, a request, an order): each contact "
         "from you moves this date {years} years later.",
         "p_running": "Your data is kept while your contract runs, then for {years} years after it ends.",
+        "p_expired": "The period for keeping your data has ended: it will be deleted shortly, "
+        "unless you agree above to hear from us.",
         "p_saved_title": "Your choices are saved",
         "p_saved_none": "No change: these already were your choices.",
         "p_saved_yes": "{channel}: accepted",

@@ -298,6 +298,8 @@ def reconsent_done(link: Link, keep: bool) -> Response:
 
 def deadline_text(card: ContactCard, lang: str) -> str:
     t, policy = i18n.MESSAGES[lang], service().context.policy
+    if card.refused or (card.deadline is not None and service().now() >= card.deadline):
+        return t["p_expired"]
     if card.deadline is None:
         return t["p_running"].format(years=policy.client_retention_years)
     years = policy.client_retention_years if card.clock == "client" else prospect_years(card)

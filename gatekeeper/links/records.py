@@ -4,17 +4,12 @@ Consents and objections (unsubscribe, reconsent, preferences) go through the reg
 ``append_events``: the same validation-free fact store, the same keyed-hash suppressions (so an
 objection blocks the gate as soon as the view commits) and the same clock refresh.
 
-Tracked clicks are the hot path (one per recipient and link, bursts right after a send), so
-they are recorded with raw DB-API statements on one connection: insert the interest event and,
-only when it counts (not a scanner, RULES.md §4), recompute the contact's retention clock with
-the domain's own ``compute_clock``. An interest never changes the gate profile or its instants
-(they hold consents, objections, purchases and contracts), so only the clock columns are
-written; a test proves the row then equals what ``clocks.refresh`` writes.
+Reads use raw DB-API statements (``Raw``): the unsubscribe page and the tracked links read
+one row per request on the hot path. Tracked clicks are recorded in ``clicks``.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,18 +18,14 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from gatekeeper.domain.policy import Policy
-from gatekeeper.domain.retention import compute_clock, interest_counts, reconsent_refused
-from gatekeeper.links.tokens import CHANNELS, LinkClaims
-from gatekeeper.register.clocks import facts_from
+from gatekeeper.links.tokens import CHANNELS
 from gatekeeper.register.context import RegisterContext
 from gatekeeper.register.events import EventRecord, append_events
-from gatekeeper.register.schema import dedupe_key
 from gatekeeper.sqlbulk import read_json, read_ts, ts_value
 from gatekeeper.timeparse import isoformat
 
 PREFERENCE_CHANNELS = ("email", "sms", "phone", "postal")
-_USER_AGENT_MAX = 300  # enough to recognise a scanner; never a fingerprint
+USER_AGENT_MAX = 300  # enough to recognise a scanner; never a fingerprint
 
 
 class Raw:
@@ -85,7 +76,7 @@ def session_raw(session: Session) -> Raw:
 _CARD_COLUMNS = (
     "id, external_id, email, phone, first_name, last_name, postal_address, timezone, clock,"
     " deadline, anonymised_at, audience, collected_at, collected_by, source_type, purpose,"
-    " profession_tags"
+    " profession_tags, refused_at"
 )
 _CARD_SQL = f"SELECT {_CARD_COLUMNS} FROM contacts WHERE id = ?"  # noqa: S608 - constant
 
@@ -138,6 +129,11 @@ class ContactCard:
     @property
     def anonymised(self) -> bool:
         return self._row[10] is not None
+
+    @property
+    def refused(self) -> bool:
+        """Said "stop" to a reconsent: expired at once (RULES.md §4)."""
+        return self._row[17] is not None
 
     @property
     def audience(self) -> str:
@@ -225,7 +221,7 @@ def latest_reconsent(raw: Raw, contact_id: int, since: int) -> bool | None:
     """The last answer given to a reconsent since the link was sent (True: keep), if any."""
     rows = raw.all(
         "SELECT occurred_at, data FROM events WHERE contact_id = ? AND type = 'consent' AND occurred_at >= ?",
-        (contact_id, raw.ts(_from_epoch(since))),
+        (contact_id, raw.ts(from_epoch(since))),
     )
     answers = sorted(
         (read_ts(at), bool(payload.get("given")))
@@ -252,7 +248,7 @@ class Proof:
         values = {
             "occurred_at": isoformat(self.occurred_at),
             "ip": self.ip,
-            "user_agent": (self.user_agent or "")[:_USER_AGENT_MAX] or None,
+            "user_agent": (self.user_agent or "")[:USER_AGENT_MAX] or None,
             "url": self.url,
             "form_id": self.form_id,
             "text_version": self.text_version,
@@ -295,81 +291,5 @@ def record(session: Session, ctx: RegisterContext, records: list[EventRecord]) -
         append_events(session, records, ctx, origin="link")
 
 
-def record_interest(
-    raw: Raw,
-    policy: Policy,
-    card: ContactCard,
-    claims: LinkClaims,
-    *,
-    method: str,
-    user_agent: str | None,
-    now: datetime,
-) -> bool:
-    """Store a click or download; True when it counts as interest and restarted the clock.
-    The caller commits."""
-    since_send = None if claims.sent_at is None else now.timestamp() - claims.sent_at
-    counts = interest_counts(claims.purpose, user_agent, since_send, method, policy=policy)
-    data = {
-        "kind": claims.purpose,
-        "occurred_at": isoformat(now),
-        "counts": counts,
-        "detail": claims.url,
-        "campaign_id": claims.campaign_id,
-        "method": method.upper(),
-        "user_agent": (user_agent or "")[:_USER_AGENT_MAX] or None,
-        "sent_at": None if claims.sent_at is None else isoformat(_from_epoch(claims.sent_at)),
-    }
-    data = {k: v for k, v in data.items() if v is not None}
-    _lock_contact(raw, card.id)
-    raw.run(
-        "INSERT INTO events (contact_id, type, occurred_at, data, origin, dedupe_key, created_at)"
-        " VALUES (?, 'interest', ?, ?, 'link', ?, ?) ON CONFLICT (dedupe_key) DO NOTHING",
-        (
-            card.id,
-            raw.ts(now),
-            json.dumps(data, separators=(",", ":"), ensure_ascii=False),
-            dedupe_key("contact_id", card.id, "interest", data),
-            raw.ts(now),
-        ),
-    )
-    if counts:
-        _refresh_clock(raw, policy, card)
-    return counts
-
-
-def _lock_contact(raw: Raw, contact_id: int) -> None:
-    # Two clicks of one person in two workers: the second clock computation must see the first
-    # click, or it could write an older anchor (never unlawful, but wrong).
-    if raw.dialect == "sqlite":
-        raw.run("BEGIN IMMEDIATE")
-    else:
-        raw.run("SELECT id FROM contacts WHERE id = ? FOR UPDATE", (contact_id,))
-
-
-def _refresh_clock(raw: Raw, policy: Policy, card: ContactCard) -> None:
-    events = [
-        (etype, read_ts(at), read_json(data))
-        for etype, at, data in raw.all(
-            "SELECT type, occurred_at, data FROM events WHERE contact_id = ?", (card.id,)
-        )
-    ]
-    facts = facts_from(card.facts_row, events)
-    clock = compute_clock(facts, policy)
-    refused = clock.anchor_at if reconsent_refused(facts, clock) else None
-    raw.run(
-        "UPDATE contacts SET clock = ?, clock_anchor_at = ?, clock_anchor_kind = ?,"
-        " deadline = ?, reconsent_at = ?, refused_at = ? WHERE id = ?",
-        (
-            clock.clock,
-            raw.ts(clock.anchor_at),
-            clock.anchor_kind,
-            raw.ts(clock.deadline),
-            raw.ts(clock.reconsent_at),
-            raw.ts(refused),
-            card.id,
-        ),
-    )
-
-
-def _from_epoch(seconds: int) -> datetime:
+def from_epoch(seconds: int) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)

@@ -57,6 +57,8 @@ class Fact:
     fact_id: int | None = None
     contact_id: int | None = None
     coordinate: str | None = None
+    # Read with the fact by a set-based caller (None: looked up or created at write time).
+    salt: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,13 +77,17 @@ class Head:
 
 def canonical(value: Any) -> str:
     """One text per value: sorted keys, no spaces, UTF-8, datetimes as RFC 3339 UTC."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_default)
+    return _CANONICAL.encode(value)
 
 
 def _default(value: Any) -> Any:
     if isinstance(value, datetime):
         return isoformat(value)
     raise TypeError(f"not canonical: {type(value).__name__}")
+
+
+# Built once: json.dumps with non-default arguments builds a new encoder per call.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_default)
 
 
 def fact_digest(hasher: KeyedHasher, payload: Any) -> str:
@@ -155,10 +161,12 @@ def write(
     dialect = dialect_of(session)
     # Whole seconds: the instant is hashed, and must read back identically on both databases.
     at = (now or utcnow()).replace(microsecond=0)
-    salts = subject_salts(session, {f.contact_id for f in facts if f.coordinate and f.contact_id is not None})
+    salts = subject_salts(
+        session, {f.contact_id for f in facts if f.coordinate and f.salt is None and f.contact_id is not None}
+    )
     rows, positions = [], []
     for fact in facts:
-        salt = salts.get(fact.contact_id) if fact.contact_id is not None else None
+        salt = fact.salt or (salts.get(fact.contact_id) if fact.contact_id is not None else None)
         subject_hash = (
             hasher.coordinate("subject", f"{salt}:{fact.coordinate}") if salt and fact.coordinate else None
         )
@@ -177,34 +185,47 @@ def write(
             head.entry_hash,
         )
         rows.append(
-            {
-                "r": head.register,
-                "s": seq,
-                "at": ts_value(dialect, at),
-                "k": fact.kind,
-                "sr": fact.subject_ref,
-                "sh": subject_hash,
-                "ft": fact.fact_table,
-                "fi": fact.fact_id,
-                "d": digest,
-                "p": head.entry_hash,
-                "h": entry_hash,
-            }
+            (
+                head.register,
+                seq,
+                ts_value(dialect, at),
+                fact.kind,
+                fact.subject_ref,
+                subject_hash,
+                fact.fact_table,
+                fact.fact_id,
+                digest,
+                head.entry_hash,
+                entry_hash,
+            )
         )
         positions.append(Position(head.register, seq, entry_hash))
         head.seq, head.entry_hash = seq, entry_hash
-    session.execute(
-        text(
-            "INSERT INTO journal (register, seq, at, kind, subject_ref, subject_hash, fact_table, fact_id,"
-            " payload_digest, prev_hash, entry_hash) VALUES (:r, :s, :at, :k, :sr, :sh, :ft, :fi, :d, :p, :h)"
-        ),
-        rows,
-    )
+    executemany(session, JOURNAL_INSERT, rows)
     session.execute(
         text("UPDATE journal_heads SET seq = :s, entry_hash = :h WHERE register = :r"),
         {"s": head.seq, "h": head.entry_hash, "r": head.register},
     )
     return positions
+
+
+JOURNAL_INSERT = (
+    "INSERT INTO journal (register, seq, at, kind, subject_ref, subject_hash, fact_table, fact_id,"
+    " payload_digest, prev_hash, entry_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def executemany(session: Session, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    """Raw DBAPI executemany of tuples (SQLAlchemy with dicts costs 2.5x, PERFORMANCE.md)."""
+    if not rows:
+        return
+    if dialect_of(session) == "postgresql":
+        sql = sql.replace("?", "%s")
+    cursor = session.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.executemany(sql, rows)
+    finally:
+        cursor.close()
 
 
 def subject_salts(session: Session, contact_ids: set[int]) -> dict[int, str]:
@@ -218,11 +239,16 @@ def subject_salts(session: Session, contact_ids: set[int]) -> dict[int, str]:
             sorted(contact_ids),
         )
     )
-    missing = [{"c": cid, "s": secrets.token_hex(16)} for cid in sorted(contact_ids - set(found))]
-    if missing:
-        session.execute(text("INSERT INTO journal_subjects (contact_id, salt) VALUES (:c, :s)"), missing)
-        found.update({m["c"]: m["s"] for m in missing})
+    found.update(new_salts(session, contact_ids - set(found)))
     return {int(k): str(v) for k, v in found.items()}
+
+
+def new_salts(session: Session, contact_ids: Iterable[int]) -> dict[int, str]:
+    """Create salts for contacts known to have none (the caller holds the head lock, under
+    which alone salts are created)."""
+    missing = [(cid, secrets.token_hex(16)) for cid in sorted(set(contact_ids))]
+    executemany(session, "INSERT INTO journal_subjects (contact_id, salt) VALUES (?, ?)", missing)
+    return dict(missing)
 
 
 def select_in(session: Session, sql: str, ids: Sequence[Any]) -> list[Any]:
@@ -311,29 +337,14 @@ def record_events(session: Session, hasher: KeyedHasher, stage: str) -> int:
     head = lock_head(session)
     rows = session.execute(
         text(
-            f"SELECT {EVENT_COLUMNS}, c.email, c.phone, c.external_id FROM events e"  # noqa: S608
+            f"SELECT {EVENT_COLUMNS}, c.email, c.phone, c.external_id, js.salt FROM events e"  # noqa: S608
             f" JOIN {stage} s ON s.dedupe_key = e.dedupe_key JOIN contacts c ON c.id = e.contact_id"
+            " LEFT JOIN journal_subjects js ON js.contact_id = e.contact_id"
             " WHERE NOT EXISTS (SELECT 1 FROM journal j WHERE j.fact_table = 'event' AND j.fact_id = e.id)"
             " ORDER BY e.id"
         )
     ).all()
-    facts, seen = [], set()
-    for row in rows:
-        payload = event_payload(row)
-        if payload["id"] in seen:  # the same fact twice in one batch joins twice
-            continue
-        seen.add(payload["id"])
-        facts.append(
-            Fact(
-                event_kind(payload["type"], payload["data"]),
-                f"contact:{payload['contact_id']}",
-                payload,
-                "event",
-                payload["id"],
-                payload["contact_id"],
-                coordinate_of(*row[6:9]),
-            )
-        )
+    facts = _event_facts(session, rows)
     return len(write(session, hasher, head, facts))
 
 
@@ -426,3 +437,63 @@ def record_other(
     access export. ``payload`` must hold references, never clear personal data: only its keyed
     digest is kept."""
     return append(session, hasher, [Fact(kind, subject_ref, dict(payload))], now=now)[0]
+
+
+def record_pending_events(session: Session, hasher: KeyedHasher, *, limit: int = 5_000) -> int:
+    """Journal up to ``limit`` stored events that no entry vouches for yet, oldest first: the
+    catch-up for writers that insert facts outside ``append_events`` (the click fast path).
+    Meant for a periodic task; returns how many it journaled (0: all caught up)."""
+    head = lock_head(session)
+    rows = session.execute(
+        text(
+            f"SELECT {EVENT_COLUMNS}, c.email, c.phone, c.external_id, js.salt FROM events e"  # noqa: S608
+            " JOIN contacts c ON c.id = e.contact_id"
+            " LEFT JOIN journal_subjects js ON js.contact_id = e.contact_id"
+            " WHERE NOT EXISTS (SELECT 1 FROM journal j WHERE j.fact_table = 'event' AND j.fact_id = e.id)"
+            " ORDER BY e.id LIMIT :n"
+        ),
+        {"n": limit},
+    ).all()
+    return len(write(session, hasher, head, _event_facts(session, rows)))
+
+
+def _event_facts(session: Session, rows: Sequence[Any]) -> list[Fact]:
+    """Facts of event rows (with their contact's coordinates and salt, read in the same join);
+    salts missing from that join are created here at once, without a second look-up."""
+    created = new_salts(session, {int(r[1]) for r in rows if r[9] is None and coordinate_of(*r[6:9])})
+    facts: dict[int, Fact] = {}
+    for row in rows:  # the same fact twice in one batch joins twice: keyed by event id
+        facts.setdefault(int(row[0]), _event_fact(row, row[9] or created.get(int(row[1]))))
+    return list(facts.values())
+
+
+def _event_fact(row: Sequence[Any], salt: str | None) -> Fact:
+    payload = event_payload(row)
+    return Fact(
+        event_kind(payload["type"], payload["data"]),
+        f"contact:{payload['contact_id']}",
+        payload,
+        "event",
+        payload["id"],
+        payload["contact_id"],
+        coordinate_of(*row[6:9]),
+        salt,
+    )
+
+
+def record_pending_anonymisations(session: Session, hasher: KeyedHasher, *, limit: int = 5_000) -> int:
+    """Journal contacts anonymised by a writer that did not say so (a purge run before it called
+    ``record_anonymised``), with the reason the anonymiser left on the row."""
+    rows = session.execute(
+        text(
+            "SELECT c.id, c.attributes, c.anonymised_at FROM contacts c WHERE c.anonymised_at IS NOT NULL"
+            " AND NOT EXISTS (SELECT 1 FROM journal j WHERE j.kind = 'anonymised'"
+            " AND j.subject_ref = 'contact:' || CAST(c.id AS VARCHAR(20))) ORDER BY c.id LIMIT :n"
+        ),
+        {"n": limit},
+    ).all()
+    by_reason: dict[str, list[int]] = {}
+    for cid, attributes, _at in rows:
+        reason = str((read_json(attributes) or {}).get("anonymised_reason", "unknown"))
+        by_reason.setdefault(reason, []).append(int(cid))
+    return sum(record_anonymised(session, hasher, ids, reason=reason) for reason, ids in by_reason.items())

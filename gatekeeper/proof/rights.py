@@ -243,5 +243,4 @@ def erase(
     if contact.anonymised_at is not None:
         return {"id": contact_id, "anonymised_at": isoformat(contact.anonymised_at), "already": True}
     anonymise_contacts(session, [contact_id], ctx, reason="erasure", archive=archive, now=now)
-    journal.record_anonymised(session, ctx.hasher, [contact_id], reason="erasure", now=now)
     return {"id": contact_id, "anonymised_at": isoformat(now), "already": False}

@@ -30,7 +30,7 @@ from gatekeeper.sqlbulk import dialect_of, ts_value
 
 SPECS = {
     "reason": Spec(one_of(*SUPPRESSION_REASONS), required=True),
-    "channels": Spec(lambda v: ["all"] if v in (None, "") else channels(v)),
+    "channels": Spec(channels),  # absent: all channels (applied below)
     "occurred_at": Spec(instant),
 }
 
@@ -56,8 +56,9 @@ def parse_suppression(
         problems.add(row, "email", "a suppression needs an email or a phone")
         return []
     at = values["occurred_at"] or now
+    chans = values["channels"] or ["all"]
     return [
-        SuppressionRecord(row, kind, value, values["reason"], values["channels"], at)
+        SuppressionRecord(row, kind, value, values["reason"], chans, at)
         for kind, value in (("email", email), ("phone", phone))
         if value
     ]

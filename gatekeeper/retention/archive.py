@@ -45,7 +45,8 @@ FINANCIAL_YEAR_END_MONTH = 12
 
 metadata = MetaData()
 records = Table(
-    "archived_records", metadata,
+    "archived_records",
+    metadata,
     Column("id", Integer, primary_key=True),
     Column("kind", String(32), nullable=False),
     Column("source_ref", String(100), nullable=False, unique=True),
@@ -55,7 +56,8 @@ records = Table(
     Column("archived_at", UtcDateTime, nullable=False),
 )
 reads = Table(
-    "archive_reads", metadata,
+    "archive_reads",
+    metadata,
     Column("id", Integer, primary_key=True),
     Column("reader", String(200), nullable=False),
     Column("purpose", String(500), nullable=False),
@@ -91,8 +93,17 @@ class ArchiveStore:
     def put(self, items: Sequence[ArchivedRecord], now: datetime) -> int:
         if not items:
             return 0
-        rows = [{"kind": r.kind, "source_ref": r.source_ref, "occurred_at": r.occurred_at,
-                 "keep_until": r.keep_until, "data": r.data, "archived_at": now} for r in items]
+        rows = [
+            {
+                "kind": r.kind,
+                "source_ref": r.source_ref,
+                "occurred_at": r.occurred_at,
+                "keep_until": r.keep_until,
+                "data": r.data,
+                "archived_at": now,
+            }
+            for r in items
+        ]
         upsert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
         statement = upsert(records).on_conflict_do_nothing(index_elements=["source_ref"])
         with self.engine.begin() as conn:
@@ -105,8 +116,10 @@ class ArchiveStore:
             query = query.where(records.c.kind == kind)
         with self.engine.begin() as conn:
             found = [dict(r._mapping) for r in conn.execute(query)]
-            conn.execute(insert(reads), {"reader": reader, "purpose": purpose,
-                                         "records": len(found), "read_at": utcnow()})
+            conn.execute(
+                insert(reads),
+                {"reader": reader, "purpose": purpose, "records": len(found), "read_at": utcnow()},
+            )
         return found
 
     def purge(self, as_of: datetime) -> int:

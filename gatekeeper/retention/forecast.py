@@ -21,11 +21,13 @@ from gatekeeper.timeparse import isoformat
 
 PARIS = ZoneInfo("Europe/Paris")
 MAX_MONTHS = 60
-_IN_MONTH = ("SELECT COUNT(*) FROM contacts WHERE {col} >= :start AND {col} < :end"
-             " AND anonymised_at IS NULL AND refused_at IS NULL")
+_IN_MONTH = (
+    "SELECT COUNT(*) FROM contacts WHERE {col} >= :start AND {col} < :end"
+    " AND anonymised_at IS NULL AND refused_at IS NULL"
+)
 _NOW = {
     "reconsent_due": "reconsent_at <= :at AND deadline > :at AND anonymised_at IS NULL"
-                     " AND refused_at IS NULL",
+    " AND refused_at IS NULL",
     "expired": "anonymised_at IS NULL AND (deadline <= :at OR refused_at IS NOT NULL)",
     "anonymised": "anonymised_at IS NOT NULL",
 }
@@ -52,12 +54,18 @@ def forecast(session: Session, as_of: datetime, months: int) -> dict[str, Any]:
     rows = []
     for start, end in pairwise(starts):
         span = {"start": ts_value(d, start), "end": ts_value(d, end)}
-        rows.append({"month": end_month(end),
-                     "reconsent_due": _count(session, _IN_MONTH.format(col="reconsent_at"), span),
-                     "expired": _count(session, _IN_MONTH.format(col="deadline"), span)})
+        rows.append(
+            {
+                "month": end_month(end),
+                "reconsent_due": _count(session, _IN_MONTH.format(col="reconsent_at"), span),
+                "expired": _count(session, _IN_MONTH.format(col="deadline"), span),
+            }
+        )
     at = {"at": ts_value(d, as_of)}
-    now = {state: _count(session, f"SELECT COUNT(*) FROM contacts WHERE {cond}", at)  # noqa: S608
-           for state, cond in _NOW.items()}
+    now = {
+        state: _count(session, f"SELECT COUNT(*) FROM contacts WHERE {cond}", at)  # noqa: S608
+        for state, cond in _NOW.items()
+    }
     total = _count(session, "SELECT COUNT(*) FROM contacts", {})
     now["active"] = total - sum(now.values())
     return {"as_of": isoformat(as_of), "months": rows, "now": now}

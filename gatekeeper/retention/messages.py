@@ -27,8 +27,17 @@ from gatekeeper.errors import ConfigError
 
 TEMPLATES = PROJECT_ROOT / "templates" / "email"
 # Mailbox providers require h= to cover both unsubscribe headers (RFC 8058 §4).
-SIGNED_HEADERS = (b"from", b"to", b"subject", b"date", b"message-id", b"list-unsubscribe",
-                  b"list-unsubscribe-post", b"mime-version", b"content-type")
+SIGNED_HEADERS = (
+    b"from",
+    b"to",
+    b"subject",
+    b"date",
+    b"message-id",
+    b"list-unsubscribe",
+    b"list-unsubscribe-post",
+    b"mime-version",
+    b"content-type",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,8 +47,13 @@ class DkimKey:
     private_key: bytes
 
     def sign(self, raw: bytes) -> bytes:
-        signature: bytes = dkim.sign(raw, self.selector.encode(), self.domain.encode(),
-                                     self.private_key, include_headers=list(SIGNED_HEADERS))
+        signature: bytes = dkim.sign(
+            raw,
+            self.selector.encode(),
+            self.domain.encode(),
+            self.private_key,
+            include_headers=list(SIGNED_HEADERS),
+        )
         return signature + raw
 
 
@@ -65,14 +79,20 @@ class Rendered:
 
 class Renderer:
     def __init__(self, directory: Path = TEMPLATES) -> None:
-        self.env = Environment(loader=FileSystemLoader(str(directory)), undefined=StrictUndefined,
-                               autoescape=select_autoescape(["html"]), keep_trailing_newline=True)
+        self.env = Environment(
+            loader=FileSystemLoader(str(directory)),
+            undefined=StrictUndefined,
+            autoescape=select_autoescape(["html"]),
+            keep_trailing_newline=True,
+        )
 
     def render(self, kind: str, values: Mapping[str, Any]) -> Rendered:
         subject = self.env.get_template(f"{kind}/subject.txt").render(values)
-        return Rendered(" ".join(subject.split()),  # a header is one line
-                        self.env.get_template(f"{kind}/body.txt").render(values),
-                        self.env.get_template(f"{kind}/body.html").render(values))
+        return Rendered(
+            " ".join(subject.split()),  # a header is one line
+            self.env.get_template(f"{kind}/body.txt").render(values),
+            self.env.get_template(f"{kind}/body.html").render(values),
+        )
 
 
 @dataclass(frozen=True, slots=True)

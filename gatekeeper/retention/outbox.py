@@ -39,9 +39,9 @@ NOT_QUEUED = """
         AND o.cycle = c.deadline)"""
 QUEUE_SQL = """
 INSERT INTO outbox (contact_id, kind, cycle, state, attempts, next_attempt_at, created_at)
-SELECT c.id, :kind, c.deadline, 'queued', 0, :now, :now FROM contacts c
+SELECT c.id, CAST(:kind AS VARCHAR(32)), c.deadline, 'queued', 0, :now, :now FROM contacts c
 WHERE {due} AND {lawful} AND {not_queued}
-ORDER BY c.id LIMIT :limit
+ORDER BY {order}, c.id LIMIT :limit
 ON CONFLICT (contact_id, kind, cycle) DO NOTHING"""
 COUNT_SQL = "SELECT COUNT(*) FROM contacts c WHERE {due} AND {lawful} AND {not_queued}"
 # reconsent_at = deadline - lead, so this window is a range scan of its index.
@@ -51,30 +51,39 @@ DUE_REMINDER = """c.deadline > :as_of AND c.deadline <= :reminder_until
     AND EXISTS (SELECT 1 FROM outbox r WHERE r.contact_id = c.id AND r.kind = 'reconsent'
         AND r.cycle = c.deadline AND r.state = 'sent' AND r.sent_at <= :sent_before)"""
 DUE = {"reconsent": DUE_RECONSENT, "reconsent_reminder": DUE_REMINDER}
+# Ordered by the indexed date of the window, so each batch is a range scan of that index
+# (ordered by id, the planner walks the whole table to fill each batch).
+ORDER = {"reconsent": "c.reconsent_at", "reconsent_reminder": "c.deadline"}
 
 
-def _due_params(session: Session, kind: str, as_of: datetime, lead_days: int,
-                reminder_days: int) -> dict[str, Any]:
+def _due_params(
+    session: Session, kind: str, as_of: datetime, lead_days: int, reminder_days: int
+) -> dict[str, Any]:
     d = dialect_of(session)
-    return {"kind": kind, "as_of": ts_value(d, as_of),
-            "window_start": ts_value(d, as_of - timedelta(days=lead_days)),
-            "reminder_until": ts_value(d, as_of + timedelta(days=reminder_days)),
-            "sent_before": ts_value(d, as_of - timedelta(days=1)), "now": ts_value(d, as_of)}
+    return {
+        "kind": kind,
+        "as_of": ts_value(d, as_of),
+        "window_start": ts_value(d, as_of - timedelta(days=lead_days)),
+        "reminder_until": ts_value(d, as_of + timedelta(days=reminder_days)),
+        "sent_before": ts_value(d, as_of - timedelta(days=1)),
+        "now": ts_value(d, as_of),
+    }
 
 
-def queue_due(session: Session, kind: str, as_of: datetime, *, lead_days: int,
-              reminder_days: int, limit: int) -> int:
+def queue_due(
+    session: Session, kind: str, as_of: datetime, *, lead_days: int, reminder_days: int, limit: int
+) -> int:
     """Queue one message of this kind for up to ``limit`` due contacts; returns how many."""
-    sql = QUEUE_SQL.format(due=DUE[kind], lawful=LAWFUL_EMAIL, not_queued=NOT_QUEUED)
+    sql = QUEUE_SQL.format(due=DUE[kind], order=ORDER[kind], lawful=LAWFUL_EMAIL, not_queued=NOT_QUEUED)
     params = _due_params(session, kind, as_of, lead_days, reminder_days) | {"limit": limit}
     return int(session.execute(text(sql), params).rowcount)  # type: ignore[attr-defined]
 
 
-def count_due(session: Session, kind: str, as_of: datetime, *, lead_days: int,
-              reminder_days: int) -> int:
+def count_due(session: Session, kind: str, as_of: datetime, *, lead_days: int, reminder_days: int) -> int:
     sql = COUNT_SQL.format(due=DUE[kind], lawful=LAWFUL_EMAIL, not_queued=NOT_QUEUED)
-    return int(session.execute(text(sql),
-                               _due_params(session, kind, as_of, lead_days, reminder_days)).scalar_one())
+    return int(
+        session.execute(text(sql), _due_params(session, kind, as_of, lead_days, reminder_days)).scalar_one()
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,11 +103,14 @@ def claim(session: Session, as_of: datetime, limit: int) -> list[Claimed]:
         # waits for this one's commit instead of reading the same queued rows.
         session.execute(text("UPDATE outbox SET state = state WHERE 1 = 0"))
     lock = " FOR UPDATE SKIP LOCKED" if d == "postgresql" else ""
-    rows = session.execute(text(
-        "SELECT id, contact_id, kind, cycle, attempts FROM outbox"  # noqa: S608 - constants only
-        " WHERE state = 'queued' AND next_attempt_at <= :now"
-        f" ORDER BY next_attempt_at, id LIMIT :limit{lock}"),
-        {"now": ts_value(d, as_of), "limit": limit}).all()
+    rows = session.execute(
+        text(
+            "SELECT id, contact_id, kind, cycle, attempts FROM outbox"  # noqa: S608 - constants only
+            " WHERE state = 'queued' AND next_attempt_at <= :now"
+            f" ORDER BY next_attempt_at, id LIMIT :limit{lock}"
+        ),
+        {"now": ts_value(d, as_of), "limit": limit},
+    ).all()
     return [Claimed(r[0], r[1], r[2], read_ts(r[3]), r[4]) for r in rows]
 
 
@@ -108,27 +120,39 @@ def backoff(attempts: int) -> timedelta:
 
 
 def mark_sent(session: Session, row: Claimed, message_id: str, now: datetime) -> None:
-    session.execute(text(
-        "UPDATE outbox SET state = 'sent', attempts = attempts + 1, sent_at = :now,"
-        " message_id = :mid, last_error = NULL WHERE id = :id"),
-        {"now": ts_value(dialect_of(session), now), "mid": message_id, "id": row.id})
+    session.execute(
+        text(
+            "UPDATE outbox SET state = 'sent', attempts = attempts + 1, sent_at = :now,"
+            " message_id = :mid, last_error = NULL WHERE id = :id"
+        ),
+        {"now": ts_value(dialect_of(session), now), "mid": message_id, "id": row.id},
+    )
 
 
-def mark_failed(session: Session, row: Claimed, error: str, now: datetime, *,
-                permanent: bool) -> str:
+def mark_failed(session: Session, row: Claimed, error: str, now: datetime, *, permanent: bool) -> str:
     attempts = row.attempts + 1
     state = "failed" if permanent or attempts >= MAX_ATTEMPTS else "queued"
-    session.execute(text(
-        "UPDATE outbox SET state = :state, attempts = :attempts, next_attempt_at = :next,"
-        " last_error = :error WHERE id = :id"),
-        {"state": state, "attempts": attempts, "error": error[:500], "id": row.id,
-         "next": ts_value(dialect_of(session), now + backoff(attempts))})
+    session.execute(
+        text(
+            "UPDATE outbox SET state = :state, attempts = :attempts, next_attempt_at = :next,"
+            " last_error = :error WHERE id = :id"
+        ),
+        {
+            "state": state,
+            "attempts": attempts,
+            "error": error[:500],
+            "id": row.id,
+            "next": ts_value(dialect_of(session), now + backoff(attempts)),
+        },
+    )
     return state
 
 
 def mark_cancelled(session: Session, row: Claimed, why: str) -> None:
-    session.execute(text("UPDATE outbox SET state = 'cancelled', last_error = :why WHERE id = :id"),
-                    {"why": why, "id": row.id})
+    session.execute(
+        text("UPDATE outbox SET state = 'cancelled', last_error = :why WHERE id = :id"),
+        {"why": why, "id": row.id},
+    )
 
 
 @dataclass

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -38,8 +39,9 @@ SCHEDULE: dict[str, Any] = {
     "plan_reconsent": CronTrigger(hour=3, minute=0, timezone=PARIS),
     "purge_expired": CronTrigger(hour=3, minute=30, timezone=PARIS),
     "send_outbox": IntervalTrigger(minutes=1, timezone=PARIS),
+    "journal_catch_up": IntervalTrigger(minutes=5, timezone=PARIS),
 }
-PER_MINUTE = frozenset({"send_outbox"})
+PER_MINUTE = frozenset({"send_outbox", "journal_catch_up"})
 
 
 def slot_of(name: str, as_of: datetime) -> str:
@@ -56,33 +58,54 @@ def claim_slot(database: Database, name: str, slot: str, owner: str, now: dateti
     """True when this caller, and nobody else, is to run ``name`` for ``slot``."""
     with database.session_scope() as session:
         d = dialect_of(session)
-        params = {"name": name, "slot": slot, "owner": owner, "now": ts_value(d, now),
-                  "stale": ts_value(d, now - STALE_AFTER)}
-        inserted = session.execute(text(
-            "INSERT INTO task_runs (name, slot, state, owner, started_at)"
-            " VALUES (:name, :slot, 'running', :owner, :now)"
-            " ON CONFLICT (name, slot) DO NOTHING"), params).rowcount  # type: ignore[attr-defined]
+        params = {
+            "name": name,
+            "slot": slot,
+            "owner": owner,
+            "now": ts_value(d, now),
+            "stale": ts_value(d, now - STALE_AFTER),
+        }
+        inserted = session.execute(
+            text(
+                "INSERT INTO task_runs (name, slot, state, owner, started_at)"
+                " VALUES (:name, :slot, 'running', :owner, :now)"
+                " ON CONFLICT (name, slot) DO NOTHING"
+            ),
+            params,
+        ).rowcount  # type: ignore[attr-defined]
         if inserted == 1:
             return True
-        retaken = session.execute(text(
-            "UPDATE task_runs SET state = 'running', owner = :owner, started_at = :now"
-            " WHERE name = :name AND slot = :slot"
-            " AND (state = 'failed' OR (state = 'running' AND started_at < :stale))"),
-            params).rowcount  # type: ignore[attr-defined]
+        retaken = session.execute(
+            text(
+                "UPDATE task_runs SET state = 'running', owner = :owner, started_at = :now"
+                " WHERE name = :name AND slot = :slot"
+                " AND (state = 'failed' OR (state = 'running' AND started_at < :stale))"
+            ),
+            params,
+        ).rowcount  # type: ignore[attr-defined]
         return bool(retaken == 1)
 
 
 def _finish(database: Database, name: str, slot: str, state: str, result: Any) -> None:
     with database.session_scope() as session:
-        session.execute(text(
-            "UPDATE task_runs SET state = :state, finished_at = :now, result = :result"
-            " WHERE name = :name AND slot = :slot"),
-            {"state": state, "now": ts_value(dialect_of(session), utcnow()),
-             "result": json_value(result), "name": name, "slot": slot})
+        session.execute(
+            text(
+                "UPDATE task_runs SET state = :state, finished_at = :now, result = :result"
+                " WHERE name = :name AND slot = :slot"
+            ),
+            {
+                "state": state,
+                "now": ts_value(dialect_of(session), utcnow()),
+                "result": json_value(result),
+                "name": name,
+                "slot": slot,
+            },
+        )
 
 
-def run_guarded(database: Database, env: TaskEnv, name: str, as_of: datetime | None = None,
-                owner: str | None = None) -> dict[str, Any] | None:
+def run_guarded(
+    database: Database, env: TaskEnv, name: str, as_of: datetime | None = None, owner: str | None = None
+) -> dict[str, Any] | None:
     """Run the task unless its slot is taken; None when another run had it."""
     moment = as_of or utcnow()
     slot = slot_of(name, moment)
@@ -99,13 +122,28 @@ def run_guarded(database: Database, env: TaskEnv, name: str, as_of: datetime | N
     return result
 
 
-def build_scheduler(database: Database, env: TaskEnv, *, blocking: bool = True,
-                    owner: str | None = None, run_now: bool = False) -> BaseScheduler:
+def build_scheduler(
+    database: Database,
+    env: TaskEnv,
+    *,
+    blocking: bool = True,
+    owner: str | None = None,
+    run_now: bool = False,
+    tasks: Iterable[str] = tuple(SCHEDULE),
+) -> BaseScheduler:
     """The jobs on their triggers; ``run_now`` also fires each once at start (tests, catch-up)."""
-    scheduler: BaseScheduler = (BlockingScheduler if blocking else BackgroundScheduler)(
-        timezone=PARIS)
-    for name, trigger in SCHEDULE.items():
+    scheduler: BaseScheduler = (BlockingScheduler if blocking else BackgroundScheduler)(timezone=PARIS)
+    for name in tasks:
+        trigger = SCHEDULE[name]
         extra = {"next_run_time": datetime.now(PARIS)} if run_now else {}
-        scheduler.add_job(run_guarded, trigger, args=[database, env, name, None, owner], id=name,
-                          max_instances=1, coalesce=True, misfire_grace_time=3600, **extra)
+        scheduler.add_job(
+            run_guarded,
+            trigger,
+            args=[database, env, name, None, owner],
+            id=name,
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=3600,
+            **extra,
+        )
     return scheduler

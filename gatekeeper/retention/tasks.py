@@ -21,10 +21,11 @@ queued messages.
 from __future__ import annotations
 
 import email.utils
+import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import text
@@ -34,6 +35,7 @@ from gatekeeper.config import Settings
 from gatekeeper.db import Database
 from gatekeeper.links.i18n import date_in_words
 from gatekeeper.links.tokens import LinkSigner, signer_secrets, utc_clock
+from gatekeeper.proof import journal
 from gatekeeper.register.context import RegisterContext, context_from
 from gatekeeper.retention import outbox
 from gatekeeper.retention.archive import ArchiveStore
@@ -58,6 +60,7 @@ from gatekeeper.timeparse import isoformat
 PLAN_BATCH = 2000
 PURGE_BATCH = 500  # a contact's events are rewritten too: stays under ~5k rows a transaction
 SEND_BATCH = 50  # short transactions: the claimed rows stay locked while they are sent
+TASK_RUNS_KEPT = timedelta(days=31)
 MESSAGE_KINDS = ("reconsent", "reconsent_reminder")
 
 
@@ -75,16 +78,26 @@ class TaskEnv:
     limiter: outbox.SendRateLimiter
 
 
-def build_env(settings: Settings, *, transport: Transport | None = None,
-              signer: LinkSigner | None = None, send_rate: float = 10.0) -> TaskEnv:
+def build_env(
+    settings: Settings,
+    *,
+    transport: Transport | None = None,
+    signer: LinkSigner | None = None,
+    send_rate: float | None = None,
+) -> TaskEnv:
+    """``send_rate`` (messages a second, 0 = unlimited) defaults to GATEKEEPER_SEND_RATE or 10."""
+    rate = float(os.environ.get("GATEKEEPER_SEND_RATE", "10")) if send_rate is None else send_rate
     secrets = signer_secrets(settings.secret_key, settings.old_secret_keys)
     return TaskEnv(
-        settings=settings, ctx=context_from(settings),
+        settings=settings,
+        ctx=context_from(settings),
         signer=signer or LinkSigner(secrets, settings.public_base_url, utc_clock),
         transport=transport or transport_from_url(settings.smtp_url),
-        renderer=Renderer(), dkim=dkim_from_environ(),
+        renderer=Renderer(),
+        dkim=dkim_from_environ(),
         archive=ArchiveStore(settings.archive_database_url),
-        limiter=outbox.SendRateLimiter(send_rate))
+        limiter=outbox.SendRateLimiter(rate),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,8 +109,7 @@ class Batch:
 # --- plan_reconsent --------------------------------------------------------------------------
 
 
-def plan_reconsent(session: Session, as_of: datetime, env: TaskEnv,
-                   limit: int = PLAN_BATCH) -> Batch:
+def plan_reconsent(session: Session, as_of: datetime, env: TaskEnv, limit: int = PLAN_BATCH) -> Batch:
     policy = env.ctx.policy
     days = {"lead_days": policy.reconsent_lead_days, "reminder_days": policy.reconsent_reminder_days}
     counts, left = {}, limit
@@ -115,8 +127,10 @@ def plan_reconsent_dry(session: Session, as_of: datetime, env: TaskEnv) -> dict[
 
 # --- send_outbox -----------------------------------------------------------------------------
 
-_RECIPIENTS = ("SELECT c.id, c.email, c.first_name, c.deadline, c.timezone, c.clock"
-               " FROM contacts c WHERE c.id IN ({ids}) AND {lawful}")
+_RECIPIENTS = (
+    "SELECT c.id, c.email, c.first_name, c.deadline, c.timezone, c.clock"
+    " FROM contacts c WHERE c.id IN ({ids}) AND {lawful}"
+)
 
 
 def send_outbox(session: Session, as_of: datetime, env: TaskEnv, limit: int = SEND_BATCH) -> Batch:
@@ -124,16 +138,17 @@ def send_outbox(session: Session, as_of: datetime, env: TaskEnv, limit: int = SE
     if not claimed:
         return Batch({}, more=False)
     ids = ", ".join(str(int(c.contact_id)) for c in claimed)
-    people = {r["id"]: r for r in session.execute(text(
-        _RECIPIENTS.format(ids=ids, lawful=outbox.LAWFUL_EMAIL))).mappings()}
+    people = {
+        r["id"]: r
+        for r in session.execute(text(_RECIPIENTS.format(ids=ids, lawful=outbox.LAWFUL_EMAIL))).mappings()
+    }
     counts: Counter[str] = Counter()
     for row in claimed:
         counts[_send_one(session, row, people.get(row.contact_id), as_of, env)] += 1
     return Batch(dict(counts), more=len(claimed) == limit)
 
 
-def _send_one(session: Session, row: outbox.Claimed, person: Any, as_of: datetime,
-              env: TaskEnv) -> str:
+def _send_one(session: Session, row: outbox.Claimed, person: Any, as_of: datetime, env: TaskEnv) -> str:
     if person is None:  # erased, objected or refused since the message was planned
         outbox.mark_cancelled(session, row, "no lawful channel any more")
         return "cancelled"
@@ -146,25 +161,38 @@ def _send_one(session: Session, row: outbox.Claimed, person: Any, as_of: datetim
     try:
         env.transport.send(message, to_bytes(message, env.dkim))
     except TemporarySendError as exc:
-        return "retry" if outbox.mark_failed(session, row, str(exc), as_of,
-                                             permanent=False) == "queued" else "failed"
+        return (
+            "retry"
+            if outbox.mark_failed(session, row, str(exc), as_of, permanent=False) == "queued"
+            else "failed"
+        )
     except PermanentSendError as exc:
         outbox.mark_failed(session, row, str(exc), as_of, permanent=True)
         return "failed"
     outbox.mark_sent(session, row, str(message["Message-ID"]), as_of)
+    # RULES.md §6: the reconsent request is part of the story an inspector reads (references only).
+    journal.record_other(
+        session,
+        env.ctx.hasher,
+        f"{row.kind}_sent",
+        f"contact:{row.contact_id}",
+        {"outbox": row.id, "kind": row.kind, "cycle": isoformat(row.cycle)},
+        now=as_of,
+    )
     return "sent"
 
 
-def _message(row: outbox.Claimed, person: Any, deadline: datetime, as_of: datetime,
-             env: TaskEnv) -> Any:
+def _message(row: outbox.Claimed, person: Any, deadline: datetime, as_of: datetime, env: TaskEnv) -> Any:
     settings, signer, cid = env.settings, env.signer, row.contact_id
     address = email.utils.parseaddr(settings.mail_from)[1]
     policy = env.ctx.policy
-    years = (policy.client_retention_years if person["clock"] == "client"
-             else policy.prospect_retention_years)
+    years = policy.client_retention_years if person["clock"] == "client" else policy.prospect_retention_years
     values = {
-        "sender": settings.sender_entity, "sender_address": address,
-        "first_name": person["first_name"], "years": years, "reminder": row.kind != "reconsent",
+        "sender": settings.sender_entity,
+        "sender_address": address,
+        "first_name": person["first_name"],
+        "years": years,
+        "reminder": row.kind != "reconsent",
         "deadline_fr": date_in_words(deadline, "fr", person["timezone"]),
         "deadline_en": date_in_words(deadline, "en", person["timezone"]),
         "keep_url": signer.url("reconsent", signer.reconsent(cid, deadline)),
@@ -177,45 +205,86 @@ def _message(row: outbox.Claimed, person: Any, deadline: datetime, as_of: dateti
 
 def send_outbox_dry(session: Session, as_of: datetime, env: TaskEnv) -> dict[str, Any]:
     del env
-    ready = session.execute(text(
-        "SELECT COUNT(*) FROM outbox WHERE state = 'queued' AND next_attempt_at <= :now"),
-        {"now": ts_value(dialect_of(session), as_of)}).scalar_one()
+    ready = session.execute(
+        text("SELECT COUNT(*) FROM outbox WHERE state = 'queued' AND next_attempt_at <= :now"),
+        {"now": ts_value(dialect_of(session), as_of)},
+    ).scalar_one()
     return {"would_send": int(ready)}
 
 
 # --- purge_expired ---------------------------------------------------------------------------
 
-_EXPIRED = ("SELECT id FROM contacts WHERE deadline <= :as_of AND anonymised_at IS NULL"
-            " ORDER BY deadline, id LIMIT :limit")
-_REFUSED = ("SELECT id FROM contacts WHERE refused_at IS NOT NULL AND anonymised_at IS NULL"
-            " ORDER BY id LIMIT :limit")
+_EXPIRED = (
+    "SELECT id FROM contacts WHERE deadline <= :as_of AND anonymised_at IS NULL"
+    " ORDER BY deadline, id LIMIT :limit"
+)
+_REFUSED = (
+    "SELECT id FROM contacts WHERE refused_at IS NOT NULL AND anonymised_at IS NULL ORDER BY id LIMIT :limit"
+)
 
 
-def purge_expired(session: Session, as_of: datetime, env: TaskEnv,
-                  limit: int = PURGE_BATCH) -> Batch:
+def purge_expired(session: Session, as_of: datetime, env: TaskEnv, limit: int = PURGE_BATCH) -> Batch:
     params = {"as_of": ts_value(dialect_of(session), as_of), "limit": limit}
     counts, left = {}, limit
     for reason, sql in (("refused", _REFUSED), ("expired", _EXPIRED)):
         ids = [r[0] for r in session.execute(text(sql), params | {"limit": left})] if left else []
-        counts[reason] = anonymise_contacts(session, ids, env.ctx, reason=reason,
-                                            archive=env.archive, now=as_of)
+        counts[reason] = anonymise_contacts(
+            session, ids, env.ctx, reason=reason, archive=env.archive, now=as_of
+        )
         left -= len(ids)
     more = left == 0
-    if not more and env.archive is not None:
-        counts["archive_purged"] = env.archive.purge(as_of)
+    if not more:
+        counts["task_runs_pruned"] = _prune_task_runs(session, as_of)
+        if env.archive is not None:
+            counts["archive_purged"] = env.archive.purge(as_of)
     return Batch(counts, more)
+
+
+def _prune_task_runs(session: Session, as_of: datetime) -> int:
+    # The sender claims a slot a minute: keep a month of the guard's history, no more.
+    old = ts_value(dialect_of(session), as_of - TASK_RUNS_KEPT)
+    result = session.execute(text("DELETE FROM task_runs WHERE started_at < :old"), {"old": old})
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 def purge_expired_dry(session: Session, as_of: datetime, env: TaskEnv) -> dict[str, Any]:
     del env
     at = {"as_of": ts_value(dialect_of(session), as_of)}
-    due = ("FROM contacts WHERE anonymised_at IS NULL"
-           " AND (deadline <= :as_of OR refused_at IS NOT NULL)")
+    due = "FROM contacts WHERE anonymised_at IS NULL AND (deadline <= :as_of OR refused_at IS NOT NULL)"
     contacts = session.execute(text(f"SELECT COUNT(*) {due}"), at).scalar_one()
-    invoices = session.execute(text(
-        "SELECT COUNT(*) FROM events WHERE type = 'purchase'"  # noqa: S608
-        f" AND contact_id IN (SELECT id {due})"), at).scalar_one()
+    invoices = session.execute(
+        text(
+            "SELECT COUNT(*) FROM events WHERE type = 'purchase'"  # noqa: S608
+            f" AND contact_id IN (SELECT id {due})"
+        ),
+        at,
+    ).scalar_one()
     return {"would_anonymise": int(contacts), "would_archive_invoices": int(invoices)}
+
+
+# --- journal_catch_up ------------------------------------------------------------------------
+
+CATCH_UP_BATCH = 2_000
+
+
+def journal_catch_up(session: Session, as_of: datetime, env: TaskEnv, limit: int = CATCH_UP_BATCH) -> Batch:
+    """Journal facts written outside a request's transaction (tracked clicks served by the
+    links' fast path) so every fact has its entry within minutes (RULES.md §6)."""
+    del as_of
+    events = journal.record_pending_events(session, env.ctx.hasher, limit=limit)
+    anonymised = journal.record_pending_anonymisations(session, env.ctx.hasher, limit=limit)
+    return Batch({"events": events, "anonymised": anonymised}, more=max(events, anonymised) >= limit)
+
+
+def journal_catch_up_dry(session: Session, as_of: datetime, env: TaskEnv) -> dict[str, Any]:
+    del as_of, env
+    pending = session.execute(
+        text(
+            "SELECT count(*) FROM events e WHERE NOT EXISTS (SELECT 1 FROM journal j"
+            " WHERE j.fact_table = 'event' AND j.fact_id = e.id)"
+        )
+    ).scalar_one()
+    return {"would_journal_events": int(pending)}
 
 
 # --- running ---------------------------------------------------------------------------------
@@ -226,11 +295,13 @@ TASKS: dict[str, tuple[TaskFn, DryFn]] = {
     "plan_reconsent": (plan_reconsent, plan_reconsent_dry),
     "send_outbox": (send_outbox, send_outbox_dry),
     "purge_expired": (purge_expired, purge_expired_dry),
+    "journal_catch_up": (journal_catch_up, journal_catch_up_dry),
 }
 
 
-def run_task(database: Database, env: TaskEnv, name: str, as_of: datetime, *,
-             dry_run: bool = False) -> dict[str, Any]:
+def run_task(
+    database: Database, env: TaskEnv, name: str, as_of: datetime, *, dry_run: bool = False
+) -> dict[str, Any]:
     """Run a task to the end, one transaction per batch; returns what it did (or would do)."""
     task, dry = TASKS[name]
     head: dict[str, Any] = {"task": name, "as_of": isoformat(as_of), "dry_run": dry_run}

@@ -28,8 +28,17 @@ from gatekeeper.errors import ConfigError, GatekeeperError
 
 TIMEOUT_SECONDS = 30
 # Headers an HTTP API sets itself: passing them again is refused or duplicated.
-_API_OWN_HEADERS = {"from", "to", "subject", "date", "mime-version", "content-type",
-                    "content-transfer-encoding", "dkim-signature", "message-id"}
+_API_OWN_HEADERS = {
+    "from",
+    "to",
+    "subject",
+    "date",
+    "mime-version",
+    "content-type",
+    "content-transfer-encoding",
+    "dkim-signature",
+    "message-id",
+}
 
 
 class SendError(GatekeeperError):
@@ -74,8 +83,9 @@ class SmtpTransport:
     def _connect(self) -> smtplib.SMTP:
         context = ssl.create_default_context()
         if self.tls:
-            smtp: smtplib.SMTP = smtplib.SMTP_SSL(self.host, self.port, timeout=TIMEOUT_SECONDS,
-                                                  context=context)
+            smtp: smtplib.SMTP = smtplib.SMTP_SSL(
+                self.host, self.port, timeout=TIMEOUT_SECONDS, context=context
+            )
         else:
             smtp = smtplib.SMTP(self.host, self.port, timeout=TIMEOUT_SECONDS)
             if self.starttls:
@@ -132,12 +142,19 @@ class BrevoTransport:
         body: dict[str, Any] = {
             "sender": {"name": name, "email": address},
             "to": [{"email": a} for _, a in email.utils.getaddresses([str(message["To"])])],
-            "subject": str(message["Subject"]), "textContent": text,
-            "headers": _extra_headers(message)}
+            "subject": str(message["Subject"]),
+            "textContent": text,
+            "headers": _extra_headers(message),
+        }
         if html:
             body["htmlContent"] = html
-        _post(self.http or requests.Session(), f"{self.base_url}/v3/smtp/email", "Brevo",
-              json=body, headers={"api-key": self.api_key, "accept": "application/json"})
+        _post(
+            self.http or requests.Session(),
+            f"{self.base_url}/v3/smtp/email",
+            "Brevo",
+            json=body,
+            headers={"api-key": self.api_key, "accept": "application/json"},
+        )
 
 
 @dataclass
@@ -154,12 +171,19 @@ class MailjetTransport:
         item: dict[str, Any] = {
             "From": {"Email": address, "Name": name},
             "To": [{"Email": a} for _, a in email.utils.getaddresses([str(message["To"])])],
-            "Subject": str(message["Subject"]), "TextPart": text,
-            "Headers": _extra_headers(message)}
+            "Subject": str(message["Subject"]),
+            "TextPart": text,
+            "Headers": _extra_headers(message),
+        }
         if html:
             item["HTMLPart"] = html
-        _post(self.http or requests.Session(), f"{self.base_url}/v3.1/send", "Mailjet",
-              json={"Messages": [item]}, auth=(self.api_key, self.secret))
+        _post(
+            self.http or requests.Session(),
+            f"{self.base_url}/v3.1/send",
+            "Mailjet",
+            json={"Messages": [item]},
+            auth=(self.api_key, self.secret),
+        )
 
 
 def transport_from_url(url: str, http: requests.Session | None = None) -> Transport:
@@ -171,8 +195,14 @@ def transport_from_url(url: str, http: requests.Session | None = None) -> Transp
         case "smtp" | "smtps":
             tls = parts.scheme == "smtps"
             starttls = query.get("starttls", ["0"])[0].lower() in ("1", "true", "yes")
-            return SmtpTransport(parts.hostname or "127.0.0.1", parts.port or (465 if tls else 25),
-                                 tls, starttls, user, password)
+            return SmtpTransport(
+                parts.hostname or "127.0.0.1",
+                parts.port or (465 if tls else 25),
+                tls,
+                starttls,
+                user,
+                password,
+            )
         case "brevo":
             if not user:
                 raise ConfigError("brevo://API_KEY@api.brevo.com: the API key is missing")
@@ -180,6 +210,5 @@ def transport_from_url(url: str, http: requests.Session | None = None) -> Transp
         case "mailjet":
             if not (user and password):
                 raise ConfigError("mailjet://API_KEY:SECRET@api.mailjet.com: key or secret missing")
-            return MailjetTransport(user, password, f"https://{parts.hostname or 'api.mailjet.com'}",
-                                    http)
+            return MailjetTransport(user, password, f"https://{parts.hostname or 'api.mailjet.com'}", http)
     raise ConfigError(f"unknown mail transport {parts.scheme!r}: smtp, smtps, brevo or mailjet")

@@ -37,8 +37,9 @@ def upgrade() -> None:
         sa.Column("message_id", sa.String(length=255), nullable=True),
         sa.Column("created_at", _ts(), nullable=False),
         sa.Column("sent_at", _ts(), nullable=True),
-        sa.ForeignKeyConstraint(["contact_id"], ["contacts.id"],
-                                name=op.f("fk_outbox_contact_id_contacts"), ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["contact_id"], ["contacts.id"], name=op.f("fk_outbox_contact_id_contacts"), ondelete="CASCADE"
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_outbox")),
         sa.UniqueConstraint("contact_id", "kind", "cycle", name=op.f("uq_outbox_contact_id")),
     )
