@@ -39,6 +39,7 @@ BENCH_SECONDS ?= 10
 bench: install  ## benchmarks at full size; each prints its figure, its baseline and the ratio
 	$(BIN)/python bench/import.py --rows $(BENCH_ROWS)
 	$(BIN)/python bench/filter.py --rows $(BENCH_ROWS)
+	$(BIN)/python bench/retention.py --rows $(BENCH_ROWS)
 	$(BIN)/python bench/tokens.py --rows 100000
 	$(BIN)/python bench/links.py --seconds $(BENCH_SECONDS)
 	$(BIN)/python bench/webhook_ingest.py --seconds $(BENCH_SECONDS)

@@ -141,7 +141,8 @@ def scheduler_command() -> None:
     settings = load_settings()
     scheduler = build_scheduler(Database(settings.database_url), build_env(settings))
     click.echo(
-        "scheduler started (plan_reconsent 03:00, purge_expired 03:30 Paris; send_outbox every minute)"
+        "scheduler started (plan_reconsent 03:00, purge_expired 03:30 Paris; send_outbox every minute;"
+        " journal_catch_up every 5 minutes)"
     )
     with contextlib.suppress(KeyboardInterrupt, SystemExit):  # Ctrl-C is the way to stop it
         scheduler.start()
