@@ -116,8 +116,8 @@ def run_all(port: int) -> None:
         subprocess.Popen([*exe, "mailsink"]),  # noqa: S603 - our own interpreter and module
         subprocess.Popen([*exe, "serve", "--port", str(port)]),  # noqa: S603
         # The scheduler is its own process: never inside the web workers.
-        subprocess.Popen([*exe, "scheduler"]),
-    ]  # noqa: S603
+        subprocess.Popen([*exe, "scheduler"]),  # noqa: S603
+    ]
     click.echo(f"gatekeeper on http://127.0.0.1:{port}/  (OpenAPI: /api/v1/openapi.json; Ctrl-C stops)")
     try:
         while all(c.poll() is None for c in children):

@@ -228,7 +228,9 @@ class VerdictRun(Base):
 
     __tablename__ = "verdict_runs"
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaigns.id", ondelete="SET NULL"), index=True)
+    campaign_id: Mapped[int | None] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="SET NULL"), index=True
+    )
     kind: Mapped[str] = mapped_column(String(16))  # check | list
     state: Mapped[str] = mapped_column(String(16), default="done")
     as_of: Mapped[datetime] = mapped_column(UtcDateTime)
@@ -242,5 +244,7 @@ class VerdictRun(Base):
     output_path: Mapped[str | None] = mapped_column(String(500))
     job_id: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
 from gatekeeper import models_proof as _proof  # noqa: E402,F401
 from gatekeeper import models_retention as _retention  # noqa: E402,F401

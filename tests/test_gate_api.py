@@ -162,17 +162,25 @@ def test_a_check_for_a_stored_campaign_gives_allowed_recipients_signed_links_and
 ) -> None:
     seed(client, auth)
     cid = client.post("/api/v1/campaigns", headers=auth, json=CAMPAIGN).json["id"]
-    res = client.post("/api/v1/checks", headers=auth, json={
-        "campaign": CAMPAIGN, "campaign_id": cid, "recipients": ["anne@example.fr", "carl@example.fr"],
-        "as_of": "2026-11-22"})
+    res = client.post(
+        "/api/v1/checks",
+        headers=auth,
+        json={
+            "campaign": CAMPAIGN,
+            "campaign_id": cid,
+            "recipients": ["anne@example.fr", "carl@example.fr"],
+            "as_of": "2026-11-22",
+        },
+    )
     anne, carl = res.json["verdicts"]
     assert anne["headers"]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert anne["headers"]["List-Unsubscribe"] == f"<{anne['links']['unsubscribe']}>"
     assert "anne" not in anne["links"]["unsubscribe"]  # ids only in the token
     assert client.get(anne["links"]["preferences"].removeprefix("http://127.0.0.1:8000")).status_code == 200
     assert "links" not in carl and "headers" not in carl
-    unknown = client.post("/api/v1/checks", headers=auth, json={
-        "campaign": CAMPAIGN, "campaign_id": 999, "recipients": []})
+    unknown = client.post(
+        "/api/v1/checks", headers=auth, json={"campaign": CAMPAIGN, "campaign_id": 999, "recipients": []}
+    )
     assert unknown.status_code == 404
 
 
@@ -222,7 +230,15 @@ def test_a_campaign_list_is_decided_as_a_job_and_streamed_back(
     out = client.get(f"/api/v1/campaigns/{cid}/verdicts.csv?decision=block", headers=auth)
     assert out.status_code == 200
     rows = list(csv.reader(io.StringIO(out.get_data(as_text=True).lstrip("\ufeff")), delimiter=";"))
-    assert rows[0] == ["email", "first_name", "note", "decision", "reasons", "unsubscribe_url", "preferences_url"]
+    assert rows[0] == [
+        "email",
+        "first_name",
+        "note",
+        "decision",
+        "reasons",
+        "unsubscribe_url",
+        "preferences_url",
+    ]
     assert {r[0] for r in rows[1:]} == {r for r, (d, _) in EXPECTED.items() if d == "block"}
     assert all(r[2] == "'=cmd()" for r in rows[1:])  # formula neutralised
     assert all(r[3] == "block" and r[5] == "" for r in rows[1:])
@@ -234,8 +250,11 @@ def test_a_campaign_list_is_decided_as_a_job_and_streamed_back(
     path = anne[5].removeprefix("http://127.0.0.1:8000")
     res = client.post(path, data={"List-Unsubscribe": "One-Click"})
     assert res.status_code == 200
-    check = client.post("/api/v1/checks", headers=auth, json={
-        "campaign": CAMPAIGN, "recipients": ["anne@example.fr"], "as_of": "2026-11-24"})
+    check = client.post(
+        "/api/v1/checks",
+        headers=auth,
+        json={"campaign": CAMPAIGN, "recipients": ["anne@example.fr"], "as_of": "2026-11-24"},
+    )
     assert check.json["verdicts"][0]["reasons"][0] == "suppressed.unsubscribe"
 
 

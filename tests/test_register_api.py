@@ -173,13 +173,23 @@ def test_every_api_call_needs_a_key_but_the_openapi_document(client: FlaskClient
     assert doc.json["openapi"].startswith("3.")
 
 
-def test_a_suppression_without_channels_covers_all_channels(client: FlaskClient, auth: dict[str, str]) -> None:
-    res = post(client, "/api/v1/suppressions", auth, {"entries": [{"phone": "06 12 34 56 78", "reason": "manual"}]})
+def test_a_suppression_without_channels_covers_all_channels(
+    client: FlaskClient, auth: dict[str, str]
+) -> None:
+    res = post(
+        client, "/api/v1/suppressions", auth, {"entries": [{"phone": "06 12 34 56 78", "reason": "manual"}]}
+    )
     assert res.status_code == 200, res.json
     post(client, "/api/v1/contacts", auth, {"contacts": [PAUL]})
-    check = post(client, "/api/v1/checks", auth, {
-        "campaign": {"channel": "postal", "purpose": "commercial", "sender": "ACME SAS"},
-        "recipients": [{"external_id": "crm-42"}]})
+    check = post(
+        client,
+        "/api/v1/checks",
+        auth,
+        {
+            "campaign": {"channel": "postal", "purpose": "commercial", "sender": "ACME SAS"},
+            "recipients": [{"external_id": "crm-42"}],
+        },
+    )
     assert check.json["verdicts"][0]["reasons"][0] == "suppressed.manual"
 
 

@@ -159,9 +159,7 @@ def same(a: str | bytes, b: str | bytes) -> bool:
     return hmac.compare_digest(left, right)
 
 
-def verify_http_credentials(
-    request: InboundRequest, credentials: Sequence[Mapping[str, str]]
-) -> None:
+def verify_http_credentials(request: InboundRequest, credentials: Sequence[Mapping[str, str]]) -> None:
     """Basic auth ("username"/"password") or a token ("token", header "header" else Bearer)."""
     require_credentials(credentials)
     if not any(_credentials_match(request, cred) for cred in credentials):

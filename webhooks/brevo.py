@@ -78,9 +78,7 @@ class BrevoAdapter(BaseAdapter):
         return ParseResult(events=[self._event(event) for event in events])
 
     def _event(self, event: Mapping[str, Any]) -> NormalizedEvent:
-        moment = next(
-            (event[k] for k in ("ts_event", "ts_epoch", "ts") if event.get(k) is not None), None
-        )
+        moment = next((event[k] for k in ("ts_event", "ts_epoch", "ts") if event.get(k) is not None), None)
         occurred_at = parse_timestamp(moment)
         name = text(event, "event") or ""
         link = text(event, "link") or text(event, "URL")

@@ -78,9 +78,7 @@ class MailgunAdapter(BaseAdapter):
         require_credentials(credentials)
         signature = obj(_document(request), "signature")
         timestamp, token = text(signature, "timestamp"), text(signature, "token")
-        offered = [
-            s for s in (text(signature, "signature"), text(signature, "parent-signature")) if s
-        ]
+        offered = [s for s in (text(signature, "signature"), text(signature, "parent-signature")) if s]
         if not timestamp or not token or not offered:
             raise AuthenticationError("Mailgun signature fields missing")
         try:

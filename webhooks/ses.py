@@ -100,9 +100,7 @@ def string_to_sign(envelope: Mapping[str, Any]) -> bytes:
     fields = SIGNED_FIELDS.get(text(envelope, "Type") or "")
     if fields is None:
         raise AuthenticationError("unknown SNS message type")
-    lines = [
-        f"{name}\n{envelope[name]}\n" for name in fields if isinstance(envelope.get(name), str)
-    ]
+    lines = [f"{name}\n{envelope[name]}\n" for name in fields if isinstance(envelope.get(name), str)]
     return "".join(lines).encode()
 
 

@@ -61,7 +61,8 @@ PATHS.update(
     {
         "/api/v1/tasks/{name}/run": {
             "post": {
-                "summary": "Run a scheduled task now (plan_reconsent, send_outbox, purge_expired, journal_catch_up); "
+                "summary": "Run a scheduled task now (plan_reconsent, send_outbox, purge_expired,"
+                " journal_catch_up); "
                 "idempotent per day; returns what it did",
                 "parameters": [
                     {

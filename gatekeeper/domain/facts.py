@@ -43,18 +43,14 @@ CHANNELS = frozenset(c.value for c in Channel)
 ALL_CHANNELS = CHANNELS
 PURPOSES = frozenset(p.value for p in Purpose)
 AUDIENCES = frozenset(a.value for a in Audience)
-SOURCE_TYPES = frozenset(
-    {"direct", "purchase", "event", "broker", "partner", "scraped", "public_directory"}
-)
+SOURCE_TYPES = frozenset({"direct", "purchase", "event", "broker", "partner", "scraped", "public_directory"})
 # Third-party data: usable on opt-in channels only with proof naming the sender (CNIL).
 BOUGHT_SOURCES = frozenset({"broker", "purchase", "partner"})
 # Never a basis for an opt-in channel (CNIL, GDPR art. 14: the person was never asked).
 HARVESTED_SOURCES = frozenset({"scraped", "public_directory"})
 # Contacts "coming from the person" that restart a prospect clock (CNIL délibération 2021-131).
 INTEREST_KINDS = frozenset({"click", "download", "reply", "inbound_request", "demo"})
-SUPPRESSION_REASONS = frozenset(
-    {"unsubscribe", "hard_bounce", "complaint", "erasure", "manual", "bloctel"}
-)
+SUPPRESSION_REASONS = frozenset({"unsubscribe", "hard_bounce", "complaint", "erasure", "manual", "bloctel"})
 
 
 def utc(value: datetime, name: str) -> datetime:
@@ -86,9 +82,7 @@ class Purchase:
     def __post_init__(self) -> None:
         object.__setattr__(self, "occurred_at", utc(self.occurred_at, "purchase.occurred_at"))
         if self.warranty_until is not None:
-            object.__setattr__(
-                self, "warranty_until", utc(self.warranty_until, "purchase.warranty_until")
-            )
+            object.__setattr__(self, "warranty_until", utc(self.warranty_until, "purchase.warranty_until"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -219,7 +219,5 @@ def decide(campaign: Campaign, situation: Situation, policy: Policy) -> Verdict:
         if step.final and codes:
             break
     if blocks or basis is None:
-        return Verdict(
-            "block", tuple(blocks) or (r.CONSENT_MISSING,), None, policy.id, policy.version
-        )
+        return Verdict("block", tuple(blocks) or (r.CONSENT_MISSING,), None, policy.id, policy.version)
     return Verdict("allow", (basis,), basis.removeprefix("basis."), policy.id, policy.version)

@@ -195,9 +195,7 @@ def _families(reader: _Reader) -> tuple[tuple[str, frozenset[str]], ...]:
 def policy_from_mapping(data: Mapping[str, Any]) -> Policy:
     """Validate a mapping (parsed TOML or JSON) into a Policy; PolicyError names the bad key."""
     top = _Reader(data)
-    ret, phone, aud, interest = (
-        top.section(k) for k in ("retention", "phone", "audience", "interest")
-    )
+    ret, phone, aud, interest = (top.section(k) for k in ("retention", "phone", "audience", "interest"))
     policy = Policy(
         id=top.text("id"),
         version=top.text("version"),

@@ -131,9 +131,7 @@ def _channel_consents(
 
 
 def _consent(c: ConsentFact) -> ChannelConsent:
-    return ChannelConsent(
-        c.sender, c.given, c.prechecked, c.bundled_with_terms, frozenset(c.partners)
-    )
+    return ChannelConsent(c.sender, c.given, c.prechecked, c.bundled_with_terms, frozenset(c.partners))
 
 
 def _bought(facts: ContactFacts) -> Iterable[tuple[str, str]]:
@@ -174,12 +172,8 @@ def summarise(facts: ContactFacts, policy: Policy) -> ContactSummary:
         )
     )
     clock = compute_clock(facts, policy)
-    instants = GateInstants(
-        tuple(sorted(consents, key=lambda e: (e[0], e[2], e[1].sender))), contracts
-    )
-    return ContactSummary(
-        profile, clock, instants, facts.anonymised, reconsent_refused(facts, clock)
-    )
+    instants = GateInstants(tuple(sorted(consents, key=lambda e: (e[0], e[2], e[1].sender))), contracts)
+    return ContactSummary(profile, clock, instants, facts.anonymised, reconsent_refused(facts, clock))
 
 
 def classify_email(normalised_email: str, policy: Policy) -> str:

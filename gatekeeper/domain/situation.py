@@ -81,15 +81,11 @@ def _consent_fresh(summary: ContactSummary | None, campaign: Campaign, policy: P
     if summary is None or campaign.channel != "phone":
         return True
     validity = timedelta(days=policy.phone_consent_validity_days)
-    times = [
-        at for ch, k, at in summary.instants.consents if ch == "phone" and k.usable_for(campaign)
-    ]
+    times = [at for ch, k, at in summary.instants.consents if ch == "phone" and k.usable_for(campaign)]
     return not times or max(times) + validity >= campaign.send_at
 
 
-def _contracts(
-    summary: ContactSummary | None, campaign: Campaign, policy: Policy
-) -> tuple[bool, bool]:
+def _contracts(summary: ContactSummary | None, campaign: Campaign, policy: Policy) -> tuple[bool, bool]:
     """(any contract running at send_at, one whose object is analogous to the product)."""
     at = campaign.send_at
     running = [
@@ -173,9 +169,7 @@ def situation_for(
         contract_covers_campaign=covers,
         consent_law_in_force=phone and campaign.send_at >= policy.phone_consent_required_at,
         send_window_ok=not phone_like or phone_call_allowed(campaign.send_at, timezone, policy),
-        call_attempts_in_window=_attempts(call_attempts, campaign.send_at, policy)
-        if phone_like
-        else 0,
+        call_attempts_in_window=_attempts(call_attempts, campaign.send_at, policy) if phone_like else 0,
         bloctel_listed=phone and "bloctel" in active,
         bloctel_fresh=not phone or _fresh(bloctel_age, policy),
     )

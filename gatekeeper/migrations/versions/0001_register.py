@@ -41,9 +41,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_bloctel_checks")),
     )
     with op.batch_alter_table("bloctel_checks", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_bloctel_checks_checked_at"), ["checked_at"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_bloctel_checks_checked_at"), ["checked_at"], unique=False)
 
     op.create_table(
         "campaigns",
@@ -101,9 +99,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("contacts", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_contacts_deadline"), ["deadline"], unique=False)
-        batch_op.create_index(
-            batch_op.f("ix_contacts_reconsent_at"), ["reconsent_at"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_contacts_reconsent_at"), ["reconsent_at"], unique=False)
 
     op.create_table(
         "gate_profiles",
@@ -138,14 +134,10 @@ def upgrade() -> None:
         sa.Column("origin", sa.String(length=32), nullable=False),
         sa.Column("created_at", gatekeeper.models.UtcDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_suppressions")),
-        sa.UniqueConstraint(
-            "coord_hash", "reason", "channels", name=op.f("uq_suppressions_coord_hash")
-        ),
+        sa.UniqueConstraint("coord_hash", "reason", "channels", name=op.f("uq_suppressions_coord_hash")),
     )
     with op.batch_alter_table("suppressions", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_suppressions_coord_hash"), ["coord_hash"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_suppressions_coord_hash"), ["coord_hash"], unique=False)
 
     op.create_table(
         "webhook_tokens",
@@ -162,9 +154,7 @@ def upgrade() -> None:
     op.create_table(
         "events",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column(
-            "contact_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
-        ),
+        sa.Column("contact_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("type", sa.String(length=32), nullable=False),
         sa.Column("occurred_at", gatekeeper.models.UtcDateTime(timezone=True), nullable=False),
         sa.Column("data", sa.JSON(), nullable=False),
@@ -181,16 +171,12 @@ def upgrade() -> None:
         sa.UniqueConstraint("dedupe_key", name=op.f("uq_events_dedupe_key")),
     )
     with op.batch_alter_table("events", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_events_contact_occurred", ["contact_id", "occurred_at"], unique=False
-        )
+        batch_op.create_index("ix_events_contact_occurred", ["contact_id", "occurred_at"], unique=False)
 
     op.create_table(
         "verdict_runs",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column(
-            "campaign_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True
-        ),
+        sa.Column("campaign_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
         sa.Column("kind", sa.String(length=16), nullable=False),
         sa.Column("state", sa.String(length=16), nullable=False),
         sa.Column("as_of", gatekeeper.models.UtcDateTime(timezone=True), nullable=False),
@@ -213,9 +199,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_verdict_runs")),
     )
     with op.batch_alter_table("verdict_runs", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_verdict_runs_campaign_id"), ["campaign_id"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_verdict_runs_campaign_id"), ["campaign_id"], unique=False)
 
     op.create_table(
         "webhook_events",
@@ -225,9 +209,7 @@ def upgrade() -> None:
         sa.Column("kind", sa.String(length=32), nullable=False),
         sa.Column("provider_event", sa.String(length=64), nullable=False),
         sa.Column("occurred_at", gatekeeper.models.UtcDateTime(timezone=True), nullable=False),
-        sa.Column(
-            "contact_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True
-        ),
+        sa.Column("contact_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
         sa.Column("campaign_id", sa.BigInteger(), nullable=True),
         sa.Column("raw", sa.JSON(), nullable=True),
         sa.Column("created_at", gatekeeper.models.UtcDateTime(timezone=True), nullable=False),
@@ -241,9 +223,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("dedupe_key", name=op.f("uq_webhook_events_dedupe_key")),
     )
     with op.batch_alter_table("webhook_events", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_webhook_events_contact_id"), ["contact_id"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_webhook_events_contact_id"), ["contact_id"], unique=False)
 
     # ### end Alembic commands ###
 
