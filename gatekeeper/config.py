@@ -20,7 +20,7 @@ CONFIG_DIR = PROJECT_ROOT / "config"
 VAR_DIR = PROJECT_ROOT / "var"
 
 # Keys that may only come from the environment (never from a file in the repository).
-SECRET_KEYS = ("secret_key", "hash_key")
+SECRET_KEYS = ("secret_key", "hash_key", "old_secret_keys", "webhooks")
 _DEV_SECRET = "dev-only-not-secret"  # noqa: S105 - used only when env == "dev"
 
 

@@ -30,10 +30,11 @@ def test_environment_beats_file_beats_defaults(tmp_path: Path) -> None:
     assert (s.default_region, s.smtp_url, s.policy) == ("BE", "smtp://env:25", "fr-2026")
 
 
-def test_secrets_are_refused_in_the_config_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize("key", ["secret_key", "hash_key", "old_secret_keys", "webhooks"])
+def test_secrets_are_refused_in_the_config_file(tmp_path: Path, key: str) -> None:
     cfg = tmp_path / "gk.toml"
-    cfg.write_text('secret_key = "oops"\n')
-    with pytest.raises(ConfigError, match="GATEKEEPER_SECRET_KEY"):
+    cfg.write_text(f'{key} = "oops"\n')
+    with pytest.raises(ConfigError, match=f"GATEKEEPER_{key.upper()}"):
         load_settings(environ={}, config_file=cfg)
 
 

@@ -20,6 +20,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from gatekeeper.config import PROJECT_ROOT
+from gatekeeper.csvio import write_safe_cell
 from gatekeeper.proof.verify import verify
 from gatekeeper.register.context import RegisterContext
 from gatekeeper.sqlbulk import dialect_of, read_json, read_ts, ts_value
@@ -50,7 +51,10 @@ def export(session: Session, ctx: RegisterContext, as_of: datetime, out: Path) -
         with (out / f"{table.name}.csv").open("w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
             writer.writerow(table.header)
-            writer.writerows(table.rows)
+            # Opened in a spreadsheet by the inspector: text cells never start a formula.
+            writer.writerows(
+                [write_safe_cell(c) if isinstance(c, str) else c for c in row] for row in table.rows
+            )
     (out / "summary.html").write_text(_render(tables, ctx, as_of), encoding="utf-8")
     return tables
 
