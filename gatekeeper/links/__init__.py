@@ -11,6 +11,7 @@ from __future__ import annotations
 from flask import Flask, Response, request
 
 from gatekeeper.db import get_database
+from gatekeeper.links import rights_pages as _rights_pages  # noqa: F401  (routes on bp)
 from gatekeeper.links.fastpath import FastLinks
 from gatekeeper.links.headers import security_headers
 from gatekeeper.links.pages import bp

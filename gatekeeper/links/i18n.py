@@ -134,6 +134,30 @@ MESSAGES: dict[str, dict[str, str]] = {
         "p_saved_yes": "{channel} : accepté",
         "p_saved_no": "{channel} : refusé",
         "p_back": "Revenir à mes préférences",
+        "rights_title": "Vos droits sur vos données",
+        "rights_intro": "Vous pouvez à tout moment obtenir une copie de vos données, refuser toute "
+        "prospection ou faire effacer vos données (RGPD, articles 15, 17 et 21).",
+        "rights_access": "Recevoir une copie de mes données",
+        "rights_access_note": "Elle est envoyée à votre propre adresse e-mail, jamais ailleurs.",
+        "rights_object": "Ne plus jamais être démarché(e), sur aucun canal",
+        "rights_erase": "Effacer mes données",
+        "rights_erase_confirm": "Je confirme : effacer mes données maintenant (irréversible)",
+        "rights_access_title": "Copie envoyée",
+        "rights_access_body": "Une copie de vos données vient d'être envoyée à votre adresse e-mail.",
+        "rights_no_email_title": "Envoi impossible",
+        "rights_no_email_body": "Nous n'avons pas d'adresse e-mail pour vous : écrivez-nous pour "
+        "obtenir une copie de vos données.",
+        "rights_unavailable_title": "Réessayez plus tard",
+        "rights_unavailable_body": "L'envoi n'a pas pu se faire pour l'instant. Rien n'est perdu : "
+        "réessayez dans quelques minutes.",
+        "rights_objected_title": "C'est noté",
+        "rights_objected_body": "Vous ne serez plus démarché(e), sur aucun canal, à compter de maintenant.",
+        "rights_erased_title": "Vos données sont effacées",
+        "rights_erased_body": "Vos données ont été effacées. Seule une empreinte non réversible de vos "
+        "coordonnées est gardée pour ne plus jamais vous écrire ; les factures sont "
+        "conservées à part, le temps exigé par la loi.",
+        "rights_confirm_title": "Confirmation nécessaire",
+        "rights_confirm_body": "Cochez la case de confirmation pour effacer vos données.",
         "e_invalid_title": "Lien invalide",
         "e_invalid_body": "Ce lien est incomplet ou a été modifié. Copiez-le en entier depuis le "
         "message reçu, ou utilisez le lien d'un message plus récent. Rien n'a "
@@ -217,6 +241,29 @@ MESSAGES: dict[str, dict[str, str]] = {
         "p_saved_yes": "{channel}: accepted",
         "p_saved_no": "{channel}: refused",
         "p_back": "Back to my preferences",
+        "rights_title": "Your rights over your data",
+        "rights_intro": "At any time you may get a copy of your data, refuse all marketing or have "
+        "your data erased (GDPR articles 15, 17 and 21).",
+        "rights_access": "Send me a copy of my data",
+        "rights_access_note": "It is sent to your own e-mail address, never anywhere else.",
+        "rights_object": "Never contact me for marketing again, on any channel",
+        "rights_erase": "Erase my data",
+        "rights_erase_confirm": "I confirm: erase my data now (this cannot be undone)",
+        "rights_access_title": "Copy sent",
+        "rights_access_body": "A copy of your data has just been sent to your e-mail address.",
+        "rights_no_email_title": "Cannot send",
+        "rights_no_email_body": "We have no e-mail address for you: write to us to get a copy of your data.",
+        "rights_unavailable_title": "Please try again later",
+        "rights_unavailable_body": "The message could not be sent just now. Nothing is lost: try again "
+        "in a few minutes.",
+        "rights_objected_title": "Noted",
+        "rights_objected_body": "You will not receive any marketing again, on any channel, from now on.",
+        "rights_erased_title": "Your data is erased",
+        "rights_erased_body": "Your data has been erased. Only an irreversible fingerprint of your contact "
+        "details is kept so that we never write to you again; invoices are kept "
+        "apart, for as long as the law requires.",
+        "rights_confirm_title": "Confirmation needed",
+        "rights_confirm_body": "Tick the confirmation box to erase your data.",
         "e_invalid_title": "Invalid link",
         "e_invalid_body": "This link is incomplete or has been altered. Copy it in full from the "
         "message, or use the link in a more recent message. Nothing was "

@@ -319,6 +319,7 @@ def preferences_form(link: Link) -> Response:
         csrf_token=token,
         choices=choices,
         deadline_text=deadline_text(link.card, link.lang),
+        token=link.token,  # the rights forms post to <token>/rights, relative to /p/
     )
 
 
