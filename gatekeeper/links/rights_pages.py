@@ -18,7 +18,6 @@ from gatekeeper.retention.archive import ArchiveStore
 from gatekeeper.retention.messages import dkim_from_environ, to_bytes
 from gatekeeper.retention.transports import SendError, transport_from_url
 
-
 log = logging.getLogger(__name__)
 
 
