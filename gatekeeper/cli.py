@@ -229,7 +229,7 @@ def check_command(campaign_file: Path, list_file: Path, output: Path, as_of: str
 
     from gatekeeper.gate.campaigns import parse_campaign
     from gatekeeper.gate.lists import decide_list
-    from gatekeeper.gate.runs import list_links, record_run
+    from gatekeeper.gate.runs import list_links, record_items, record_run
     from gatekeeper.models import utcnow
     from gatekeeper.register.imports import count_rows
     from gatekeeper.timeparse import parse_instant
@@ -253,8 +253,10 @@ def check_command(campaign_file: Path, list_file: Path, output: Path, as_of: str
                 last[0] = n
 
             minter = list_links(_signer(settings), None) if links else None
-            summary = decide_list(session, ctx, campaign, moment, list_file, output, progress, minter)
-            record_run(session, ctx, kind="cli", as_of=moment, summary=summary, output=output)
+            items: list[tuple[int, str, str]] = []
+            summary = decide_list(session, ctx, campaign, moment, list_file, output, progress, minter, items)
+            run = record_run(session, ctx, kind="cli", as_of=moment, summary=summary, output=output)
+            record_items(session, run.id, items)
             bar.update(total - last[0])
     except (GatekeeperError, ValueError, tomllib.TOMLDecodeError) as exc:
         _fail(exc)

@@ -246,5 +246,18 @@ class VerdictRun(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
+class VerdictItem(Base):
+    """The verdict one known contact got in one run: part of the proof of why a person was (or
+    was not) contacted. Ids and codes only, so it survives an anonymisation unchanged."""
+
+    __tablename__ = "verdict_items"
+    __table_args__ = (Index("ix_verdict_items_contact", "contact_id", "run_id"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("verdict_runs.id", ondelete="CASCADE"))
+    contact_id: Mapped[int] = mapped_column(BigInteger)
+    decision: Mapped[str] = mapped_column(String(8))
+    reasons: Mapped[str] = mapped_column(String(500))
+
+
 from gatekeeper import models_proof as _proof  # noqa: E402,F401
 from gatekeeper import models_retention as _retention  # noqa: E402,F401

@@ -184,6 +184,40 @@ def test_a_check_for_a_stored_campaign_gives_allowed_recipients_signed_links_and
     assert unknown.status_code == 404
 
 
+def test_every_verdict_about_a_person_is_in_their_evidence_pack(
+    app: Flask, client: FlaskClient, auth: dict[str, str]
+) -> None:
+    seed(client, auth)
+    client.post(
+        "/api/v1/checks",
+        headers=auth,
+        json={
+            "campaign": CAMPAIGN,
+            "recipients": ["carl@example.fr", "stranger@example.fr"],
+            "as_of": "2026-11-22",
+        },
+    )
+    cid = client.post("/api/v1/campaigns", headers=auth, json=CAMPAIGN).json["id"]
+    res = client.post(
+        f"/api/v1/campaigns/{cid}/lists?as_of=2026-11-23",
+        headers=auth,
+        data=b"email\ncarl@example.fr\n",
+        content_type="text/csv",
+    )
+    assert wait_job(app, client, auth, res.json["id"])["state"] == "done"
+    carl = client.post(
+        "/api/v1/contacts",
+        headers=auth,
+        json={"contacts": [{"external_id": "nothing", "collected_at": "2025-06-10"}]},
+    ).json["contacts"][0]["id"]
+    pack = client.get(f"/api/v1/contacts/{carl}/evidence", headers=auth).json
+    got = [(v["kind"], v["campaign_id"], v["decision"], v["reasons"][0]) for v in pack["verdicts"]]
+    assert got == [("check", None, "block", "consent.missing"), ("list", cid, "block", "consent.missing")]
+    assert all(v["policy"]["id"] == "fr-2026" and v["journal"] for v in pack["verdicts"])
+    html = client.get(f"/api/v1/contacts/{carl}/evidence?format=html", headers=auth).get_data(as_text=True)
+    assert "Verdicts given about this person" in html and "consent.missing" in html
+
+
 def test_bad_campaigns_get_named_errors(client: FlaskClient, auth: dict[str, str]) -> None:
     res = client.post(
         "/api/v1/checks",

@@ -56,13 +56,18 @@ def checks() -> Response:
         _add_links(verdicts, campaign_id)
     unique = list(by_row.values())
     summary = runs.summarise(unique)
-    runs.record_run(
+    run = runs.record_run(
         session,
         ctx,
         kind="check",
         as_of=as_of,
         summary={**summary, "recipients": len(items), "duplicates": len(items) - len(unique)},
         campaign_id=campaign_id,
+    )
+    runs.record_items(
+        session,
+        run.id,
+        ((d.contact_id, d.verdict.decision, " ".join(d.verdict.reasons)) for d in unique if d.contact_id),
     )
     session.commit()
     return jsonify(

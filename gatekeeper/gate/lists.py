@@ -31,6 +31,7 @@ Progress = Callable[[int], None]
 PROGRESS_EVERY = 50_000
 # Extra columns for allowed rows (signed links), filled by a link minter when one is given.
 LinkMinter = Callable[[int | None], tuple[str, str]]
+Item = tuple[int, str, str]  # contact id, decision, reasons
 
 
 def coordinate_column(header: list[str], channel: str) -> tuple[int, str]:
@@ -64,7 +65,10 @@ def decide_list(
     out_path: Path,
     progress: Progress = lambda _n: None,
     links: LinkMinter | None = None,
+    items: list[Item] | None = None,
 ) -> dict[str, Any]:
+    """Decide the list into ``out_path``; ``items`` (when given) receives the verdict of each
+    known contact, for the register's proof."""
     fmt = detect_format(in_path)
     header = read_header(in_path, fmt)
     index, kind = coordinate_column(header, campaign.channel)
@@ -73,7 +77,7 @@ def decide_list(
     )
     tmp = out_path.with_suffix(".partial")
     try:
-        summary = _write(in_path, fmt, tmp, decided, links)
+        summary = _write(in_path, fmt, tmp, decided, links, items)
     finally:
         finish(session)
     tmp.replace(out_path)
@@ -87,6 +91,7 @@ def _write(
     out_path: Path,
     decided: Iterator[Decided],
     links: LinkMinter | None,
+    items: list[Item] | None,
 ) -> dict[str, Any]:
     allowed = blocked = 0
     by_reason: Counter[str] = Counter()
@@ -106,6 +111,8 @@ def _write(
             if links:
                 cells += list(links(d.contact_id)) if v.decision == "allow" and d.contact_id else ["", ""]
             writer.writerow(cells)
+            if items is not None and d.contact_id is not None:
+                items.append((d.contact_id, v.decision, cells[-1 - (2 if links else 0)]))
             by_reason[v.reasons[0]] += 1
             if v.decision == "allow":
                 allowed += 1

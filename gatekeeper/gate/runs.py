@@ -17,11 +17,12 @@ from gatekeeper.domain import Campaign
 from gatekeeper.errors import NotFoundError, ValidationError
 from gatekeeper.gate.campaigns import parse_campaign
 from gatekeeper.gate.engine import Decided
-from gatekeeper.gate.lists import LinkMinter, decide_list
+from gatekeeper.gate.lists import Item, LinkMinter, decide_list
 from gatekeeper.links.tokens import LinkSigner
 from gatekeeper.models import CampaignRow, VerdictRun
 from gatekeeper.proof import journal
 from gatekeeper.register.context import RegisterContext
+from gatekeeper.sqlbulk import load_rows
 from gatekeeper.timeparse import isoformat
 
 VERDICTS_DIR = VAR_DIR / "verdicts"
@@ -129,6 +130,15 @@ def list_links(signer: LinkSigner, campaign_id: int | None) -> LinkMinter:
     return mint
 
 
+ITEM_COLUMNS = [("run_id", "int"), ("contact_id", "int"), ("decision", "text"), ("reasons", "text")]
+
+
+def record_items(session: Session, run_id: int, items: Iterable[Item]) -> int:
+    """The verdict each known contact got in this run (executemany on SQLite, COPY on
+    PostgreSQL): the evidence pack shows a person every decision made about them."""
+    return load_rows(session, "verdict_items", ITEM_COLUMNS, ((run_id, *item) for item in items))
+
+
 def run_list(
     session: Session,
     ctx: RegisterContext,
@@ -144,7 +154,8 @@ def run_list(
     VERDICTS_DIR.mkdir(parents=True, exist_ok=True)
     out = VERDICTS_DIR / f"campaign-{campaign_id}-job-{job_id or 'cli'}.csv"
     minter = None if links is None else list_links(links, campaign_id)
-    summary = decide_list(session, ctx, campaign, as_of, in_path, out, progress, minter)
+    items: list[Item] = []
+    summary = decide_list(session, ctx, campaign, as_of, in_path, out, progress, minter, items)
     run = record_run(
         session,
         ctx,
@@ -155,6 +166,7 @@ def run_list(
         output=out,
         job_id=job_id,
     )
+    record_items(session, run.id, items)
     return {**summary, "run_id": run.id, "policy": {"id": run.policy_id, "version": run.policy_version}}
 
 

@@ -70,6 +70,7 @@ def evidence_pack(session: Session, ctx: RegisterContext, contact_id: int, as_of
         "suppressions": _suppressions(session, contact, positions),
         "messages": messages,
         "verdict_runs": _runs_for(session, messages, positions),
+        "verdicts": _verdicts(session, contact_id),
         "events": events,
         "journal": {"entries": entries, "entries_intact": all(e["intact"] for e in entries)},
     }
@@ -272,6 +273,33 @@ def _runs_for(session: Session, messages: list[dict[str, Any]], positions: Posit
             "campaign_id": r.campaign_id,
             "kind": r.kind,
             "as_of": isoformat(read_ts(r.as_of)),
+            "policy": {"id": r.policy_id, "version": r.policy_version},
+            "journal": [] if r.seq is None else [{"register": "main", "seq": int(r.seq)}],
+        }
+        for r in rows
+    ]
+
+
+def _verdicts(session: Session, contact_id: int) -> list[dict[str, Any]]:
+    """Every verdict the gate gave about this person, with the run and policy that decided."""
+    rows = session.execute(
+        text(
+            "SELECT r.id, r.campaign_id, r.kind, r.as_of, r.policy_id, r.policy_version,"
+            " v.decision, v.reasons,"
+            " (SELECT j.seq FROM journal j WHERE j.fact_table = 'run' AND j.fact_id = r.id) AS seq"
+            " FROM verdict_items v JOIN verdict_runs r ON r.id = v.run_id"
+            " WHERE v.contact_id = :c ORDER BY r.id"
+        ),
+        {"c": contact_id},
+    ).all()
+    return [
+        {
+            "run_id": int(r.id),
+            "campaign_id": r.campaign_id,
+            "kind": r.kind,
+            "as_of": isoformat(read_ts(r.as_of)),
+            "decision": r.decision,
+            "reasons": r.reasons.split(),
             "policy": {"id": r.policy_id, "version": r.policy_version},
             "journal": [] if r.seq is None else [{"register": "main", "seq": int(r.seq)}],
         }
