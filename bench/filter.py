@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
+import subprocess
 import sys
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import CITIES, FIRST, LAST, email_of, emit, fresh_pg, peak_rss_mib
@@ -144,35 +147,55 @@ def populate(database: Database, ctx: object, rows: int) -> None:
         add_suppressions(s, sups, ctx.hasher, origin="bench")  # type: ignore[attr-defined]
 
 
-def measure(url: str, list_path: Path, out: Path, rows: int) -> float:
+def child(*args: str) -> dict[str, Any]:
+    """Run a phase in its own process: the filter's peak RSS is then its own, not the setup's."""
+    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=False)
+    sys.stderr.write(out.stderr)
+    if out.returncode != 0:
+        raise SystemExit(f"{args[0]} failed with exit code {out.returncode}")
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def populate_main(url: str, rows: int) -> None:
     upgrade(url)
-    settings = load_settings(
-        environ={}, overrides={"env": "bench", "secret_key": "bench", "database_url": url}
-    )
-    ctx = context_from(settings)
-    database = Database(url)
     started = time.perf_counter()
-    populate(database, ctx, rows)
+    populate(Database(url), context_from(_settings(url)), rows)
     print(f"  setup: {time.perf_counter() - started:.1f} s for {rows} contacts", file=sys.stderr)
+    print(json.dumps({"ok": True}))
+
+
+def decide_main(url: str, list_path: Path, out: Path) -> None:
+    ctx, database = context_from(_settings(url)), Database(url)
     campaign, _ = parse_campaign(CAMPAIGN, AS_OF)
     start = time.perf_counter()
     with database.session_scope() as s:
         summary = decide_list(s, ctx, campaign, AS_OF, list_path, out)
     elapsed = time.perf_counter() - start
+    top = dict(list(summary["by_reason"].items())[:6])
     print(
-        f"  {summary['allowed']} allowed, {summary['blocked']} blocked, {summary['duplicates']} duplicates; "
-        f"{dict(list(summary['by_reason'].items())[:6])}",
+        f"  {summary['allowed']} allowed, {summary['blocked']} blocked, "
+        f"{summary['duplicates']} duplicates; {top}",
         file=sys.stderr,
     )
-    database.engine.dispose()
-    return elapsed
+    print(json.dumps({"elapsed": elapsed, "peak_rss_mib": peak_rss_mib()}))
+
+
+def _settings(url: str) -> Any:
+    return load_settings(environ={}, overrides={"env": "bench", "secret_key": "bench", "database_url": url})
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--skip-pg", action="store_true")
+    parser.add_argument("--populate", metavar="URL", help=argparse.SUPPRESS)
+    parser.add_argument("--decide", nargs=3, metavar=("URL", "LIST", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.populate:
+        return populate_main(args.populate, args.rows)
+    if args.decide:
+        return decide_main(args.decide[0], Path(args.decide[1]), Path(args.decide[2]))
     figures = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -182,7 +205,9 @@ def main() -> None:
             [] if args.skip_pg else [("postgresql", fresh_pg("gk_bench_filter"))]
         )
         for name, url in dbs:
-            elapsed = measure(url, list_path, work / f"verdicts-{name}.csv", args.rows)
+            child("--populate", url, "--rows", str(args.rows))
+            run = child("--decide", url, str(list_path), str(work / f"verdicts-{name}.csv"))
+            elapsed = run["elapsed"]
             base = csv_baseline(list_path)
             figures.append(
                 {
@@ -195,7 +220,7 @@ def main() -> None:
                     "baseline_value": round(base, 3),
                     "ratio": round(elapsed / base, 2),
                     "target_max": 3.5,
-                    "peak_rss_mib": peak_rss_mib(),
+                    "peak_rss_mib": run["peak_rss_mib"],
                 }
             )
     emit(figures)

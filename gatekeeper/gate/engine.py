@@ -113,6 +113,10 @@ def stage(session: Session, ctx: RegisterContext, recipients: Iterable[Recipient
             )
 
     load_rows(session, STAGE, STAGE_COLUMNS, rows())
+    if dialect_of(session) == "postgresql":
+        # A temporary table has no statistics until analysed: without them the planner picks
+        # nested loops sized for a handful of rows instead of hash joins for a million.
+        session.execute(text(f"ANALYZE {STAGE}"))
     return counts
 
 
