@@ -218,6 +218,43 @@ def test_every_verdict_about_a_person_is_in_their_evidence_pack(
     assert "Verdicts given about this person" in html and "consent.missing" in html
 
 
+def test_recipients_named_by_email_phone_or_external_id_in_one_check_find_their_contacts(
+    client: FlaskClient, auth: dict[str, str]
+) -> None:
+    seed(client, auth)
+    extra = {"external_id": "consented", "phone": "06 55 44 33 22", "collected_at": "2025-06-10"}
+    assert client.post("/api/v1/contacts", headers=auth, json={"contacts": [extra]}).status_code == 200
+    recipients = [
+        {"external_id": "consented"},
+        "bob@example.fr",
+        {"phone": "+33655443322"},
+        {"external_id": "x"},
+    ]
+    res = client.post(
+        "/api/v1/checks",
+        headers=auth,
+        json={"campaign": CAMPAIGN, "as_of": "2026-11-22", "recipients": recipients},
+    )
+    got = [(v["contact_id"] is not None, v["reasons"][0]) for v in res.json["verdicts"]]
+    # A phone number cannot receive an e-mail: its coordinate is invalid for the channel.
+    assert got == [
+        (True, "basis.consent"),
+        (True, "basis.soft_opt_in"),
+        (True, "address.invalid"),
+        (False, "contact.unknown"),
+    ]
+    sms = client.post(
+        "/api/v1/checks",
+        headers=auth,
+        json={
+            "campaign": {**CAMPAIGN, "channel": "sms"},
+            "as_of": "2026-11-22",
+            "recipients": [{"external_id": "nothing"}],
+        },
+    )
+    assert sms.json["verdicts"][0]["reasons"][0] == "address.invalid"  # no phone on record
+
+
 def test_bad_campaigns_get_named_errors(client: FlaskClient, auth: dict[str, str]) -> None:
     res = client.post(
         "/api/v1/checks",

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
@@ -42,7 +42,8 @@ from gatekeeper.domain import (
 )
 from gatekeeper.domain.facts import ALL_CHANNELS
 from gatekeeper.domain.situation import PHONE_LIKE
-from gatekeeper.gate.recipients import Recipient
+from gatekeeper.errors import GatekeeperError
+from gatekeeper.gate.recipients import Recipient, coordinate_kind
 from gatekeeper.register.codec import from_data
 from gatekeeper.register.context import RegisterContext
 from gatekeeper.sqlbulk import (
@@ -69,6 +70,28 @@ STAGE_COLUMNS = [
 LIFTABLE = "unsubscribe"  # only an objection can be lifted by a newer consent (domain rule)
 
 
+class GateRow(NamedTuple):
+    """One result row of ``_query``, in its column order. A plain named tuple: reading a field
+    is an index, while a SQLAlchemy Row's attribute lookup costs microseconds a row."""
+
+    row_no: int
+    valid: int
+    generic: int
+    personal: int
+    cid: int | None
+    profile_key: str | None
+    deadline: Any
+    reconsent_at: Any
+    refused_at: Any
+    anonymised_at: Any
+    instants: Any
+    clock: str | None
+    clock_anchor_at: Any
+    clock_anchor_kind: str | None
+    supp: str | None
+    attempts: int | None
+
+
 @dataclass(frozen=True, slots=True)
 class Decided:
     row: int
@@ -82,10 +105,15 @@ class Decided:
 class Staged:
     total: int = 0
     duplicates: int = 0
+    kinds: set[str] = field(default_factory=set)
 
 
-def stage(session: Session, ctx: RegisterContext, recipients: Iterable[Recipient]) -> Staged:
-    """Load recipients; a repeated coordinate is decided once (its later rows are skipped)."""
+def stage(
+    session: Session, ctx: RegisterContext, recipients: Iterable[Recipient], channel: str = "email"
+) -> Staged:
+    """Load recipients; a repeated coordinate is decided once (its later rows are skipped). A
+    coordinate of the wrong kind for the channel (a phone number for an e-mail) is invalid."""
+    usable = usable_kinds(channel)
     create_temp(session, STAGE, STAGE_COLUMNS)
     counts = Staged()
     seen: set[tuple[str, str]] = set()
@@ -94,6 +122,7 @@ def stage(session: Session, ctx: RegisterContext, recipients: Iterable[Recipient
     def rows() -> Iterator[tuple[Any, ...]]:
         for r in recipients:
             counts.total += 1
+            counts.kinds.add(r.kind)
             if r.value is not None:
                 key = (r.kind, r.value)
                 if key in seen:
@@ -107,7 +136,7 @@ def stage(session: Session, ctx: RegisterContext, recipients: Iterable[Recipient
                 r.kind,
                 r.value,
                 coord_hash,
-                int(r.value is not None),
+                int(r.value is not None and r.kind in usable),
                 int(kind == "generic"),
                 int(kind == "personal_domain"),
             )
@@ -120,7 +149,34 @@ def stage(session: Session, ctx: RegisterContext, recipients: Iterable[Recipient
     return counts
 
 
-def _query(dialect: str, phone_like: bool) -> str:
+# A contact is found through the unique index of the coordinate the recipient was named by.
+_JOINS = {
+    "email": ("ce", "LEFT JOIN contacts ce ON g.kind = 'email' AND ce.email = g.value"),
+    "phone": ("cp", "LEFT JOIN contacts cp ON g.kind = 'phone' AND cp.phone = g.value"),
+    "external_id": ("cx", "LEFT JOIN contacts cx ON g.kind = 'external_id' AND cx.external_id = g.value"),
+}
+
+
+def usable_kinds(channel: str) -> frozenset[str]:
+    """How a recipient may be named for this channel (post reaches any known contact)."""
+    if channel == "postal":
+        return frozenset(_JOINS)
+    return frozenset({coordinate_kind(channel), "external_id"})
+
+
+def _hashes(kinds: frozenset[str]) -> str:
+    """The keyed hashes whose suppressions apply: the recipient's coordinate and the contact's
+    others (a contact found by e-mail already has x.hash = its e-mail hash: one probe less)."""
+    if kinds <= {"email"}:
+        return "x.hash, c.phone_hash"
+    if kinds <= {"phone"}:
+        return "x.hash, c.email_hash"
+    return "x.hash, c.email_hash, c.phone_hash"
+
+
+def _query(
+    dialect: str, phone_like: bool, kinds: frozenset[str] = frozenset(_JOINS), channel: str = "email"
+) -> str:
     concat = "string_agg" if dialect == "postgresql" else "group_concat"
     at_text = "s.occurred_at::text" if dialect == "postgresql" else "s.occurred_at"
     attempts = (
@@ -131,21 +187,28 @@ def _query(dialect: str, phone_like: bool) -> str:
         if phone_like
         else "0"
     )
+    used = [_JOINS[k] for k in _JOINS if k in kinds] or [_JOINS["email"]]
+    # Named by external_id, a contact without the channel's coordinate cannot be reached.
+    col = None if channel == "postal" else coordinate_kind(channel)
+    valid = (
+        f"CASE WHEN x.kind = 'external_id' AND c.id IS NOT NULL AND c.{col} IS NULL THEN 0 ELSE x.valid END"
+        if col
+        else "x.valid"
+    )
+    cid = f"COALESCE({', '.join(f'{alias}.id' for alias, _ in used)}, NULL)"
+    joins = " ".join(join for _, join in used)
     # Suppressions of the recipient's coordinate or the contact's, for this channel, known at as_of.
     return f"""
-        SELECT x.row_no, x.valid, x.generic, x.personal, c.id AS cid, c.profile_key, c.deadline,
+        SELECT x.row_no, {valid} AS valid, x.generic, x.personal, c.id AS cid, c.profile_key, c.deadline,
                c.reconsent_at, c.refused_at, c.anonymised_at, c.instants, c.clock,
                c.clock_anchor_at, c.clock_anchor_kind,
                (SELECT {concat}(s.reason || '|' || s.channels || '|' || {at_text}, ';')
                   FROM suppressions s
-                 WHERE s.coord_hash IN (x.hash, c.email_hash, c.phone_hash)
+                 WHERE s.coord_hash IN ({_hashes(kinds)})
                    AND s.occurred_at <= :as_of
                    AND (s.channels = 'all' OR ',' || s.channels || ',' LIKE :channel_like)) AS supp,
                {attempts} AS attempts
-          FROM (SELECT g.*, COALESCE(ce.id, cp.id, cx.id) AS cid FROM {STAGE} g
-                  LEFT JOIN contacts ce ON g.kind = 'email' AND ce.email = g.value
-                  LEFT JOIN contacts cp ON g.kind = 'phone' AND cp.phone = g.value
-                  LEFT JOIN contacts cx ON g.kind = 'external_id' AND cx.external_id = g.value) x
+          FROM (SELECT g.*, {cid} AS cid FROM {STAGE} g {joins}) x
           LEFT JOIN contacts c ON c.id = x.cid
          ORDER BY x.row_no
     """  # noqa: S608 - table and function names are constants
@@ -162,8 +225,10 @@ class Decider:
         as_of: datetime,
         *,
         with_retention: bool = False,
+        kinds: frozenset[str] = frozenset(_JOINS),
     ) -> None:
         self.session, self.ctx, self.campaign, self.as_of = session, ctx, campaign, as_of
+        self.kinds = kinds  # how the staged recipients are named: only those joins are made
         # The retention view per verdict costs a little per row: the API's checks show it,
         # the bulk CSV path (decision and reasons only) skips it.
         self.with_retention = with_retention
@@ -191,11 +256,13 @@ class Decider:
             "since": ts_value(self.dialect, since),
             "send_at": self.send_v,
         }
-        result = self.session.execute(text(_query(self.dialect, self.phone_like)), params)
+        sql = _query(self.dialect, self.phone_like, self.kinds, self.campaign.channel)
+        result = self.session.execute(text(sql), params)
+        make = GateRow._make
         for row in result:
-            yield self._decide_row(row)
+            yield self._decide_row(make(row))
 
-    def _decide_row(self, row: Any) -> Decided:
+    def _decide_row(self, row: GateRow) -> Decided:
         key = self._key(row)
         verdict = self.memo.get(key)
         if verdict is None:
@@ -212,7 +279,7 @@ class Decider:
         )
         return Decided(row.row_no, row.cid, verdict, state, summary.clock.deadline)
 
-    def _key(self, row: Any) -> tuple[Any, ...]:
+    def _key(self, row: GateRow) -> tuple[Any, ...]:
         """Everything situation_for can see, with dates reduced to their comparisons."""
         reasons = _reasons(row.supp)
         instants = row.instants
@@ -244,7 +311,7 @@ class Decider:
             min(int(row.attempts or 0), 99),
         )
 
-    def _decide_slow(self, row: Any) -> Verdict:
+    def _decide_slow(self, row: GateRow) -> Verdict:
         summary = None if row.cid is None else self._summary(row, with_instants=True)
         situation = situation_for(
             summary,
@@ -260,7 +327,10 @@ class Decider:
         )
         return decide(self.campaign, situation, self.ctx.policy)
 
-    def _summary(self, row: Any, *, with_instants: bool) -> ContactSummary:
+    def _summary(self, row: GateRow, *, with_instants: bool) -> ContactSummary:
+        # Every stored contact gets its clock and profile when it is written (register.clocks).
+        if row.clock is None or row.profile_key is None:
+            raise GatekeeperError(f"contact {row.cid} has no retention clock or gate profile stored")
         d = None if row.deadline is None else read_ts(row.deadline)
         reconsent = None if row.reconsent_at is None else read_ts(row.reconsent_at)
         reminder = None if d is None else d - timedelta(days=self.ctx.policy.reconsent_reminder_days)
@@ -325,8 +395,11 @@ def decide_recipients(
     *,
     with_retention: bool = False,
 ) -> tuple[Staged, Iterator[Decided]]:
-    staged = stage(session, ctx, recipients)
-    return staged, Decider(session, ctx, campaign, as_of, with_retention=with_retention).run()
+    staged = stage(session, ctx, recipients, campaign.channel)
+    decider = Decider(
+        session, ctx, campaign, as_of, with_retention=with_retention, kinds=frozenset(staged.kinds)
+    )
+    return staged, decider.run()
 
 
 def finish(session: Session) -> None:
