@@ -24,7 +24,10 @@ def upgrade() -> None:
         sa.Column("decision", sa.String(length=8), nullable=False),
         sa.Column("reasons", sa.String(length=500), nullable=False),
         sa.ForeignKeyConstraint(
-            ["run_id"], ["verdict_runs.id"], name=op.f("fk_verdict_items_run_id_verdict_runs"), ondelete="CASCADE"
+            ["run_id"],
+            ["verdict_runs.id"],
+            name=op.f("fk_verdict_items_run_id_verdict_runs"),
+            ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_verdict_items")),
     )
