@@ -24,6 +24,10 @@ from gatekeeper.config import load_settings
 from gatekeeper.migrate import upgrade
 from gatekeeper.models import Base
 
+# Fixtures shared by several test modules live in a helper module registered here, so test
+# files use them as parameters without importing them.
+pytest_plugins = ["test_retention_helpers"]
+
 PG_ADMIN_URL = os.environ.get("GATEKEEPER_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 BACKENDS = ("sqlite", "postgresql")
 TEST_SECRET = "test-secret-key-0123456789"

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
 from datetime import timedelta
 from email.message import EmailMessage
 from pathlib import Path
@@ -23,11 +22,10 @@ from flask.testing import FlaskClient
 from sqlalchemy import text
 from test_retention_helpers import Mailbox, add_person, collected_for, free_port, pauls
 
-from gatekeeper.links import links_of
 from gatekeeper.models import utcnow
 from gatekeeper.retention import outbox
 from gatekeeper.retention.messages import DkimKey, Envelope, Rendered, build_message, to_bytes
-from gatekeeper.retention.tasks import TaskEnv, build_env, run_task
+from gatekeeper.retention.tasks import TaskEnv, run_task
 from gatekeeper.retention.transports import (
     BrevoTransport,
     MailjetTransport,
@@ -39,19 +37,6 @@ from gatekeeper.retention.transports import (
 
 NOW = utcnow()
 
-
-@pytest.fixture
-def mailbox() -> Mailbox:
-    return Mailbox()
-
-
-@pytest.fixture
-def env(app: Flask, mailbox: Mailbox) -> Iterator[TaskEnv]:
-    built = build_env(app.extensions["gatekeeper.settings"], transport=mailbox,
-                      signer=links_of(app), send_rate=0)
-    yield built
-    assert built.archive is not None
-    built.archive.dispose()
 
 
 def queued(app: Flask, client: FlaskClient, auth: dict[str, str], env: TaskEnv, n: int) -> None:

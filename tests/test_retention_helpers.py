@@ -12,6 +12,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import inspect, text
@@ -19,19 +20,40 @@ from sqlalchemy import inspect, text
 from gatekeeper.api.auth import SCOPES, create_api_key
 from gatekeeper.app import create_app
 from gatekeeper.domain.retention import add_years
+from gatekeeper.links import links_of
+from gatekeeper.retention.tasks import TaskEnv, build_env
 
 BASE_URL = "https://gk.example"
-ZEPHYRINE = {"external_id": "crm-zq-9137", "email": "zephyrine.quillardet@exemple-unique.fr",
-             "phone": "+33687654321", "first_name": "Zéphyrine", "last_name": "Quillardet",
-             "audience": "b2c", "collected_by": "ACME SAS",
-             "source": {"type": "direct", "name": "checkout", "proof_ref": "form-v3"},
-             "postal_address": {"line1": "17 impasse des Mésanges", "postcode": "69007",
-                                "city": "Lyon", "country": "FR"},
-             "purpose": "marketing", "attributes": {"birth_year": 1984, "category": "retail",
-                                                    "notes": "aime le café serré"}}
+ZEPHYRINE = {
+    "external_id": "crm-zq-9137",
+    "email": "zephyrine.quillardet@exemple-unique.fr",
+    "phone": "+33687654321",
+    "first_name": "Zéphyrine",
+    "last_name": "Quillardet",
+    "audience": "b2c",
+    "collected_by": "ACME SAS",
+    "source": {"type": "direct", "name": "checkout", "proof_ref": "form-v3"},
+    "postal_address": {
+        "line1": "17 impasse des Mésanges",
+        "postcode": "69007",
+        "city": "Lyon",
+        "country": "FR",
+    },
+    "purpose": "marketing",
+    "attributes": {"birth_year": 1984, "category": "retail", "notes": "aime le café serré"},
+}
 # What must not survive anonymisation, anywhere in the register.
-ZEPHYRINE_TRACES = ("zephyrine", "quillardet", "+33687654321", "0687654321", "crm-zq-9137",
-                    "mésanges", "203.0.113.77", "traceagent/4.2", "café serré")
+ZEPHYRINE_TRACES = (
+    "zephyrine",
+    "quillardet",
+    "+33687654321",
+    "0687654321",
+    "crm-zq-9137",
+    "mésanges",
+    "203.0.113.77",
+    "traceagent/4.2",
+    "café serré",
+)
 
 
 def free_port() -> int:
@@ -72,10 +94,10 @@ def add_person(client: FlaskClient, auth: dict[str, str], person: dict[str, Any]
     return int(res.json["contacts"][0]["id"])
 
 
-def run(client: FlaskClient, auth: dict[str, str], name: str, as_of: datetime,
-        **extra: Any) -> dict[str, Any]:
-    res = client.post(f"/api/v1/tasks/{name}/run", json={"as_of": as_of.isoformat(), **extra},
-                      headers=auth)
+def run(
+    client: FlaskClient, auth: dict[str, str], name: str, as_of: datetime, **extra: Any
+) -> dict[str, Any]:
+    res = client.post(f"/api/v1/tasks/{name}/run", json={"as_of": as_of.isoformat(), **extra}, headers=auth)
     assert res.status_code == 200, res.json
     body: dict[str, Any] = res.json
     return body
@@ -120,9 +142,18 @@ def utc(moment: str) -> datetime:
 
 
 def pauls(count: int) -> list[dict[str, Any]]:
-    return [{"external_id": f"crm-{i}", "email": f"paul{i}@example.fr", "first_name": "Paul",
-             "audience": "b2c", "collected_by": "ACME SAS", "purpose": "marketing",
-             "source": {"type": "direct", "name": "checkout"}} for i in range(count)]
+    return [
+        {
+            "external_id": f"crm-{i}",
+            "email": f"paul{i}@example.fr",
+            "first_name": "Paul",
+            "audience": "b2c",
+            "collected_by": "ACME SAS",
+            "purpose": "marketing",
+            "source": {"type": "direct", "name": "checkout"},
+        }
+        for i in range(count)
+    ]
 
 
 class Mailbox:
@@ -137,3 +168,20 @@ class Mailbox:
         if self.failures:
             raise self.failures.pop(0)
         self.sent.append(message)
+
+
+# Shared fixtures of the retention tests (imported by the test modules that use them).
+@pytest.fixture
+def mailbox() -> Mailbox:
+    """The outgoing-mail double: the process edge, nothing of ours is mocked."""
+    return Mailbox()
+
+
+@pytest.fixture
+def env(app: Flask, mailbox: Mailbox) -> Iterator[TaskEnv]:
+    built = build_env(
+        app.extensions["gatekeeper.settings"], transport=mailbox, signer=links_of(app), send_rate=0
+    )
+    yield built
+    assert built.archive is not None
+    built.archive.dispose()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -31,24 +30,11 @@ from gatekeeper.links import links_of
 from gatekeeper.models import utcnow
 from gatekeeper.retention.archive import ArchivedRecord, ArchiveStore, invoice_keep_until
 from gatekeeper.retention.purge import age_band, anonymise_contacts
-from gatekeeper.retention.tasks import TaskEnv, build_env, run_task
+from gatekeeper.retention.tasks import TaskEnv, run_task
 from gatekeeper.sqlbulk import read_json
 
 NOW = utcnow()
 
-
-@pytest.fixture
-def mailbox() -> Mailbox:
-    return Mailbox()
-
-
-@pytest.fixture
-def env(app: Flask, mailbox: Mailbox) -> Iterator[TaskEnv]:
-    built = build_env(app.extensions["gatekeeper.settings"], transport=mailbox,
-                      signer=links_of(app), send_rate=0)
-    yield built
-    assert built.archive is not None
-    built.archive.dispose()
 
 
 def count(app: Flask, sql: str) -> int:
