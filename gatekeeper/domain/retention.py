@@ -185,3 +185,34 @@ def interest_counts(
     if any(s in agent for s in policy.scanner_user_agent_substrings):
         return False
     return seconds_after_send is None or seconds_after_send >= policy.click_grace_seconds
+
+
+def retention_years(audience: str, clock: str, policy: Policy) -> int:
+    """How many years a clock of this kind runs for this audience (``_years`` without facts)."""
+    if audience == "b2b" and not policy.b2b_same_clock:
+        return policy.b2b_retention_years
+    if clock == "client":
+        return policy.client_retention_years
+    return policy.prospect_retention_years
+
+
+def clock_after_interest(
+    clock: RetentionClock, audience: str, interest_kind: str, at: datetime, policy: Policy
+) -> RetentionClock:
+    """The clock once one more *counting* interest at ``at`` is added to the facts it came from.
+
+    Equal to ``compute_clock`` of those facts plus the interest (a test proves it over a table
+    of fact sets), without reading the facts again: an interest is a contact from the person,
+    which every branch of ``compute_clock`` counts in its anchor except a running contract (no
+    deadline, anchored on client events only); and it cannot change which branch applies, since
+    that depends on purchases, contracts and reconsents alone. So the anchor becomes the later
+    of the two and the deadline follows; the clock never moves backwards (a max).
+    The caller passes only an interest that counts (``interest_counts``) and a clock whose
+    reconsent was not refused (a refusal's instant is not in the clock: recompute instead).
+    """
+    if clock.deadline is None:  # a running contract: kept for its duration (CNIL 2021-131)
+        return clock
+    anchor = max((clock.anchor_at, clock.anchor_kind), (utc(at, "at"), f"interest.{interest_kind}"))
+    if anchor == (clock.anchor_at, clock.anchor_kind):
+        return clock
+    return _clock(clock.clock, anchor, retention_years(audience, clock.clock, policy), policy)
