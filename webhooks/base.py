@@ -97,6 +97,9 @@ class NormalizedEvent:
     url: str | None
     user_agent: str | None
     raw: Mapping[str, Any]
+    # The event's own JSON text when the adapter has it at hand (a slice of the body): stored
+    # as is, it spares encoding ``raw`` again.
+    raw_json: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

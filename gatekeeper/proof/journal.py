@@ -35,8 +35,9 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from gatekeeper.models import VerdictRun, utcnow
+from gatekeeper.register.rawsql import Sql, ints
 from gatekeeper.security import KeyedHasher
-from gatekeeper.sqlbulk import create_temp, dialect_of, drop_temp, load_rows, read_json, read_ts, ts_value
+from gatekeeper.sqlbulk import create_temp, dialect_of, drop_temp, load_rows, read_json, read_ts
 from gatekeeper.timeparse import isoformat
 
 REGISTER = "main"
@@ -156,14 +157,37 @@ def write(
     session: Session, hasher: KeyedHasher, head: Head, facts: Sequence[Fact], *, now: datetime | None = None
 ) -> list[Position]:
     """Chain ``facts`` after ``head`` (already locked) and store them in one executemany."""
+    return write_sql(Sql.of(session), hasher, head, facts, now=now)
+
+
+def lock_head_sql(sql: Sql, register: str = REGISTER) -> Head:
+    """``lock_head`` on a raw connection: one statement once the head exists."""
+    lock = " FOR UPDATE" if sql.dialect == "postgresql" else ""
+    select = f"SELECT seq, entry_hash FROM journal_heads WHERE register = ?{lock}"  # noqa: S608 - constant
+    row = sql.one(select, (register,))
+    if row is None:
+        sql.run(
+            "INSERT INTO journal_heads (register, seq, entry_hash) VALUES (?, 0, ?)"
+            " ON CONFLICT (register) DO NOTHING",
+            (register, GENESIS),
+        )
+        row = sql.one(select, (register,))
+    return Head(register, int(row[0]), str(row[1]))
+
+
+def write_sql(
+    sql: Sql, hasher: KeyedHasher, head: Head, facts: Sequence[Fact], *, now: datetime | None = None
+) -> list[Position]:
+    """``write`` on a raw connection: the salts in one query, the entries in one executemany,
+    the head in one update."""
     if not facts:
         return []
-    dialect = dialect_of(session)
     # Whole seconds: the instant is hashed, and must read back identically on both databases.
     at = (now or utcnow()).replace(microsecond=0)
-    salts = subject_salts(
-        session, {f.contact_id for f in facts if f.coordinate and f.salt is None and f.contact_id is not None}
+    salts = salts_sql(
+        sql, {f.contact_id for f in facts if f.coordinate and f.salt is None and f.contact_id is not None}
     )
+    stored_at = sql.ts(at)
     rows, positions = [], []
     for fact in facts:
         salt = fact.salt or (salts.get(fact.contact_id) if fact.contact_id is not None else None)
@@ -188,7 +212,7 @@ def write(
             (
                 head.register,
                 seq,
-                ts_value(dialect, at),
+                stored_at,
                 fact.kind,
                 fact.subject_ref,
                 subject_hash,
@@ -201,12 +225,61 @@ def write(
         )
         positions.append(Position(head.register, seq, entry_hash))
         head.seq, head.entry_hash = seq, entry_hash
-    executemany(session, JOURNAL_INSERT, rows)
-    session.execute(
-        text("UPDATE journal_heads SET seq = :s, entry_hash = :h WHERE register = :r"),
-        {"s": head.seq, "h": head.entry_hash, "r": head.register},
+    sql.many(JOURNAL_INSERT, rows)
+    sql.run(
+        "UPDATE journal_heads SET seq = ?, entry_hash = ? WHERE register = ?",
+        (head.seq, head.entry_hash, head.register),
     )
     return positions
+
+
+def salts_sql(sql: Sql, contact_ids: set[int]) -> dict[int, str]:
+    """``subject_salts`` on a raw connection (the caller holds the head lock)."""
+    if not contact_ids:
+        return {}
+    ids = sorted(contact_ids)
+    found: dict[int, str] = {}
+    for start in range(0, len(ids), CHUNK):
+        some = ints(ids[start : start + CHUNK])
+        query = f"SELECT contact_id, salt FROM journal_subjects WHERE contact_id IN ({some})"  # noqa: S608 - ints
+        found.update((int(cid), str(salt)) for cid, salt in sql.all(query))
+    missing = [(cid, secrets.token_hex(16)) for cid in ids if cid not in found]
+    sql.many("INSERT INTO journal_subjects (contact_id, salt) VALUES (?, ?)", missing)
+    return found | dict(missing)
+
+
+def event_fact(payload: dict[str, Any], coordinate: str | None) -> Fact:
+    """The fact of an event its writer knows (``event_payload``'s shape, id included), so it
+    need not be read back: its contact's salt is looked up when written."""
+    return Fact(
+        event_kind(payload["type"], payload["data"]),
+        f"contact:{payload['contact_id']}",
+        payload,
+        "event",
+        payload["id"],
+        payload["contact_id"],
+        coordinate,
+    )
+
+
+def suppression_facts(sql: Sql, hasher: KeyedHasher, rows: Sequence[Sequence[Any]]) -> list[Fact]:
+    """Facts of upserted suppression rows (``SUPPRESSION_COLUMNS``) that are new or whose date
+    changed since last journaled, as ``record_suppressions`` decides."""
+    payloads = sorted(map(suppression_payload, rows), key=lambda p: int(p["id"]))
+    if not payloads:
+        return []
+    some = ints([p["id"] for p in payloads])
+    journaled: dict[int, str] = dict(
+        sql.all(
+            "SELECT fact_id, payload_digest FROM journal WHERE fact_table = 'suppression'"  # noqa: S608 - ints
+            f" AND fact_id IN ({some}) ORDER BY seq"
+        )
+    )
+    return [
+        Fact("suppression", f"suppression:{p['id']}", p, "suppression", p["id"])
+        for p in payloads
+        if journaled.get(p["id"]) != fact_digest(hasher, p)
+    ]
 
 
 JOURNAL_INSERT = (

@@ -3,6 +3,8 @@
 After any change to a contact's facts the shell calls ``refresh``: it loads the facts of the
 touched contacts set-based (one query for contacts, one for their events, per chunk), lets the
 pure core summarise them, and writes the clock, deadline and profile back in one executemany.
+Statements run on the session's own DB-API connection (``Sql``): SQLAlchemy's per-statement
+machinery cost more than the queries on the webhook hot path.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from gatekeeper.domain.facts import (
@@ -28,9 +29,10 @@ from gatekeeper.domain.facts import (
 )
 from gatekeeper.domain.policy import Policy
 from gatekeeper.domain.profile import summarise
-from gatekeeper.domain.retention import reconsent_refused
+from gatekeeper.domain.retention import compute_clock, reconsent_refused
 from gatekeeper.register.codec import key_of, to_data
-from gatekeeper.sqlbulk import dialect_of, json_value, read_ts, ts_value
+from gatekeeper.register.rawsql import Sql, ints
+from gatekeeper.sqlbulk import json_value, read_ts
 from gatekeeper.timeparse import parse_instant
 
 CHUNK = 500
@@ -188,66 +190,118 @@ class NewContactSummaries:
 
 
 def store_profiles(session: Session, profiles: Mapping[str, Mapping[str, Any]]) -> None:
-    if profiles:
-        session.execute(
-            text("INSERT INTO gate_profiles (key, data) VALUES (:k, :d) ON CONFLICT (key) DO NOTHING"),
-            [{"k": k, "d": json_value(v)} for k, v in profiles.items()],
-        )
+    store_profiles_sql(Sql.of(session), profiles)
+
+
+def store_profiles_sql(sql: Sql, profiles: Mapping[str, Mapping[str, Any]]) -> None:
+    sql.many(
+        "INSERT INTO gate_profiles (key, data) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+        [(k, json_value(v)) for k, v in profiles.items()],
+    )
 
 
 _CONTACT_COLS = (
     "id, audience, collected_at, collected_by, source_type, purpose, timezone, profession_tags, anonymised_at"
 )
+_CONTACT_NAMES = tuple(name.strip() for name in _CONTACT_COLS.split(","))
+_UPDATE = (
+    "UPDATE contacts SET clock = ?, clock_anchor_at = ?, clock_anchor_kind = ?, deadline = ?,"
+    " reconsent_at = ?, refused_at = ?, profile_key = ?, instants = ? WHERE id = ?"
+)
+# An interest never changes the gate profile or its instants (they hold consents, objections,
+# purchases and contracts): after new clicks only the clock columns are written.
+_UPDATE_CLOCK = (
+    "UPDATE contacts SET clock = ?, clock_anchor_at = ?, clock_anchor_kind = ?, deadline = ?,"
+    " reconsent_at = ?, refused_at = ? WHERE id = ?"
+)
+Events = dict[int, list[tuple[str, datetime, Mapping[str, Any]]]]
 
 
 def refresh(session: Session, contact_ids: Iterable[int], policy: Policy) -> int:
+    return refresh_sql(Sql.of(session), contact_ids, policy)
+
+
+def refresh_sql(sql: Sql, contact_ids: Iterable[int], policy: Policy, *, lock: bool = False) -> int:
+    """``refresh`` on a raw connection; ``lock`` takes the contacts' rows first on PostgreSQL,
+    so two writers recomputing one contact run one after the other (SQLite: one writer)."""
     ids = sorted(set(contact_ids))
     for start in range(0, len(ids), CHUNK):
-        _refresh_chunk(session, ids[start : start + CHUNK], policy)
+        _refresh_chunk(sql, ids[start : start + CHUNK], policy, lock)
     return len(ids)
 
 
-def _refresh_chunk(session: Session, ids: list[int], policy: Policy) -> None:
-    dialect = dialect_of(session)
-    marks = ", ".join(str(int(i)) for i in ids)  # ints only: safe to inline
-    contacts = (
-        session.execute(text(f"SELECT {_CONTACT_COLS} FROM contacts WHERE id IN ({marks})"))  # noqa: S608
-        .mappings()
-        .all()
-    )
-    events: dict[int, list[tuple[str, datetime, Mapping[str, Any]]]] = defaultdict(list)
-    for cid, etype, at, data in session.execute(
-        text(
-            f"SELECT contact_id, type, occurred_at, data FROM events WHERE contact_id IN ({marks})"  # noqa: S608
-        )
-    ):
-        events[cid].append((etype, read_ts(at), json.loads(data) if isinstance(data, str) else data))
+def _refresh_chunk(sql: Sql, ids: list[int], policy: Policy, lock: bool) -> None:
+    contacts = _contacts(sql, ids, lock)
+    events = _events(sql, [row[0] for row in contacts])
     updates, profiles = [], {}
     for row in contacts:
-        contact = dict(row) | {"collected_at": read_ts(row["collected_at"])}
-        stored, profile = stored_summary(facts_from(contact, events[row["id"]]), policy)
+        stored, profile = stored_summary(facts_from(_contact(row), events[row[0]]), policy)
         profiles[stored.profile_key] = profile
         updates.append(
-            {
-                "id": row["id"],
-                "clock": stored.clock,
-                "anchor": ts_value(dialect, stored.anchor_at),
-                "kind": stored.anchor_kind,
-                "deadline": ts_value(dialect, stored.deadline),
-                "reconsent": ts_value(dialect, stored.reconsent_at),
-                "refused": ts_value(dialect, stored.refused_at),
-                "pkey": stored.profile_key,
-                "instants": json_value(stored.instants),
-            }
+            (
+                stored.clock,
+                sql.ts(stored.anchor_at),
+                stored.anchor_kind,
+                sql.ts(stored.deadline),
+                sql.ts(stored.reconsent_at),
+                sql.ts(stored.refused_at),
+                stored.profile_key,
+                json_value(stored.instants),
+                row[0],
+            )
         )
-    store_profiles(session, profiles)
-    if updates:
-        session.execute(
-            text(
-                "UPDATE contacts SET clock = :clock, clock_anchor_at = :anchor, clock_anchor_kind = :kind,"
-                " deadline = :deadline, reconsent_at = :reconsent, refused_at = :refused,"
-                " profile_key = :pkey, instants = :instants"
-                " WHERE id = :id"
-            ),
-            updates,
-        )
+    store_profiles_sql(sql, profiles)
+    sql.many(_UPDATE, updates)
+
+
+def refresh_after_interest(sql: Sql, latest: Mapping[int, datetime], policy: Policy) -> int:
+    """Recompute the clocks that new counting interests can move: ``latest`` maps each contact
+    to its latest new interest. A clock is a maximum over facts, so an interest older than the
+    stored anchor changes nothing and that contact is skipped without reading its events.
+    Returns how many clocks were recomputed."""
+    ids = sorted(latest)
+    done = 0
+    for start in range(0, len(ids), CHUNK):
+        rows = _contacts(sql, ids[start : start + CHUNK], True, extra=", clock_anchor_at")
+        movable = [r for r in rows if r[-1] is None or read_ts(r[-1]) <= latest[r[0]]]
+        events = _events(sql, [row[0] for row in movable])
+        updates = []
+        for row in movable:
+            facts = facts_from(_contact(row), events[row[0]])
+            clock = compute_clock(facts, policy)
+            refused = clock.anchor_at if reconsent_refused(facts, clock) else None
+            updates.append(
+                (
+                    str(clock.clock),
+                    sql.ts(clock.anchor_at),
+                    clock.anchor_kind,
+                    sql.ts(clock.deadline),
+                    sql.ts(clock.reconsent_at),
+                    sql.ts(refused),
+                    row[0],
+                )
+            )
+        sql.many(_UPDATE_CLOCK, updates)
+        done += len(updates)
+    return done
+
+
+def _contacts(sql: Sql, ids: list[int], lock: bool, extra: str = "") -> list[Any]:
+    suffix = " ORDER BY id FOR UPDATE" if lock and sql.dialect == "postgresql" else ""
+    query = f"SELECT {_CONTACT_COLS}{extra} FROM contacts WHERE id IN ({ints(ids)}){suffix}"  # noqa: S608
+    return sql.all(query)
+
+
+def _contact(row: Sequence[Any]) -> dict[str, Any]:
+    contact = dict(zip(_CONTACT_NAMES, row, strict=False))
+    contact["collected_at"] = read_ts(contact["collected_at"])
+    return contact
+
+
+def _events(sql: Sql, ids: list[int]) -> Events:
+    events: Events = defaultdict(list)
+    if ids:
+        query = f"SELECT contact_id, type, occurred_at, data FROM events WHERE contact_id IN ({ints(ids)})"  # noqa: S608
+        for cid, etype, at, data in sql.all(query):
+            events[cid].append((etype, read_ts(at), json.loads(data) if isinstance(data, str) else data))
+    return events

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from gatekeeper.models import BloctelCheck, utcnow
 from gatekeeper.normalize import CoordinateError, normalise_phone
 from gatekeeper.proof import journal
+from gatekeeper.register.rawsql import Sql
 from gatekeeper.register.schema import (
     SUPPRESSION_REASONS,
     Problems,
@@ -87,6 +88,37 @@ def add_suppressions(
     )
     journal.record_suppressions(session, hasher, ((r["h"], r["r"], r["c"]) for r in rows))  # RULES.md §6
     return len(rows)
+
+
+def upsert_suppressions(
+    sql: Sql, entries: Iterable[SuppressionRecord], hasher: KeyedHasher, *, origin: str, now: datetime
+) -> list[Any]:
+    """``add_suppressions`` on a raw connection, in one statement, for a caller that journals
+    them itself: returns the upserted rows (``journal.SUPPRESSION_COLUMNS``). One row per
+    entry key with its latest date: a statement may not upsert the same row twice."""
+    latest: dict[tuple[str, str, str], tuple[str, Any]] = {}
+    for e in entries:
+        key = (hasher.coordinate(e.coord_kind, e.coordinate), e.reason, channels_key(e.channels))
+        at = sql.ts(e.occurred_at)
+        if key not in latest or at > latest[key][1]:
+            latest[key] = (e.coord_kind, at)
+    if not latest:
+        return []
+    greatest = "GREATEST" if sql.dialect == "postgresql" else "MAX"
+    created = sql.ts(now)
+    params = [
+        value
+        for (h, reason, chans), (kind, at) in latest.items()
+        for value in (h, kind, reason, chans, at, origin, created)
+    ]
+    return sql.all(
+        "INSERT INTO suppressions (coord_hash, coord_kind, reason, channels, occurred_at, origin,"  # noqa: S608
+        f" created_at) VALUES {sql.values(7, len(latest))}"
+        " ON CONFLICT (coord_hash, reason, channels) DO UPDATE SET occurred_at ="
+        f" {greatest}(suppressions.occurred_at, excluded.occurred_at)"
+        " RETURNING id, coord_hash, coord_kind, reason, channels, occurred_at, origin",
+        params,
+    )
 
 
 def _rows(

@@ -1,0 +1,243 @@
+"""Planning the storage of provider events: everything that only reads (deliveries.py phase 1).
+
+Per request, set-based: normalise the addresses, match contacts in one query (our id from the
+message metadata when that contact still exists, else the address), read the send times of the
+clicked campaigns in one more; then each event becomes its raw row (a tuple, as the driver
+takes it) and, only for the kinds that change the register (``EFFECTS``), a ``Consequence``.
+A newsletter's batch is mostly "processed" and "delivered": those cost a tuple each.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from gatekeeper.domain.retention import interest_counts
+from gatekeeper.normalize import CoordinateError, normalise_email
+from gatekeeper.proof.journal import coordinate_of
+from gatekeeper.register.context import RegisterContext
+from gatekeeper.register.rawsql import Sql, ints
+from gatekeeper.register.suppressions import SuppressionRecord
+from gatekeeper.sqlbulk import json_value, read_ts
+from gatekeeper.timeparse import isoformat
+from webhooks.base import NormalizedEvent
+
+# Names per contact-matching query: well under every driver's bound-parameter limit.
+MATCH_CHUNK = 5_000
+MAX_PROVIDER_EVENT_LENGTH = 64
+# Brevo's documented click payload carries no user agent: there, a missing agent says nothing
+# about the clicker, and the scanner rule falls back on the other signals (time since send).
+PLATFORMS_WITHOUT_AGENT = frozenset({"brevo"})
+
+
+@dataclass(frozen=True, slots=True)
+class Effect:
+    """What one kind of provider event does to the register besides being stored."""
+
+    event_type: str | None = None  # register event for the matched contact
+    reason: str | None = None  # suppression of the address
+    channels: tuple[str, ...] = ()
+
+
+# soft_bounce, delivered and other are stored only.
+EFFECTS: dict[str, Effect] = {
+    "click": Effect(event_type="interest"),
+    "open": Effect(event_type="open"),  # recorded, never restarts a clock (CNIL, Spartoo 2020)
+    "unsubscribe": Effect(event_type="opposition", reason="unsubscribe", channels=("email",)),
+    "hard_bounce": Effect(reason="hard_bounce", channels=("email",)),
+    # A spam complaint is the strongest objection a mailbox lets a person make: every channel.
+    "complaint": Effect(reason="complaint", channels=("all",)),
+}
+
+
+@dataclass(slots=True)
+class FactRow:
+    """A register fact an event makes for its contact; its id comes back from the insert."""
+
+    contact_id: int
+    type: str
+    at: datetime
+    data: dict[str, Any]
+    key: str
+    origin: str
+    coordinate: str | None  # the contact's, for the journal's subject hash
+
+
+@dataclass(slots=True)  # not frozen: frozen dataclasses cost 3x more to build
+class Consequence:
+    """What one provider event changes in the register, if it turns out to be new."""
+
+    key: str  # the provider event's dedupe key
+    origin: str
+    fact: FactRow | None = None
+    suppressions: list[SuppressionRecord] = field(default_factory=list)
+    objection: bool = False  # the contact's whole summary must be recomputed
+    interest_at: datetime | None = None  # a counting click: the contact's clock may move
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryPlan:
+    received: int
+    rows: list[tuple[Any, ...]]  # webhook_events rows; the dedupe key is at index 1
+    consequences: list[Consequence]
+    now: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    id: int
+    email: str | None
+    coordinate: str | None
+
+
+Contacts = dict[int | str, Contact]  # by id and by e-mail
+Match = tuple[int | None, str | None]  # (contact id, the contact's e-mail)
+_MATCH = (
+    "SELECT id, email, phone, external_id FROM contacts"
+    " WHERE anonymised_at IS NULL AND (id IN ({ids}) OR email IN ({marks}))"
+)
+_SEND_TIMES = "SELECT id, send_at FROM campaigns WHERE send_at IS NOT NULL AND id IN ({ids})"
+
+
+def plan(sql: Sql, events: Sequence[NormalizedEvent], ctx: RegisterContext, now: datetime) -> DeliveryPlan:
+    batch = list({e.dedupe_key: e for e in reversed(events)}.values())[::-1] if len(events) > 1 else events
+    addresses = [_address(e.email) for e in batch]
+    contacts = contacts_named(sql, batch, addresses)
+    found = [matched(e, a, contacts) for e, a in zip(batch, addresses, strict=True)]
+    planner = _Planner(ctx, sql, now, _send_times(sql, batch, found))
+    rows, consequences = [], []
+    for event, address, contact in zip(batch, addresses, found, strict=True):
+        rows.append(planner.row(event, contact))
+        if event.kind in EFFECTS:
+            consequences.append(planner.consequence(event, address, contact))
+    return DeliveryPlan(len(events), rows, consequences, now)
+
+
+def _address(raw: str | None) -> str | None:
+    if not raw:
+        return None
+    try:
+        return normalise_email(raw)
+    except CoordinateError:
+        return None  # stored with the raw event; nothing to match or suppress
+
+
+def contacts_named(sql: Sql, batch: Sequence[NormalizedEvent], addresses: Sequence[str | None]) -> Contacts:
+    """The live contacts the events name, by id and by e-mail; one query per few thousand
+    names (drivers cap bound parameters), ids inlined as ints."""
+    ids = sorted({e.contact_id for e in batch if e.contact_id is not None})
+    emails = sorted({a for a in addresses if a})
+    found: Contacts = {}
+    for start in range(0, max(len(ids), len(emails), 1), MATCH_CHUNK):
+        some = emails[start : start + MATCH_CHUNK]
+        query = _MATCH.format(
+            ids=ints(ids[start : start + MATCH_CHUNK]), marks=", ".join("?" * len(some)) or "NULL"
+        )
+        for cid, email, phone, external_id in sql.all(query, some):
+            contact = Contact(int(cid), email, coordinate_of(email, phone, external_id))
+            found[contact.id] = contact
+            if email:
+                found[email] = contact
+    return found
+
+
+def matched(
+    event: NormalizedEvent, address: str | None, contacts: dict[int | str, Contact]
+) -> Contact | None:
+    """Our id from the metadata when that contact still exists (the address may have changed
+    since the send), else the contact with that address."""
+    if event.contact_id is not None and event.contact_id in contacts:
+        return contacts[event.contact_id]
+    return contacts.get(address) if address else None
+
+
+def _send_times(
+    sql: Sql, batch: Sequence[NormalizedEvent], contacts: Sequence[Contact | None]
+) -> dict[int, datetime]:
+    """When our campaigns of the clicked messages were sent, to tell scanners from people."""
+    ids = sorted(
+        {
+            e.campaign_id
+            for e, contact in zip(batch, contacts, strict=True)
+            if e.kind == "click" and e.campaign_id is not None and contact is not None
+        }
+    )
+    if not ids:
+        return {}
+    return {int(cid): read_ts(at) for cid, at in sql.all(_SEND_TIMES.format(ids=ints(ids)))}
+
+
+class _Planner:
+    """Turns one matched event into its raw row and its consequences (``EFFECTS``)."""
+
+    def __init__(self, ctx: RegisterContext, sql: Sql, now: datetime, sent_at: dict[int, datetime]) -> None:
+        self.ctx, self.sql, self.now, self.sent_at = ctx, sql, now, sent_at
+        self.created = sql.ts(now)
+
+    def row(self, e: NormalizedEvent, contact: Contact | None) -> tuple[Any, ...]:
+        return (
+            e.provider,
+            e.dedupe_key,
+            e.kind,
+            e.provider_event[:MAX_PROVIDER_EVENT_LENGTH],
+            self.sql.ts(e.occurred_at),
+            contact.id if contact else None,
+            e.campaign_id,
+            e.raw_json
+            if e.raw_json is not None
+            else json_value(e.raw if isinstance(e.raw, dict) else dict(e.raw)),
+            self.created,
+        )
+
+    def consequence(self, e: NormalizedEvent, address: str | None, contact: Contact | None) -> Consequence:
+        effect = EFFECTS[e.kind]
+        planned = Consequence(e.dedupe_key, f"webhook:{e.provider}")
+        # A fact cannot have happened after we heard of it: a clock never runs from the future.
+        at = min(e.occurred_at, self.now)
+        if effect.event_type and contact is not None:
+            data = self._data(effect.event_type, e, at)
+            key = hashlib.sha256(f"webhook|{e.dedupe_key}|{effect.event_type}".encode()).hexdigest()
+            planned.fact = FactRow(
+                contact.id, effect.event_type, at, data, key, planned.origin, contact.coordinate
+            )
+            planned.objection = effect.event_type == "opposition"
+            if data.get("counts"):
+                planned.interest_at = at
+        if effect.reason:
+            # The reported address; an unsubscribe also covers the contact's own address when
+            # the metadata named a contact whose address has changed since the send.
+            own = contact.email if contact else None
+            wanted = {address or own}
+            if effect.reason == "unsubscribe":
+                wanted.add(own)
+            planned.suppressions = [
+                SuppressionRecord(0, "email", a, effect.reason, effect.channels, at)
+                for a in sorted(a for a in wanted if a)
+            ]
+        return planned
+
+    def _data(self, event_type: str, e: NormalizedEvent, at: datetime) -> dict[str, Any]:
+        when = isoformat(at)
+        if event_type == "interest":
+            send = self.sent_at.get(e.campaign_id) if e.campaign_id is not None else None
+            after_send = None if send is None else (e.occurred_at - send).total_seconds()
+            # Link scanners click within seconds of delivery, or say who they are (RULES.md §4).
+            counts = interest_counts(
+                "click",
+                e.user_agent,
+                after_send,
+                "GET",
+                policy=self.ctx.policy,
+                agent_reported=e.provider not in PLATFORMS_WITHOUT_AGENT,
+            )
+            return {"kind": "click", "occurred_at": when, "counts": counts, "detail": e.url}
+        if event_type == "opposition":
+            return {"channels": ["email"], "occurred_at": when, "via": "link"}
+        return {"occurred_at": when}
+
+
+def _encoded(raw: Mapping[str, Any]) -> str | None:
+    return json_value(raw if isinstance(raw, dict) else dict(raw))

@@ -1,0 +1,74 @@
+"""``POST /webhooks/<provider>`` as a thin WSGI layer in front of Flask.
+
+Providers post one event per request (Mailgun, Postmark, SES) at the rate mail goes out, and
+Flask's request machinery (context push, session opening, routing, teardown) costs as much as
+storing such an event. This layer serves the plain case, a POST with a Content-Length within
+the configured limit to a known provider, straight from the WSGI environ with the same
+``WebhookService`` as the view; everything else (HEAD probes, unknown providers, bodies without
+a length or over the limit) goes on to the Flask blueprint, which answers as before.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from http import HTTPStatus
+from typing import Any
+
+from gatekeeper.webhook_service import WebhookService
+from webhooks import InboundRequest
+
+StartResponse = Callable[..., Any]
+WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+PREFIX = "/webhooks/"
+# Headers that WSGI keeps outside HTTP_*: adapters read Content-Type (Mandrill's form body).
+_PLAIN_HEADERS = {"CONTENT_TYPE": "Content-Type", "CONTENT_LENGTH": "Content-Length"}
+
+
+class FastWebhooks:
+    def __init__(self, app: WsgiApp, service: WebhookService, max_body: int | None) -> None:
+        self.app, self.service, self.max_body = app, service, max_body
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path: str = environ.get("PATH_INFO", "")
+        if environ.get("REQUEST_METHOD") != "POST" or not path.startswith(PREFIX):
+            return self.app(environ, start_response)
+        provider = path[len(PREFIX) :]
+        length = _length(environ)
+        too_big = length is not None and self.max_body is not None and length > self.max_body
+        if provider not in self.service.adapters or length is None or too_big:
+            return self.app(environ, start_response)
+        inbound = InboundRequest(
+            method="POST",
+            url=self.service.external_url(path, environ.get("QUERY_STRING", "")),
+            headers=_headers(environ),
+            body=environ["wsgi.input"].read(length) if length else b"",  # the raw bytes, signed
+            remote_addr=environ.get("REMOTE_ADDR"),
+        )
+        status, body = self.service.receive(provider, inbound)
+        data = json.dumps(body, separators=(",", ":")).encode()
+        start_response(
+            f"{status} {HTTPStatus(status).phrase}",
+            [("Content-Type", "application/json"), ("Content-Length", str(len(data)))],
+        )
+        return [data]
+
+
+def _length(environ: dict[str, Any]) -> int | None:
+    raw = environ.get("CONTENT_LENGTH")
+    if not raw:
+        return None
+    try:
+        length = int(raw)
+    except ValueError:
+        return None
+    return length if length >= 0 else None
+
+
+def _headers(environ: dict[str, Any]) -> dict[str, str]:
+    """The request headers by their usual names (as werkzeug spells them)."""
+    found = {name: environ[key] for key, name in _PLAIN_HEADERS.items() if environ.get(key)}
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            found[key[5:].replace("_", "-").title()] = value
+    return found

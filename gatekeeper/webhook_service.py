@@ -1,0 +1,190 @@
+"""Webhook ingestion, shared by the WSGI fast path and the Flask view (``webhook_views``).
+
+Theory of operation
+-------------------
+One transaction per request, in warehouse's order: verify → parse → drop the events already
+stored → apply the state change → store the raw events → commit → 2xx. The adapter verifies on
+the raw bytes; its one-time tokens (Mailgun) are only noted (``TokenBook``) and inserted first
+thing in the write phase, in the events' transaction: a replay is refused there by the unique
+index, and a request that fails after verification does not burn its token for the provider's
+retry. Everything that only reads runs first; the writes take a short turn at the end
+(``writers_turn``: one writer at a time on SQLite) and commit before the status is sent, so a
+2xx always means the events are durable and a click has already moved the deadline. Every status
+comes from the adapter (``status_for``): a refused request stores nothing, and a database
+failure answers the transient code (503) so the provider retries.
+
+Each worker thread keeps one DB-API connection across requests (``Connections``): a request
+pays neither a pool checkout nor PostgreSQL's pre-ping. A connection that raised a database
+error is closed and replaced by the next request; the provider retries the failed one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from sqlalchemy import Engine, event
+from sqlalchemy.exc import SQLAlchemyError
+
+from gatekeeper.models import utcnow
+from gatekeeper.register import delivery_apply, delivery_plan
+from gatekeeper.register.context import RegisterContext
+from gatekeeper.register.deliveries import DeliveryResult, TokenBook, writers_turn
+from gatekeeper.register.rawsql import Sql
+from webhooks import (
+    Adapter,
+    AuthenticationError,
+    InboundRequest,
+    PayloadError,
+    ReplayError,
+    UpstreamError,
+    WebhookError,
+)
+
+log = logging.getLogger("gatekeeper.webhook_views")
+# SNS waits on our answer while we confirm: stay well inside its own timeout.
+CONFIRM_TIMEOUT_SECONDS = 5
+
+Credentials = dict[str, list[dict[str, str]]]
+Answer = tuple[int, dict[str, Any]]
+
+
+class Connections:
+    """One DB-API connection per thread (and process: never shared across a fork), detached
+    from the engine's pool and closed when the engine is disposed."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.local = threading.local()
+        self.opened: list[Sql] = []
+        self.lock = threading.Lock()
+        event.listen(engine, "engine_disposed", self.close_all)
+
+    @contextmanager
+    def __call__(self) -> Iterator[Sql]:
+        sql: Sql | None = getattr(self.local, "sql", None)
+        if sql is None or self.local.pid != os.getpid():
+            sql = self._open()
+        try:
+            yield sql
+        except BaseException as exc:
+            with suppress(Exception):
+                sql.rollback()
+            if isinstance(exc, SQLAlchemyError):  # the connection itself may be what failed
+                self._discard(sql)
+            raise
+
+    def _open(self) -> Sql:
+        proxied = self.engine.raw_connection()  # runs the engine's connect hooks (pragmas)
+        connection = proxied.driver_connection
+        proxied.detach()  # ours now: the pool neither resets nor pings it per request
+        dialect = self.engine.dialect
+        sql = Sql(connection, dialect.name, dialect.loaded_dbapi.Error)
+        self.local.sql, self.local.pid = sql, os.getpid()
+        with self.lock:
+            self.opened.append(sql)
+        return sql
+
+    def _discard(self, sql: Sql) -> None:
+        self.local.sql = None
+        with self.lock:
+            if sql in self.opened:
+                self.opened.remove(sql)
+        with suppress(Exception):
+            sql.connection.close()
+
+    def close_all(self, _engine: Engine | None = None) -> None:
+        with self.lock:
+            opened, self.opened = self.opened, []
+        for sql in opened:
+            with suppress(Exception):
+                sql.connection.close()
+        self.local = threading.local()
+
+
+class WebhookService:
+    """Everything a webhook request needs, built once per app."""
+
+    def __init__(
+        self,
+        adapters: Mapping[str, Adapter],
+        credentials: Credentials,
+        ctx: RegisterContext,
+        engine: Engine,
+        public_base_url: str,
+    ) -> None:
+        self.adapters, self.credentials, self.ctx = adapters, credentials, ctx
+        self.connections = Connections(engine)
+        url = engine.url
+        self.sqlite_path = url.database if url.get_backend_name() == "sqlite" else None
+        self.base_url = public_base_url.rstrip("/")
+
+    def external_url(self, path: str, query: str) -> str:
+        """The URL as configured at the provider (Mandrill signs it): the public one, not ours."""
+        return self.base_url + path + ("?" + query if query else "")
+
+    def receive(self, provider: str, inbound: InboundRequest) -> Answer:
+        """The HTTP status and JSON body answering one webhook request."""
+        adapter = self.adapters.get(provider)
+        if adapter is None:
+            return 404, error_body("not_found", f"no webhook for provider {provider!r}")
+        try:
+            result = self._ingest(provider, adapter, inbound)
+        except WebhookError as exc:
+            log.warning("webhook %s refused: %s", provider, exc)
+            return adapter.status_for(exc), error_body(_code(exc), str(exc))
+        except SQLAlchemyError:
+            log.exception("webhook %s: storage failed, the provider will retry", provider)
+            status = adapter.status_for(None, transient=True)
+            return status, error_body("storage_unavailable", "events not stored; retry later")
+        body = {"received": result.received, "stored": result.stored, "duplicates": result.duplicates}
+        return adapter.status_for(None), body
+
+    def _ingest(self, provider: str, adapter: Adapter, inbound: InboundRequest) -> DeliveryResult:
+        now, book = utcnow(), TokenBook()
+        adapter.verify(inbound, self.credentials.get(provider, []), now=now, guard=book)
+        parsed = adapter.parse(inbound)
+        if parsed.subscribe_url:
+            confirm_subscription(parsed.subscribe_url)
+        if not parsed.events and not book.pending:  # Mandrill's probe, an SNS confirmation
+            return DeliveryResult(received=0, stored=0)
+        with self.connections() as sql:
+            plan = delivery_plan.plan(sql, parsed.events, self.ctx, now)  # reads only
+            with writers_turn(self.sqlite_path):  # the writes, the token first, then commit
+                book.record(sql)
+                result = delivery_apply.apply(sql, plan, self.ctx)
+                sql.commit()
+        return result
+
+
+def confirm_subscription(url: str) -> None:
+    """GET the SubscribeURL. The adapter checked it is an SNS host; we insist on HTTPS and no
+    redirect, so a forged envelope can never make us fetch anything else."""
+    if urlsplit(url).scheme != "https":
+        raise PayloadError("subscription URL is not HTTPS")
+    try:
+        response = requests.get(url, timeout=CONFIRM_TIMEOUT_SECONDS, allow_redirects=False)
+    except requests.RequestException as exc:
+        raise UpstreamError(f"subscription confirmation failed: {exc}") from exc
+    if response.status_code // 100 != 2:  # a redirect is not a confirmation either
+        raise UpstreamError(f"subscription confirmation answered {response.status_code}")
+
+
+def _code(exc: WebhookError) -> str:
+    if isinstance(exc, ReplayError):
+        return "replayed"
+    if isinstance(exc, AuthenticationError):
+        return "unauthorized"
+    if isinstance(exc, UpstreamError):
+        return "upstream_unavailable"
+    return "malformed"
+
+
+def error_body(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": []}}
