@@ -42,7 +42,7 @@ bench: install  ## benchmarks at full size; each prints its figure, its baseline
 	$(BIN)/python bench/retention.py --rows $(BENCH_ROWS)
 	$(BIN)/python bench/tokens.py --rows 100000
 	$(BIN)/python bench/links.py --seconds $(BENCH_SECONDS)
-	$(BIN)/python bench/webhook_ingest.py --seconds $(BENCH_SECONDS)
+	$(BIN)/python bench/webhooks.py --seconds $(BENCH_SECONDS)
 
 clean:
 	rm -rf $(VENV) var build *.egg-info

@@ -195,6 +195,58 @@ def load_json(body: bytes) -> Any:
         raise PayloadError(f"body is not JSON: {exc}") from exc
 
 
+_DECODER = json.JSONDecoder()
+_BLANK = re.compile(r"[ \t\n\r]*")  # JSON's own whitespace
+
+
+def json_array_items(body: bytes) -> list[tuple[dict[str, Any], str]]:
+    """The objects of a JSON array body, each with its own JSON text: a slice of the body, so
+    the raw event is stored as the provider sent it without being encoded again. Accepts and
+    refuses what ``json_objects(load_json(body), allow_single=False)`` does."""
+    try:
+        document = body.decode(json.detect_encoding(body))
+    except (UnicodeDecodeError, LookupError):
+        document = ""
+    at = _blank(document, 0)
+    if document[at : at + 1] != "[":  # not an array, or not text: the plain path says why
+        json_objects(load_json(body), allow_single=False)
+        raise PayloadError("expected a JSON array of events")
+    items: list[tuple[dict[str, Any], str]] = []
+    at = _blank(document, at + 1)
+    if document[at : at + 1] == "]":
+        at += 1
+    else:
+        at = _array_items(document, at, items)
+    if document[at:].strip(" \t\n\r"):
+        raise PayloadError("body is not JSON: extra data after the array")
+    return items
+
+
+def _array_items(document: str, at: int, items: list[tuple[dict[str, Any], str]]) -> int:
+    """Decode the items from ``at`` up to the closing bracket; the index after it."""
+    while True:
+        try:
+            item, end = _DECODER.raw_decode(document, at)
+        except (ValueError, RecursionError) as exc:
+            raise PayloadError(f"body is not JSON: {exc}") from exc
+        if not isinstance(item, dict):
+            raise PayloadError("every event must be a JSON object")
+        items.append((item, document[at:end]))
+        at = _blank(document, end)
+        separator = document[at : at + 1]
+        if separator == "]":
+            return at + 1
+        if separator != ",":
+            raise PayloadError("body is not JSON: expected ',' or ']' between events")
+        at = _blank(document, at + 1)
+
+
+def _blank(document: str, at: int) -> int:
+    """The index of the first non-whitespace character from ``at`` (JSON's own whitespace)."""
+    match = _BLANK.match(document, at)
+    return match.end() if match else at
+
+
 def json_objects(data: Any, *, allow_single: bool) -> list[Mapping[str, Any]]:
     """The events of a JSON array of objects (or one bare object when allowed)."""
     if isinstance(data, dict) and allow_single:
@@ -213,7 +265,10 @@ def obj(value: Any, key: str) -> Mapping[str, Any]:
 
 
 def text(value: Any, key: str) -> str | None:
-    found = value.get(key) if isinstance(value, Mapping) else None
+    # dict first: the ABC check of Mapping costs more than the rest of this function.
+    found = value.get(key) if isinstance(value, dict | Mapping) else None
+    if type(found) is str:
+        return found or None
     if isinstance(found, bool) or found is None:
         return None
     if isinstance(found, int | float | str):
@@ -267,6 +322,8 @@ def dedupe_key(provider: str, *parts: object) -> str:
 
 def as_int(value: Any) -> int | None:
     """An id from metadata: ints and digit strings only (lists use their first item)."""
+    if type(value) is str and len(value) <= 18 and value.isascii() and value.isdigit():
+        return int(value)  # the usual case, what the pattern below accepts, without it
     if isinstance(value, list) and value:
         value = value[0]
     if isinstance(value, bool):

@@ -14,6 +14,7 @@ import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from webhooks.base import (
@@ -49,7 +50,14 @@ KINDS: dict[str, Kind] = {
 
 
 def _document(request: InboundRequest) -> Mapping[str, Any]:
-    data = load_json(request.body)
+    return _decoded(request.body)
+
+
+@lru_cache(maxsize=1)
+def _decoded(body: bytes) -> Mapping[str, Any]:
+    # verify() and parse() both read the body of the same request: decode it once. Nothing
+    # writes into the document, so handing the same object to both is safe.
+    data = load_json(body)
     if not isinstance(data, dict):
         raise PayloadError("Mailgun body must be a JSON object")
     return data

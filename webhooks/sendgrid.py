@@ -33,8 +33,7 @@ from webhooks.base import (
     ReplayGuard,
     dedupe_key,
     ids_from,
-    json_objects,
-    load_json,
+    json_array_items,
     parse_timestamp,
     require_credentials,
     text,
@@ -66,8 +65,7 @@ def _public_key(configured: str) -> ec.EllipticCurvePublicKey | None:
     return key
 
 
-def _kind(event: Mapping[str, Any]) -> Kind:
-    name = text(event, "event") or ""
+def _kind(name: str, event: Mapping[str, Any]) -> Kind:
     if name == "bounce":  # "blocked" is a temporary refusal; "bounce" (or none) is permanent
         return "soft_bounce" if text(event, "type") == "blocked" else "hard_bounce"
     return KINDS.get(name, "other")
@@ -105,36 +103,32 @@ class SendGridAdapter(BaseAdapter):
         raise AuthenticationError("SendGrid signature does not verify")
 
     def parse(self, request: InboundRequest) -> ParseResult:
-        events = json_objects(load_json(request.body), allow_single=False)
-        return ParseResult(events=[self._event(event) for event in events])
+        # Each event keeps its own slice of the body as its raw JSON (no second encoding).
+        return ParseResult(events=[self._event(event, raw) for event, raw in json_array_items(request.body)])
 
-    def _event(self, event: Mapping[str, Any]) -> NormalizedEvent:
+    def _event(self, event: Mapping[str, Any], raw_json: str | None = None) -> NormalizedEvent:
         occurred_at = parse_timestamp(event.get("timestamp"))
+        name, email, url = text(event, "event"), text(event, "email"), text(event, "url")
         event_id = text(event, "sg_event_id")
         key_parts: tuple[object, ...] = (
             (event_id,)
             if event_id
-            else (
-                text(event, "event"),
-                text(event, "sg_message_id"),
-                text(event, "email"),
-                occurred_at.isoformat(),
-                text(event, "url"),
-            )
+            else (name, text(event, "sg_message_id"), email, occurred_at.isoformat(), url)
         )
         contact_id, campaign_id = ids_from(event)  # custom_args arrive flattened
         return NormalizedEvent(
             provider=self.name,
-            kind=_kind(event),
-            provider_event=text(event, "event") or "",
+            kind=_kind(name or "", event),
+            provider_event=name or "",
             dedupe_key=dedupe_key(self.name, *key_parts),
             occurred_at=occurred_at,
-            email=text(event, "email"),
+            email=email,
             contact_id=contact_id,
             campaign_id=campaign_id,
-            url=text(event, "url"),
+            url=url,
             user_agent=text(event, "useragent"),
             raw=event,
+            raw_json=raw_json,
         )
 
 

@@ -80,7 +80,7 @@ class Sql:
         """A datetime as the driver stores it (``sqlbulk.ts_value``'s exact SQLite text)."""
         if value is None or self.dialect != "sqlite":
             return value
-        return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+        return _sqlite_text(value)
 
     def values(self, columns: int, rows: int) -> str:
         """``(?, ?), (?, ?)`` for a multi-row VALUES of ``rows`` rows."""
@@ -110,3 +110,9 @@ def _marks(sql: str, dialect: str) -> str:
 def _values(columns: int, rows: int) -> str:
     one = "(" + ", ".join(["?"] * columns) + ")"
     return ", ".join([one] * rows)
+
+
+@lru_cache(maxsize=4096)
+def _sqlite_text(value: datetime) -> str:
+    # The events of a batch share a few instants (and ``now``): format each once.
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")

@@ -1,7 +1,7 @@
 """Webhook ingestion through HTTP against the INGEST and HTTP baselines of the same run
 (PERFORMANCE.md).
 
-    .venv/bin/python bench/webhook_ingest.py --seconds 10
+    .venv/bin/python bench/webhooks.py --seconds 10
 
 What runs, in order, on 127.0.0.1:
 - HTTP baseline: gunicorn (2 sync workers) serving ``_trivial_webhook_app`` (a 302), loaded by
