@@ -1,20 +1,31 @@
 """Recording a tracked click or download: the hot path of the public links.
 
-One per recipient and link, in bursts right after a send, so it runs on one raw DB-API
-connection: insert the interest event and, only when it counts (not a scanner, RULES.md §4),
-recompute the contact's retention clock with the domain's own ``compute_clock``. An interest
-never changes the gate profile or its instants (they hold consents, objections, purchases and
-contracts), so only the clock columns are written; a test proves the row then equals what
-``clocks.refresh`` writes.
+One per recipient and link, in bursts right after a send, so it is one short transaction on the
+fast path's own connection: insert the interest event and, only when it counts (not a scanner,
+RULES.md §4), move the contact's stored clock forward with the domain's ``clock_after_interest``
+(equal to ``compute_clock`` over all the facts, proven in tests/domain) in one compare-and-set
+``UPDATE``: it only applies if the clock columns are still those the card was read with.
+Otherwise (another writer got there first, a refused reconsent, a clock never written) the clock
+is recomputed from every fact with ``compute_clock``, as before. An interest never changes the
+gate profile or its instants (they hold consents, objections, purchases and contracts), so only
+the clock columns are written; a test proves the row then equals what ``clocks.refresh`` writes.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from gatekeeper.domain.policy import Policy
-from gatekeeper.domain.retention import compute_clock, interest_counts, reconsent_refused
+from gatekeeper.domain.retention import (
+    RetentionClock,
+    clock_after_interest,
+    compute_clock,
+    interest_counts,
+    reconsent_refused,
+)
 from gatekeeper.links.records import USER_AGENT_MAX, ContactCard, Raw, from_epoch
 from gatekeeper.links.tokens import LinkClaims
 from gatekeeper.register.clocks import facts_from
@@ -23,7 +34,19 @@ from gatekeeper.sqlbulk import read_json, read_ts
 from gatekeeper.timeparse import isoformat
 
 
-def record_interest(
+@dataclass(frozen=True, slots=True)
+class Interest:
+    """A click or download ready to store, everything computed before the write lock is taken:
+    the event row and, when it counts, the clock it moves the contact to."""
+
+    card: ContactCard
+    event: tuple[Any, ...]  # the INSERT's parameters
+    counts: bool
+    stored: RetentionClock | None  # the clock as read with the card
+    clock: RetentionClock | None  # where it moves; None: recompute from all the facts
+
+
+def plan_interest(
     raw: Raw,
     policy: Policy,
     card: ContactCard,
@@ -32,9 +55,8 @@ def record_interest(
     method: str,
     user_agent: str | None,
     now: datetime,
-) -> bool:
-    """Store a click or download; True when it counts as interest and restarted the clock.
-    The caller commits."""
+) -> Interest:
+    """What storing this click will write (no database access)."""
     since_send = None if claims.sent_at is None else now.timestamp() - claims.sent_at
     counts = interest_counts(claims.purpose, user_agent, since_send, method, policy=policy)
     data = {
@@ -48,33 +70,84 @@ def record_interest(
         "sent_at": None if claims.sent_at is None else isoformat(from_epoch(claims.sent_at)),
     }
     data = {k: v for k, v in data.items() if v is not None}
-    _lock_contact(raw, card.id)
-    raw.run(
-        "INSERT INTO events (contact_id, type, occurred_at, data, origin, dedupe_key, created_at)"
-        " VALUES (?, 'interest', ?, ?, 'link', ?, ?) ON CONFLICT (dedupe_key) DO NOTHING",
-        (
-            card.id,
-            raw.ts(now),
-            json.dumps(data, separators=(",", ":"), ensure_ascii=False),
-            dedupe_key("contact_id", card.id, "interest", data),
-            raw.ts(now),
-        ),
+    at = raw.ts(now)
+    event = (
+        card.id,
+        at,
+        json.dumps(data, separators=(",", ":"), ensure_ascii=False),
+        dedupe_key("contact_id", card.id, "interest", data),
+        at,
     )
-    if counts:
+    stored = card.stored_clock
+    clock = None
+    if counts and stored is not None and not card.refused:
+        # A refused reconsent's instant is not in the clock: such a contact is recomputed.
+        clock = clock_after_interest(stored, card.audience, claims.purpose, now, policy)
+    return Interest(card, event, counts, stored, clock)
+
+
+def store_interest(raw: Raw, policy: Policy, interest: Interest) -> None:
+    """Insert the event and move the clock; inside the caller's write transaction."""
+    raw.run(_INSERT_INTEREST, interest.event)
+    if not interest.counts:
+        return
+    card, stored, clock = interest.card, interest.stored, interest.clock
+    if clock is None or stored is None:
         _refresh_clock(raw, policy, card)
-    return counts
+        return
+    anchor_at, anchor_kind = card.stored_anchor
+    as_read = (card.id, stored.clock, anchor_at, anchor_kind)
+    if clock.anchor_at == stored.anchor_at and clock.anchor_kind == stored.anchor_kind:
+        # An older interest: nothing to write, provided the row is still as it was read.
+        if raw.one(_STILL_AS_READ, as_read) is None:
+            _refresh_clock(raw, policy, card)
+        return
+    moved = (raw.ts(clock.anchor_at), clock.anchor_kind, raw.ts(clock.deadline), raw.ts(clock.reconsent_at))
+    if raw.count(_MOVE_CLOCK, moved + as_read) == 0:
+        # Another writer changed the clock since the card was read (a click of the same person
+        # in the other worker, a purchase imported): recompute from all the facts.
+        _refresh_clock(raw, policy, card)
+
+
+def record_interest(
+    raw: Raw,
+    policy: Policy,
+    card: ContactCard,
+    claims: LinkClaims,
+    *,
+    method: str,
+    user_agent: str | None,
+    now: datetime,
+) -> bool:
+    """Plan and store a click; True when it counts as interest and restarted the clock.
+    The caller has begun the write transaction (``Raw.begin``) and commits it."""
+    interest = plan_interest(raw, policy, card, claims, method=method, user_agent=user_agent, now=now)
+    store_interest(raw, policy, interest)
+    return interest.counts
+
+
+_INSERT_INTEREST = (
+    "INSERT INTO events (contact_id, type, occurred_at, data, origin, dedupe_key, created_at)"
+    " VALUES (?, 'interest', ?, ?, 'link', ?, ?) ON CONFLICT (dedupe_key) DO NOTHING"
+)
+_AS_READ = "id = ? AND clock = ? AND clock_anchor_at = ? AND clock_anchor_kind = ? AND refused_at IS NULL"
+_STILL_AS_READ = f"SELECT 1 FROM contacts WHERE {_AS_READ}"  # noqa: S608 - constant
+_MOVE_CLOCK = (
+    "UPDATE contacts SET clock_anchor_at = ?, clock_anchor_kind = ?, deadline = ?, reconsent_at = ?"  # noqa: S608 - constant
+    f" WHERE {_AS_READ}"
+)
 
 
 def _lock_contact(raw: Raw, contact_id: int) -> None:
     # Two clicks of one person in two workers: the second clock computation must see the first
-    # click, or it could write an older anchor (never unlawful, but wrong).
-    if raw.dialect == "sqlite":
-        raw.run("BEGIN IMMEDIATE")
-    else:
+    # click, or it could write an older anchor (never unlawful, but wrong). SQLite's
+    # BEGIN IMMEDIATE (``Raw.begin``) already serialises the writers.
+    if raw.dialect != "sqlite":
         raw.run("SELECT id FROM contacts WHERE id = ? FOR UPDATE", (contact_id,))
 
 
 def _refresh_clock(raw: Raw, policy: Policy, card: ContactCard) -> None:
+    _lock_contact(raw, card.id)
     events = [
         (etype, read_ts(at), read_json(data))
         for etype, at, data in raw.all(

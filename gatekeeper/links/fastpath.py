@@ -11,19 +11,20 @@ Both use the same signer, limiter, records, templates and security headers.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Callable, Iterable
+from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qs
 
 from werkzeug.urls import iri_to_uri
 
 from gatekeeper.links import i18n
-from gatekeeper.links.clicks import record_interest
+from gatekeeper.links.clicks import plan_interest, store_interest
+from gatekeeper.links.connection import LinkConnections
 from gatekeeper.links.headers import security_headers
 from gatekeeper.links.records import ContactCard, Raw, load_card
-from gatekeeper.links.service import LinkService
+from gatekeeper.links.service import LinkService, Skeleton
 from gatekeeper.links.tokens import LinkClaims, TokenExpiredError, TokenInvalidError
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,18 @@ class FastLinks:
     def __init__(self, app: WsgiApp, service: LinkService) -> None:
         self.app = app
         self.service = service
+        self.connections = LinkConnections(service.database.engine)
+        # Answers differ between people by a few values: everything else is computed once.
+        self.security = security_headers(https=service.https)
+        self.page_headers = {
+            lang: [
+                ("Content-Type", "text/html; charset=utf-8"),
+                ("Content-Language", lang),
+                ("Vary", "Accept-Language"),
+            ]
+            for lang in i18n.LANGS
+        }
+        self.skeletons: dict[tuple[str, str, bool], Skeleton] = {}
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path: str = environ.get("PATH_INFO", "")
@@ -50,22 +63,38 @@ class FastLinks:
         method = environ.get("REQUEST_METHOD", "GET")
         if purpose is None or method not in ("GET", "HEAD") or "/" in path[3:] or len(path) < 4:
             return self.app(environ, start_response)
-        return _Request(self.service, environ, start_response, purpose, method).respond(path[3:])
+        return _Request(self, environ, start_response, purpose, method).respond(path[3:])
+
+    def unsubscribe_skeleton(self, lang: str, channel: str, has_address: bool) -> Skeleton:
+        key = (lang, channel, has_address)
+        skeleton = self.skeletons.get(key)
+        if skeleton is None:  # at most 2 languages x 6 channels x 2
+            fixed = (("channel_by", i18n.CHANNEL_BY[lang][channel]), ("has_address", has_address))
+            skeleton = self.service.skeleton(
+                "public/unsubscribe.html", lang, fixed, ("address", "prefs_path")
+            )
+            self.skeletons[key] = skeleton
+        return skeleton
+
+
+def _query_lang(query: str) -> str | None:
+    return parse_qs(query).get("lang", [None])[0] if query else None
 
 
 class _Request:
+    __slots__ = ("environ", "fast", "lang", "method", "purpose", "s", "start_response")
+
     def __init__(
         self,
-        service: LinkService,
+        fast: FastLinks,
         environ: dict[str, Any],
         start_response: StartResponse,
         purpose: str,
         method: str,
     ) -> None:
-        self.s, self.environ, self.start_response = service, environ, start_response
+        self.fast, self.s, self.environ, self.start_response = fast, fast.service, environ, start_response
         self.purpose, self.method = purpose, method
-        query = environ.get("QUERY_STRING", "")
-        asked = parse_qs(query).get("lang", [None])[0] if query else None
+        asked = _query_lang(environ.get("QUERY_STRING", ""))
         self.lang = i18n.negotiate(asked, environ.get("HTTP_ACCEPT_LANGUAGE"))
 
     def respond(self, token: str) -> Iterable[bytes]:
@@ -93,16 +122,16 @@ class _Request:
                 body_key="e_expired_body",
                 destination=dest,
             )
-        raw = self.s.database.engine.raw_connection()
+        raw = self.fast.connections.borrow()
         try:
-            return self.with_claims(Raw(raw, self.s.database.dialect), claims, token)
+            answer = self.with_claims(raw, claims)
         except BaseException:
-            raw.rollback()
+            self.fast.connections.give_back(raw, healthy=False)
             raise
-        finally:
-            raw.close()
+        self.fast.connections.give_back(raw)
+        return answer
 
-    def with_claims(self, raw: Raw, claims: LinkClaims, token: str) -> Iterable[bytes]:
+    def with_claims(self, raw: Raw, claims: LinkClaims) -> Iterable[bytes]:
         card = load_card(raw, claims.contact_id)
         if claims.purpose != "unsubscribe":
             return self.track(raw, claims, card)
@@ -119,71 +148,66 @@ class _Request:
         # An erased person still reaches the page they clicked; nothing about them is stored.
         if card is not None and card.recordable:
             self.record(raw, claims, card)
-        headers = [("Location", location), ("Content-Length", "0"), *self.security()]
-        self.start_response(STATUS[302], headers)
+        self.start_response(
+            STATUS[302], [("Location", location), ("Content-Length", "0"), *self.fast.security]
+        )
         return [b""]
 
     def record(self, raw: Raw, claims: LinkClaims, card: ContactCard) -> None:
+        """One short transaction, committed before the redirect: the gate sees the click at
+        once. Everything is computed before the write lock; the lock covers four statements."""
         try:
+            interest = plan_interest(
+                raw,
+                self.s.context.policy,
+                card,
+                claims,
+                method=self.method,
+                user_agent=self.environ.get("HTTP_USER_AGENT"),
+                now=self.s.now(),
+            )
             with self.s.writer.held():
-                record_interest(
-                    raw,
-                    self.s.context.policy,
-                    card,
-                    claims,
-                    method=self.method,
-                    user_agent=self.environ.get("HTTP_USER_AGENT"),
-                    now=self.s.now(),
-                )
-                raw.connection.commit()
+                raw.begin()
+                try:
+                    store_interest(raw, self.s.context.policy, interest)
+                    raw.commit()
+                except BaseException:
+                    raw.rollback()
+                    raise
+            self.fast.connections.wrote(raw)
         except Exception:
             # The person must still reach the page they clicked: a click that could not be
             # stored (database locked too long, down) only leaves the clock a little early,
             # which is the cautious side. Logged for the operator.
-            with contextlib.suppress(Exception):
-                raw.connection.rollback()
             logger.exception("tracked click of contact %s not recorded", claims.contact_id)
 
     def unsubscribe_page(self, claims: LinkClaims, card: ContactCard) -> Iterable[bytes]:
         prefs = self.s.signer.preferences(claims.contact_id, claims.campaign_id)
         address = _address(card, claims.channel)
-        fixed = (
-            ("channel_by", i18n.CHANNEL_BY[self.lang][claims.channel]),
-            ("has_address", address is not None),
-        )
-        body = self.s.render_fast(
-            "public/unsubscribe.html",
-            self.lang,
-            fixed,
-            address=address or "",
-            prefs_path=f"/p/{prefs}",
-        )
-        return self.send(200, body)
+        skeleton = self.fast.unsubscribe_skeleton(self.lang, claims.channel, address is not None)
+        return self.send(200, skeleton.fill_bytes((address or "", f"/p/{prefs}")))
 
     def page(
         self, status: int, template: str, extra: list[tuple[str, str]] | None = None, **values: Any
     ) -> Iterable[bytes]:
-        return self.send(status, self.s.render(template, self.lang, **values), extra)
+        body = self.s.render(template, self.lang, **values).encode()
+        return self.send(status, body, extra)
 
-    def send(self, status: int, text: str, extra: list[tuple[str, str]] | None = None) -> Iterable[bytes]:
-        body = text.encode()
+    def send(self, status: int, body: bytes, extra: list[tuple[str, str]] | None = None) -> Iterable[bytes]:
         headers = [
-            ("Content-Type", "text/html; charset=utf-8"),
             ("Content-Length", str(len(body))),
-            ("Content-Language", self.lang),
-            ("Vary", "Accept-Language"),
-            *(extra or []),
-            *self.security(),
+            *self.fast.page_headers[self.lang],
+            *(extra or ()),
+            *self.fast.security,
         ]
         self.start_response(STATUS[status], headers)
         return [b""] if self.method == "HEAD" else [body]
 
-    def security(self) -> list[tuple[str, str]]:
-        return security_headers(https=self.s.https)
 
-
+@lru_cache(maxsize=1024)
 def _location(url: str) -> str | None:
-    """A header-safe URI: links minted by the API are already; others are encoded here."""
+    """A header-safe URI: links minted by the API are already; others are encoded here.
+    A campaign's clicks share a handful of URLs: each is checked once per worker."""
     if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
         return None
     return url if url.isascii() else iri_to_uri(url)

@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from gatekeeper.domain.retention import RetentionClock
 from gatekeeper.links.tokens import CHANNELS
 from gatekeeper.register.context import RegisterContext
 from gatekeeper.register.events import EventRecord, append_events
@@ -29,16 +30,18 @@ USER_AGENT_MAX = 300  # enough to recognise a scanner; never a fingerprint
 
 
 class Raw:
-    """A DB-API connection with the dialect's placeholder style (SQL is written with ``?``)."""
+    """A DB-API connection with the dialect's placeholder style (SQL is written with ``?``).
+
+    Both drivers' connections run a statement themselves (``execute`` makes the cursor)."""
+
+    __slots__ = ("connection", "dialect")
 
     def __init__(self, connection: Any, dialect: str) -> None:
         self.connection = connection
         self.dialect = dialect
 
     def _cursor(self, sql: str, params: Sequence[Any]) -> Any:
-        cursor = self.connection.cursor()
-        cursor.execute(_placeholders(sql, self.dialect), tuple(params))
-        return cursor
+        return self.connection.execute(_placeholders(sql, self.dialect), tuple(params))
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> Any:
         cursor = self._cursor(sql, params)
@@ -54,6 +57,24 @@ class Raw:
 
     def run(self, sql: str, params: Sequence[Any] = ()) -> None:
         self._cursor(sql, params).close()
+
+    def count(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run a write; the number of rows it changed."""
+        cursor = self._cursor(sql, params)
+        changed = int(cursor.rowcount)
+        cursor.close()
+        return changed
+
+    def begin(self) -> None:
+        """Open a write transaction on an autocommit connection (``LinkConnections``). SQLite
+        takes its write lock at once, so a transaction never fails half-way on a busy file."""
+        self.connection.execute("BEGIN IMMEDIATE" if self.dialect == "sqlite" else "BEGIN")
+
+    def commit(self) -> None:
+        self.connection.execute("COMMIT")
+
+    def rollback(self) -> None:
+        self.connection.execute("ROLLBACK")
 
     def ts(self, value: datetime | None) -> Any:
         if value is None or self.dialect != "sqlite":
@@ -76,7 +97,7 @@ def session_raw(session: Session) -> Raw:
 _CARD_COLUMNS = (
     "id, external_id, email, phone, first_name, last_name, postal_address, timezone, clock,"
     " deadline, anonymised_at, audience, collected_at, collected_by, source_type, purpose,"
-    " profession_tags, refused_at"
+    " profession_tags, refused_at, clock_anchor_at, clock_anchor_kind, reconsent_at"
 )
 _CARD_SQL = f"SELECT {_CARD_COLUMNS} FROM contacts WHERE id = ?"  # noqa: S608 - constant
 
@@ -138,6 +159,21 @@ class ContactCard:
     @property
     def audience(self) -> str:
         return str(self._row[11])
+
+    @property
+    def stored_clock(self) -> RetentionClock | None:
+        """The clock as last written on the row (reminder not stored); None if never written."""
+        r = self._row
+        if r[18] is None:
+            return None
+        deadline = None if r[9] is None else read_ts(r[9])
+        reconsent = None if r[20] is None else read_ts(r[20])
+        return RetentionClock(str(r[8]), read_ts(r[18]), str(r[19]), deadline, reconsent, None)
+
+    @property
+    def stored_anchor(self) -> tuple[Any, Any]:
+        """The anchor columns exactly as read, to compare-and-set them (``clicks``)."""
+        return self._row[18], self._row[19]
 
     @property
     def facts_row(self) -> dict[str, Any]:

@@ -36,12 +36,15 @@ class Skeleton:
 
     Jinja spends most of a hot page's time building contexts and walking blocks; the
     unsubscribe page differs between people only by a few values, so it is rendered once
-    per language and variant and then filled by joining strings (values HTML-escaped here).
+    per language and variant and then filled by joining bytes (values HTML-escaped here).
     """
 
-    def __init__(self, rendered: str) -> None:
+    def __init__(self, rendered: str, slots: tuple[str, ...] = ()) -> None:
         pieces = rendered.split(_MARK)
         self.literals, self.slots = pieces[0::2], pieces[1::2]
+        self._encoded = [literal.encode() for literal in self.literals]
+        # Where each slot's value comes from in the tuple ``fill_bytes`` is given.
+        self._order = [slots.index(name) for name in self.slots] if slots else []
 
     def fill(self, values: dict[str, str]) -> str:
         out = [self.literals[0]]
@@ -49,6 +52,15 @@ class Skeleton:
             out.append(str(escape(values[name])))
             out.append(literal)
         return "".join(out)
+
+    def fill_bytes(self, values: tuple[str, ...]) -> bytes:
+        """The page as UTF-8, ``values`` in the order of the ``slots`` it was built with."""
+        encoded = self._encoded
+        out = [encoded[0]]
+        for i, position in enumerate(self._order, 1):
+            out.append(str(escape(values[position])).encode())
+            out.append(encoded[i])
+        return b"".join(out)
 
 
 class WriterLock:
@@ -139,10 +151,15 @@ class LinkService:
         if skeleton is None:
             if len(self._skeletons) >= _MAX_SKELETONS:
                 self._skeletons.clear()
-            markers = {name: f"{_MARK}{name}{_MARK}" for name in dynamic}
-            skeleton = Skeleton(self.render(template, lang, **dict(fixed), **markers))
-            self._skeletons[key] = skeleton
+            skeleton = self._skeletons[key] = self.skeleton(template, lang, fixed, tuple(dynamic))
         return skeleton.fill(dynamic)
+
+    def skeleton(
+        self, template: str, lang: str, fixed: tuple[tuple[str, Any], ...], slots: tuple[str, ...]
+    ) -> Skeleton:
+        """``template`` rendered with ``fixed`` and a marker for each of ``slots``."""
+        markers = {name: f"{_MARK}{name}{_MARK}" for name in slots}
+        return Skeleton(self.render(template, lang, **dict(fixed), **markers), slots)
 
     def date(self, moment: datetime, lang: str, timezone: str | None) -> str:
         return i18n.date_in_words(moment, lang, timezone)

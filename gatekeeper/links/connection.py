@@ -1,0 +1,109 @@
+"""The fast path's own database connections, opened once per worker and kept.
+
+Checking a connection out of SQLAlchemy's pool and handing it back (with its reset rollback)
+costs about as much as the rest of an unsubscribe page (a cProfile of the fast path), so the
+hot links keep raw DB-API connections of their own, in autocommit mode: a read is one statement
+and no transaction, a click's write is an explicit ``BEGIN … COMMIT`` (``Raw.begin``).
+
+They are closed when the engine is disposed (tests, shutdown); a forked child never touches
+its parent's (closing an inherited SQLite handle would drop the parent's POSIX locks) and opens
+its own. A connection that failed in the middle of a request is closed, not reused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import weakref
+from typing import Any
+
+from sqlalchemy import Engine, event
+
+from gatekeeper.links.records import Raw
+
+# gatekeeper.db's settings, but for the checkpoint. An automatic checkpoint runs inside the
+# COMMIT that crosses the threshold, while the click writers' lock is held: at 10,000 pages
+# both workers stalled for tens of milliseconds (the click p99). These connections never
+# checkpoint inside a commit; ``wrote`` checkpoints a few hundred clicks' pages at a time,
+# after the lock is released (PASSIVE: never waits for readers or writers).
+SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA foreign_keys=ON",
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA busy_timeout=30000",
+    "PRAGMA wal_autocheckpoint=0",
+    "PRAGMA cache_size=-65536",
+    "PRAGMA mmap_size=268435456",
+)
+CHECKPOINT_EVERY = 200  # committed clicks per worker: about 1,600 WAL pages, a few ms to copy
+
+
+_INHERITED: list[Raw] = []
+
+
+class LinkConnections:
+    """A small free list of autocommit connections (one per thread that uses it at once)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self._idle: list[Raw] = []
+        self._pid = os.getpid()
+        self._writes = 0
+        event.listen(engine, "engine_disposed", self._on_dispose)
+        weakref.finalize(self, _close_all, self._idle)
+
+    def borrow(self) -> Raw:
+        if self._pid != os.getpid():  # forked: the parent's handles stay open, untouched
+            _INHERITED.extend(self._idle)
+            self._idle.clear()
+            self._pid = os.getpid()
+        try:
+            return self._idle.pop()
+        except IndexError:
+            return Raw(self._open(), self.dialect)
+
+    def give_back(self, raw: Raw, *, healthy: bool = True) -> None:
+        """Keep ``raw`` for the next request, or close it after a failure."""
+        if healthy and not _in_transaction(raw):
+            self._idle.append(raw)
+        else:
+            with contextlib.suppress(Exception):
+                raw.connection.close()
+
+    def wrote(self, raw: Raw) -> None:
+        """Count a committed write; every ``CHECKPOINT_EVERY``, copy the WAL into the file."""
+        self._writes += 1
+        if raw.dialect == "sqlite" and self._writes % CHECKPOINT_EVERY == 0:
+            raw.run("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def _open(self) -> Any:
+        if self.dialect == "sqlite":
+            path = self.engine.url.database or ":memory:"
+            lite = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+            for pragma in SQLITE_PRAGMAS:
+                lite.execute(pragma)
+            return lite
+        # The dialect's own arguments (host, user, its type adapters), as the pool would pass.
+        cargs, cparams = self.engine.dialect.create_connect_args(self.engine.url)
+        conn: Any = self.engine.dialect.connect(*cargs, **cparams)
+        conn.autocommit = True
+        return conn
+
+    def _on_dispose(self, _engine: Engine) -> None:
+        if self._pid == os.getpid():
+            _close_all(self._idle)
+
+
+def _in_transaction(raw: Raw) -> bool:
+    conn = raw.connection
+    if isinstance(conn, sqlite3.Connection):
+        return conn.in_transaction
+    return bool(conn.info.transaction_status != 0)  # psycopg: 0 is IDLE
+
+
+def _close_all(connections: list[Raw]) -> None:
+    while connections:
+        with contextlib.suppress(Exception):
+            connections.pop().connection.close()
