@@ -1,0 +1,210 @@
+"""The contacts CSV import: stage every row, refuse the file if any row is bad, then insert the
+new contacts in one statement and hand the contacts already in the register to the upsert.
+
+Theory of operation.
+1. Stream the file through a ``ContactPlan`` (compiled from its header) into a temporary table
+   holding only the file's own columns and a number for the row's discrete facts; rows the plan
+   does not vouch for go through the reference ``parse_contact``. Identities repeated in the file
+   are found with one dict per identity column. Temporary tables take no lock on the register,
+   so the job's progress (written by another connection) keeps moving on SQLite.
+2. Any invalid row, then any repeated identity, refuses the whole file: nothing was written.
+3. ``INSERT … SELECT … ON CONFLICT DO NOTHING`` adds every row whose external_id, email and
+   phone are all new, in file order, with clock and profile joined from the facts table. If
+   fewer rows went in than were staged, the others name a contact already in the register:
+   they are read again from the file and go through ``upsert_contacts``, which resolves,
+   checks conflicts and updates exactly as the API does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from gatekeeper.csvio import read_rows
+from gatekeeper.errors import ValidationError
+from gatekeeper.models import utcnow
+from gatekeeper.register.contact_plan import ContactPlan, FactTable
+from gatekeeper.register.contacts import parse_contact, upsert_contacts
+from gatekeeper.register.context import RegisterContext
+from gatekeeper.register.schema import Problems
+from gatekeeper.sqlbulk import create_temp, dialect_of, drop_temp, load_rows, ts_value
+
+STAGE = "import_contacts"
+FACTS = "import_facts"
+FACT_COLUMNS: list[tuple[str, str]] = [
+    ("id", "pk"),
+    ("audience", "text"),
+    ("profession_tags", "json"),
+    ("collected_at", "ts"),
+    ("collected_by", "text"),
+    ("source_type", "text"),
+    ("purpose", "text"),
+    ("timezone", "text"),
+    ("clock", "text"),
+    ("clock_anchor_at", "ts"),
+    ("clock_anchor_kind", "text"),
+    ("deadline", "ts"),
+    ("reconsent_at", "ts"),
+    ("profile_key", "text"),
+    ("instants", "json"),
+]
+IDENTITIES = ("external_id", "email", "phone")
+Progress = Callable[[int], None]
+Refuse = Callable[[Problems], None]
+
+
+def import_contacts(
+    session: Session,
+    path: Path,
+    ctx: RegisterContext,
+    progress: Progress,
+    refuse: Refuse,
+    progress_every: int,
+) -> dict[str, int]:
+    header, rows = read_rows(path)
+    plan = ContactPlan(header, FactTable(ctx.policy), ctx.hasher, ctx.region)
+    problems, seen = Problems(), Identities(plan)
+    columns = _stage_columns(plan, dialect_of(session))
+    create_temp(session, STAGE, columns)
+
+    def tick(row: int) -> None:
+        if row % progress_every == 0:
+            progress(row)
+
+    staged_rows = _staged(plan, header, rows, problems, seen, tick)
+    staged = load_rows(session, STAGE, columns, staged_rows)
+    refuse(problems)
+    seen.refuse()
+    created, skipped = _insert_new(session, plan, staged)
+    drop_temp(session, STAGE)
+    drop_temp(session, FACTS)
+    result = {"created": created, "updated": 0, "unchanged": 0}
+    if skipped:
+        existing = upsert_contacts(session, _records(path, skipped, ctx.region), ctx, want_ids=False)
+        result["created"] += existing.created
+        result["updated"], result["unchanged"] = existing.updated, existing.unchanged
+    return result
+
+
+def _stage_columns(plan: ContactPlan, dialect: str) -> list[tuple[str, str]]:
+    # Staged cells are text ('' for absent: binding '' is cheaper than None in sqlite3, which
+    # tries adapters for None); the insert turns '' back into NULL and casts JSON.
+    row_no = "pk" if dialect == "sqlite" else "int"
+    return [("row_no", row_no), *((c, "int" if k == "int" else "text") for c, k in plan.fields)]
+
+
+def _staged(
+    plan: ContactPlan,
+    header: list[str],
+    rows: Iterator[tuple[int, list[str]]],
+    problems: Problems,
+    seen: Identities,
+    tick: Progress,
+) -> Iterator[tuple[Any, ...]]:
+    for row, values in rows:
+        tick(row)
+        staged = plan.stage_row(row, values)
+        if staged is None:
+            staged = _reference(plan, header, row, values, problems)
+        # After the first problem the file will be refused: keep reading only to report.
+        if staged is not None and seen.first(row, staged) and not problems:
+            yield staged
+
+
+def _reference(
+    plan: ContactPlan, header: list[str], row: int, values: list[str], problems: Problems
+) -> tuple[Any, ...] | None:
+    if len(values) > len(header):
+        problems.add(row, None, f"{len(values) - len(header)} more value(s) than header columns")
+        return None
+    # Missing trailing cells read as empty, as the dict per row always did.
+    record = parse_contact(dict(zip(header, values, strict=False)), row, problems, plan.region)
+    return None if record is None else plan.stage_tuple(record)
+
+
+class Identities:
+    """First row of every external_id, email and phone in the file; later rows are problems."""
+
+    def __init__(self, plan: ContactPlan) -> None:
+        positions = {c: n for n, (c, _) in enumerate(plan.fields, start=1)}
+        self.columns = [(c, positions[c]) for c in IDENTITIES if c in positions]
+        self.first_rows: dict[str, dict[str, int]] = {c: {} for c, _ in self.columns}
+        self.repeats: dict[str, list[tuple[int, int]]] = {c: [] for c, _ in self.columns}
+
+    def first(self, row: int, staged: tuple[Any, ...]) -> bool:
+        fresh = True
+        for column, pos in self.columns:
+            value = staged[pos]
+            if value:
+                first = self.first_rows[column].setdefault(value, row)
+                if first != row:
+                    self.repeats[column].append((row, first))
+                    fresh = False
+        return fresh
+
+    def refuse(self) -> None:
+        problems = Problems()
+        for column, _ in self.columns:
+            for row, first in self.repeats[column]:
+                problems.add(row, column, f"same {column} as row {first}: a contact appears once per batch")
+        if problems:
+            raise ValidationError("duplicate contacts in the batch; nothing was stored", problems.items)
+
+
+def _insert_new(session: Session, plan: ContactPlan, staged: int) -> tuple[int, list[int]]:
+    """Inserts the staged rows that name no contact already stored; returns how many went in
+    and the row numbers of the others."""
+    dialect = dialect_of(session)
+    create_temp(session, FACTS, FACT_COLUMNS)
+    load_rows(session, FACTS, FACT_COLUMNS, plan.facts.rows(dialect))
+    plan.facts.summaries.store_profiles(session)
+    before = session.execute(text("SELECT coalesce(max(id), 0) FROM contacts")).scalar_one()
+    result = session.execute(text(_insert_sql(plan, dialect)), {"now": ts_value(dialect, utcnow())})
+    created = int(result.rowcount)  # type: ignore[attr-defined]
+    if created == staged:
+        return created, []
+    return created, _not_inserted(session, plan, before)
+
+
+def _insert_sql(plan: ContactPlan, dialect: str) -> str:
+    json_cast = "::json" if dialect == "postgresql" else ""
+    cells = [(c, k) for c, k in plan.fields if c != "fact_id"]
+    facts = [c for c, _ in FACT_COLUMNS if c != "id"]
+    targets = [c for c, _ in cells] + facts + ["created_at", "updated_at"]
+    values = [f"NULLIF(s.{c}, ''){json_cast if k == 'json' else ''}" for c, k in cells]
+    values += [f"f.{c}" for c in facts] + [":now", ":now"]
+    # "WHERE true" keeps SQLite from reading ON CONFLICT as a join constraint.
+    return (
+        f"INSERT INTO contacts ({', '.join(targets)}) SELECT {', '.join(values)} "  # noqa: S608
+        f"FROM {STAGE} s JOIN {FACTS} f ON f.id = s.fact_id WHERE true ORDER BY s.row_no "
+        "ON CONFLICT DO NOTHING"
+    )
+
+
+def _not_inserted(session: Session, plan: ContactPlan, before: int) -> list[int]:
+    # A row that went in has all its identities on a contact newer than ``before``; a row that
+    # was skipped has none there (the file has no repeats), so one probe per identity tells.
+    staged = {c for c, _ in plan.fields}
+    probes = " AND ".join(
+        f"NOT EXISTS (SELECT 1 FROM contacts c WHERE c.{c} = s.{c} AND c.id > :before)"  # noqa: S608
+        for c in IDENTITIES
+        if c in staged
+    )
+    sql = f"SELECT s.row_no FROM {STAGE} s WHERE {probes} ORDER BY s.row_no"  # noqa: S608
+    return [int(r[0]) for r in session.execute(text(sql), {"before": before})]
+
+
+def _records(path: Path, rows: list[int], region: str) -> Iterator[Any]:
+    """The given rows read again and parsed by the reference parser (they were valid)."""
+    wanted = set(rows)
+    header, values_by_row = read_rows(path)
+    problems = Problems()
+    for row, values in values_by_row:
+        if row in wanted:
+            record = parse_contact(dict(zip(header, values, strict=False)), row, problems, region)
+            if record is not None:
+                yield record

@@ -1,0 +1,267 @@
+"""A contact CSV row to a staging tuple, with the column → field mapping decided once per file.
+
+Theory of operation. ``parse_contact`` (the reference) turns a dict per row into a
+``ContactRecord``; at a million rows the dict, the flattening and the spec table cost more than
+storing the row. ``ContactPlan`` is compiled from the header instead: it knows which cell holds
+which field, reads the row's list of cells by index, and builds the tuple that is staged.
+
+The plan handles the common, valid case only. Whenever a row is not plainly valid (a cell too
+long, an address the fast normalisers do not vouch for, an unknown source type...) it answers
+``None`` and the caller runs the reference ``parse_contact`` on that row, which reports the
+problem with the usual words, or accepts the row; ``stage_tuple`` then turns its record into
+the same tuple. tests/test_contact_plan.py proves both routes give equal tuples.
+
+Fields that depend only on a few discrete cells (collection date, audience, source, purpose,
+time zone, tags) are validated once per distinct combination and numbered: a ``Facts`` entry
+carries the parsed values with the retention clock and gate profile computed by the domain
+core, and the staged row only holds its number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from operator import itemgetter
+from typing import Any
+
+from gatekeeper.domain.policy import Policy
+from gatekeeper.normalize import CoordinateError, normalise_email, normalise_phone
+from gatekeeper.register import clocks
+from gatekeeper.register.contacts import ADDRESS_FIELDS, CONTACT_SPECS, NESTED, ContactRecord
+from gatekeeper.register.schema import Problems, apply_specs
+from gatekeeper.security import KeyedHasher
+from gatekeeper.sqlbulk import json_value, ts_value
+
+MAX_TEXT = 2000  # as schema.text
+# Per-row cells, in staging order; a field is staged only when its column is in the file.
+CELL_FIELDS = ("external_id", "email", "phone", "first_name", "last_name", "source.name", "source.proof_ref")
+FACT_FIELDS = (
+    "collected_at",
+    "audience",
+    "source.type",
+    "purpose",
+    "collected_by",
+    "timezone",
+    "profession_tags",
+)
+_COORDINATES = ("email", "phone")
+# Address cells repeat (cities, postcodes): their JSON is memoised up to this many spellings.
+ADDRESS_MEMO_MAX = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """The discrete fields of a contact, parsed and defaulted as ``ContactRecord`` holds them."""
+
+    audience: str
+    profession_tags: tuple[str, ...]
+    collected_at: datetime
+    collected_by: str | None
+    source_type: str
+    purpose: str
+    timezone: str | None
+
+
+class FactTable:
+    """Distinct ``Facts`` numbered from 0, each with its stored clock and profile."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.summaries = clocks.NewContactSummaries(policy)
+        self.ids: dict[Facts, int] = {}
+
+    def id_of(self, facts: Facts) -> int:
+        found = self.ids.get(facts)
+        if found is None:
+            found = self.ids[facts] = len(self.ids)
+        return found
+
+    def rows(self, dialect: str) -> Iterator[tuple[Any, ...]]:
+        for facts, fid in self.ids.items():
+            s = self.summaries.for_record(facts)
+            yield (
+                fid,
+                facts.audience,
+                json_value(list(facts.profession_tags) or None),
+                ts_value(dialect, facts.collected_at),
+                facts.collected_by,
+                facts.source_type,
+                facts.purpose,
+                facts.timezone,
+                s.clock,
+                ts_value(dialect, s.anchor_at),
+                s.anchor_kind,
+                ts_value(dialect, s.deadline),
+                ts_value(dialect, s.reconsent_at),
+                s.profile_key,
+                json_value(s.instants),
+            )
+
+
+def facts_of(record: ContactRecord) -> Facts:
+    return Facts(
+        record.audience,
+        tuple(record.profession_tags),
+        record.collected_at,
+        record.collected_by,
+        record.source_type,
+        record.purpose,
+        record.timezone,
+    )
+
+
+class ContactPlan:
+    """Compiled from one file's header; ``stage_row`` per row (see the module docstring)."""
+
+    def __init__(self, header: Sequence[str], facts: FactTable, hasher: KeyedHasher, region: str) -> None:
+        self.width = len(header)
+        self.facts, self.hasher, self.region = facts, hasher, region
+        index = {name: i for i, name in enumerate(header)}
+        # Duplicate or bare nested column names make the reference parser read rows differently
+        # (last one wins, "expected an object"): such files take the reference path throughout.
+        self.compiled = len(index) == len(header) and not any(n in index for n in NESTED)
+        self.cells = {f: index[f] for f in CELL_FIELDS if f in index}
+        address = ((f, index.get(f"postal_address.{f}")) for f in ADDRESS_FIELDS)
+        self.address = [(f, i) for f, i in address if i is not None]
+        self.attributes = [(n.split(".", 1)[1], i) for n, i in index.items() if n.startswith("attributes.")]
+        fact_cols = [index.get(f) for f in FACT_FIELDS]
+        self._fact_cells = _getter([i for i in fact_cols if i is not None])
+        self._fact_names = [f for f, i in zip(FACT_FIELDS, fact_cols, strict=True) if i is not None]
+        self._fact_memo: dict[Any, int | None] = {}
+        self._address_memo: dict[Any, str] = {}
+        self.fields = self._staged_fields()
+        positions = {f: 1 + n for n, f in enumerate(self.cells)}  # 0 is the row number
+        self._identity_pos = [positions[f] for f in ("external_id", "email", "phone") if f in positions]
+        self._coordinate_pos = [(f, positions[f]) for f in _COORDINATES if f in positions]
+
+    def _staged_fields(self) -> list[tuple[str, str]]:
+        """(column, kind) of the staging tuple after row_no: identity, hashes, cells, JSON, fact id."""
+        out = [(f.replace(".", "_"), "text") for f in CELL_FIELDS if f in self.cells]
+        if "email" in self.cells:
+            out.append(("email_hash", "text"))
+        if "phone" in self.cells:
+            out.append(("phone_hash", "text"))
+        if self.address:
+            out.append(("postal_address", "json"))
+        if self.attributes:
+            out.append(("attributes", "json"))
+        return [*out, ("fact_id", "int")]
+
+    # --- the fast route -------------------------------------------------------------------
+
+    def stage_row(self, row: int, values: list[str]) -> tuple[Any, ...] | None:
+        """The staging tuple of a plainly valid row, else None (ask ``parse_contact``)."""
+        if not self.compiled or len(values) != self.width:
+            return None
+        fact_id = self._fact_id(values)
+        if fact_id is None:
+            return None
+        out: list[Any] = [row]
+        for field, i in self.cells.items():
+            raw = values[i]
+            if field in _COORDINATES:
+                value = self._coordinate(field, raw) if raw else ""
+                if value is None:
+                    return None
+            else:
+                value = raw.strip()
+                if len(value) > MAX_TEXT:
+                    return None
+            out.append(value)
+        if not any(out[p] for p in self._identity_pos):
+            return None  # "a contact needs an external_id, an email or a phone"
+        return self._finish(out, values, fact_id)
+
+    def _coordinate(self, field: str, raw: str) -> str | None:
+        try:
+            return normalise_email(raw) if field == "email" else normalise_phone(raw, self.region)
+        except CoordinateError:
+            return None
+
+    def _finish(self, out: list[Any], values: list[str], fact_id: int) -> tuple[Any, ...]:
+        for kind, pos in self._coordinate_pos:
+            value = out[pos]
+            out.append(self.hasher.coordinate(kind, value) if value else "")
+        if self.address:
+            out.append(self._address_json(values))
+        if self.attributes:
+            attrs = {name: values[i] for name, i in self.attributes if values[i] != ""}
+            out.append(json_value(attrs) if attrs else "")
+        out.append(fact_id)
+        return tuple(out)
+
+    def _address_json(self, values: list[str]) -> str:
+        key = tuple(values[i] for _, i in self.address)
+        found = self._address_memo.get(key)
+        if found is None:
+            address = {f: values[i] for f, i in self.address if values[i] != ""}
+            found = json_value(address) if address else ""
+            found = (json_value(address) or "") if address else ""
+                self._address_memo[key] = found
+        return found
+
+    def _fact_id(self, values: list[str]) -> int | None:
+        key = self._fact_cells(values)
+        try:
+            return self._fact_memo[key]
+        except KeyError:
+            pass
+        found = self._parse_facts(key)
+        self._fact_memo[key] = found
+        return found
+
+    def _parse_facts(self, key: tuple[str, ...]) -> int | None:
+        """Validates a combination once with the reference specs; None if any cell is bad."""
+        names = self._fact_names
+        raw = dict(zip(names, key, strict=True))
+        specs = {n: CONTACT_SPECS[n] for n in FACT_FIELDS if n != "profession_tags"}
+        values = apply_specs(raw, specs, 0, problems := Problems())
+        tags = raw.get("profession_tags", "")
+        if values is None or problems:
+            return None
+        return self.facts.id_of(
+            Facts(
+                values["audience"] or "b2c",
+                tuple(t.strip() for t in tags.split(";") if t.strip()),
+                values["collected_at"],
+                values["collected_by"],
+                values["source.type"] or "direct",
+                values["purpose"] or "marketing",
+                values["timezone"],
+            )
+        )
+
+    # --- the reference route ------------------------------------------------------------
+
+    def stage_tuple(self, r: ContactRecord) -> tuple[Any, ...]:
+        """The staging tuple of a record accepted by ``parse_contact``."""
+        by_field = {
+            "external_id": r.external_id,
+            "email": r.email,
+            "phone": r.phone,
+            "first_name": r.first_name,
+            "last_name": r.last_name,
+            "source.name": r.source_name,
+            "source.proof_ref": r.source_proof_ref,
+        }
+        out: list[Any] = [r.row, *(by_field[f] or "" for f in self.cells)]
+        if "email" in self.cells:
+            out.append(self.hasher.coordinate("email", r.email) if r.email else "")
+        if "phone" in self.cells:
+            out.append(self.hasher.coordinate("phone", r.phone) if r.phone else "")
+        if self.address:
+            out.append(json_value(r.postal_address) if r.postal_address else "")
+        if self.attributes:
+            out.append(json_value(r.attributes) if r.attributes else "")
+        out.append(self.facts.id_of(facts_of(r)))
+        return tuple(out)
+
+
+def _getter(indexes: list[int]) -> Any:
+    """A C-level picker of the given cells that always returns a tuple."""
+    if not indexes:
+        return lambda _values: ()
+    if len(indexes) == 1:
+        only = indexes[0]
+        return lambda values: (values[only],)
+    return itemgetter(*indexes)
