@@ -195,8 +195,8 @@ class ContactPlan:
         found = self._address_memo.get(key)
         if found is None:
             address = {f: values[i] for f, i in self.address if values[i] != ""}
-            found = json_value(address) if address else ""
             found = (json_value(address) or "") if address else ""
+            if len(self._address_memo) < ADDRESS_MEMO_MAX:
                 self._address_memo[key] = found
         return found
 
