@@ -30,11 +30,12 @@ class CoordinateError(ValueError):
 
 def normalise_email(raw: str) -> str:
     text = raw.strip().lower()
-    # Punycode domains ("xn--") take the slow path so both spellings of an IDN address meet.
+    # Punycode domains ("xn--") take the slow path so both spellings of an IDN address meet;
+    # so does any other "--", which IDNA refuses in a label's third and fourth characters.
     if (
         len(text) <= 254
         and _FAST_EMAIL.match(text)
-        and "xn--" not in text
+        and "--" not in text
         and text.rsplit(".", 1)[1] not in _SPECIAL_TLDS
     ):
         return text

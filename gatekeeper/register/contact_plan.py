@@ -35,7 +35,8 @@ from gatekeeper.sqlbulk import json_value, ts_value
 
 MAX_TEXT = 2000  # as schema.text
 # Per-row cells, in staging order; a field is staged only when its column is in the file.
-CELL_FIELDS = ("external_id", "email", "phone", "first_name", "last_name", "source.name", "source.proof_ref")
+COORDINATE_FIELDS = ("email", "phone")
+TEXT_FIELDS = ("external_id", "first_name", "last_name", "source.name", "source.proof_ref")
 FACT_FIELDS = (
     "collected_at",
     "audience",
@@ -45,7 +46,6 @@ FACT_FIELDS = (
     "timezone",
     "profession_tags",
 )
-_COORDINATES = ("email", "phone")
 # Address cells repeat (cities, postcodes): their JSON is memoised up to this many spellings.
 ADDRESS_MEMO_MAX = 100_000
 
@@ -114,33 +114,33 @@ class ContactPlan:
     """Compiled from one file's header; ``stage_row`` per row (see the module docstring)."""
 
     def __init__(self, header: Sequence[str], facts: FactTable, hasher: KeyedHasher, region: str) -> None:
-        self.width = len(header)
         self.facts, self.hasher, self.region = facts, hasher, region
         index = {name: i for i, name in enumerate(header)}
         # Duplicate or bare nested column names make the reference parser read rows differently
         # (last one wins, "expected an object"): such files take the reference path throughout.
-        self.compiled = len(index) == len(header) and not any(n in index for n in NESTED)
-        self.cells = {f: index[f] for f in CELL_FIELDS if f in index}
+        compiled = len(index) == len(header) and not any(n in index for n in NESTED)
+        self.width = len(header) if compiled else -1
+        self.coordinates = [(f, index[f]) for f in COORDINATE_FIELDS if f in index]
+        self.texts = [(f, index[f]) for f in TEXT_FIELDS if f in index]
         address = ((f, index.get(f"postal_address.{f}")) for f in ADDRESS_FIELDS)
         self.address = [(f, i) for f, i in address if i is not None]
         self.attributes = [(n.split(".", 1)[1], i) for n, i in index.items() if n.startswith("attributes.")]
-        fact_cols = [index.get(f) for f in FACT_FIELDS]
-        self._fact_cells = _getter([i for i in fact_cols if i is not None])
-        self._fact_names = [f for f, i in zip(FACT_FIELDS, fact_cols, strict=True) if i is not None]
+        fact_cols = [(f, index[f]) for f in FACT_FIELDS if f in index]
+        self._fact_names = [f for f, _ in fact_cols]
+        self._fact_cells = _getter([i for _, i in fact_cols])
+        self._text_cells = _getter([i for _, i in self.texts])
+        self._address_cells = _getter([i for _, i in self.address])
         self._fact_memo: dict[Any, int | None] = {}
         self._address_memo: dict[Any, str] = {}
+        self._has_external_id = "external_id" in index
         self.fields = self._staged_fields()
-        positions = {f: 1 + n for n, f in enumerate(self.cells)}  # 0 is the row number
-        self._identity_pos = [positions[f] for f in ("external_id", "email", "phone") if f in positions]
-        self._coordinate_pos = [(f, positions[f]) for f in _COORDINATES if f in positions]
 
     def _staged_fields(self) -> list[tuple[str, str]]:
-        """(column, kind) of the staging tuple after row_no: identity, hashes, cells, JSON, fact id."""
-        out = [(f.replace(".", "_"), "text") for f in CELL_FIELDS if f in self.cells]
-        if "email" in self.cells:
-            out.append(("email_hash", "text"))
-        if "phone" in self.cells:
-            out.append(("phone_hash", "text"))
+        """(column, kind) of the staging tuple after row_no, in the order ``stage_row`` builds."""
+        out: list[tuple[str, str]] = []
+        for field, _ in self.coordinates:
+            out += [(field, "text"), (f"{field}_hash", "text")]
+        out += [(f.replace(".", "_"), "text") for f, _ in self.texts]
         if self.address:
             out.append(("postal_address", "json"))
         if self.attributes:
@@ -151,47 +151,47 @@ class ContactPlan:
 
     def stage_row(self, row: int, values: list[str]) -> tuple[Any, ...] | None:
         """The staging tuple of a plainly valid row, else None (ask ``parse_contact``)."""
-        if not self.compiled or len(values) != self.width:
+        if len(values) != self.width:
             return None
         fact_id = self._fact_id(values)
         if fact_id is None:
             return None
-        out: list[Any] = [row]
-        for field, i in self.cells.items():
-            raw = values[i]
-            if field in _COORDINATES:
-                value = self._coordinate(field, raw) if raw else ""
-                if value is None:
-                    return None
-            else:
-                value = raw.strip()
-                if len(value) > MAX_TEXT:
-                    return None
-            out.append(value)
-        if not any(out[p] for p in self._identity_pos):
-            return None  # "a contact needs an external_id, an email or a phone"
-        return self._finish(out, values, fact_id)
-
-    def _coordinate(self, field: str, raw: str) -> str | None:
-        try:
-            return normalise_email(raw) if field == "email" else normalise_phone(raw, self.region)
-        except CoordinateError:
+        texts = [v.strip() for v in self._text_cells(values)]
+        if texts and max(map(len, texts)) > MAX_TEXT:
             return None
+        coordinates = self._coordinates(values)
+        if coordinates is None:
+            return None
+        if not ((self._has_external_id and texts[0]) or any(coordinates)):
+            return None  # "a contact needs an external_id, an email or a phone"
+        return (row, *coordinates, *texts, *self._json_cells(values), fact_id)
 
-    def _finish(self, out: list[Any], values: list[str], fact_id: int) -> tuple[Any, ...]:
-        for kind, pos in self._coordinate_pos:
-            value = out[pos]
-            out.append(self.hasher.coordinate(kind, value) if value else "")
+    def _coordinates(self, values: list[str]) -> list[str] | None:
+        """[value, keyed hash] per coordinate column ('' twice when empty); None if not plain."""
+        out: list[str] = []
+        for kind, i in self.coordinates:
+            raw = values[i]
+            if not raw:
+                out += ("", "")
+                continue
+            try:
+                value = normalise_email(raw) if kind == "email" else normalise_phone(raw, self.region)
+            except CoordinateError:
+                return None
+            out += (value, self.hasher.coordinate(kind, value))
+        return out
+
+    def _json_cells(self, values: list[str]) -> tuple[str, ...]:
+        out: tuple[str, ...] = ()
         if self.address:
-            out.append(self._address_json(values))
+            out += (self._address_json(values),)
         if self.attributes:
             attrs = {name: values[i] for name, i in self.attributes if values[i] != ""}
-            out.append(json_value(attrs) if attrs else "")
-        out.append(fact_id)
-        return tuple(out)
+            out += ((json_value(attrs) or "") if attrs else "",)
+        return out
 
     def _address_json(self, values: list[str]) -> str:
-        key = tuple(values[i] for _, i in self.address)
+        key = self._address_cells(values)
         found = self._address_memo.get(key)
         if found is None:
             address = {f: values[i] for f, i in self.address if values[i] != ""}
@@ -235,26 +235,24 @@ class ContactPlan:
 
     def stage_tuple(self, r: ContactRecord) -> tuple[Any, ...]:
         """The staging tuple of a record accepted by ``parse_contact``."""
+        coordinates: list[str] = []
+        for kind, _ in self.coordinates:
+            value = r.email if kind == "email" else r.phone
+            coordinates += (value, self.hasher.coordinate(kind, value)) if value else ("", "")
         by_field = {
             "external_id": r.external_id,
-            "email": r.email,
-            "phone": r.phone,
             "first_name": r.first_name,
             "last_name": r.last_name,
             "source.name": r.source_name,
             "source.proof_ref": r.source_proof_ref,
         }
-        out: list[Any] = [r.row, *(by_field[f] or "" for f in self.cells)]
-        if "email" in self.cells:
-            out.append(self.hasher.coordinate("email", r.email) if r.email else "")
-        if "phone" in self.cells:
-            out.append(self.hasher.coordinate("phone", r.phone) if r.phone else "")
+        texts = [by_field[f] or "" for f, _ in self.texts]
+        json_cells: tuple[str, ...] = ()
         if self.address:
-            out.append(json_value(r.postal_address) if r.postal_address else "")
+            json_cells += ((json_value(r.postal_address) or "") if r.postal_address else "",)
         if self.attributes:
-            out.append(json_value(r.attributes) if r.attributes else "")
-        out.append(self.facts.id_of(facts_of(r)))
-        return tuple(out)
+            json_cells += ((json_value(r.attributes) or "") if r.attributes else "",)
+        return (r.row, *coordinates, *texts, *json_cells, self.facts.id_of(facts_of(r)))
 
 
 def _getter(indexes: list[int]) -> Any:
