@@ -18,7 +18,7 @@ from gatekeeper.db import request_session
 from gatekeeper.errors import MalformedError, TooLargeError, ValidationError
 from gatekeeper.gate import runs
 from gatekeeper.gate.campaigns import parse_campaign
-from gatekeeper.gate.engine import decide_recipients, finish
+from gatekeeper.gate.engine import decide_recipients
 from gatekeeper.gate.recipients import parse_recipient
 from gatekeeper.links import links_of
 from gatekeeper.models import Job, utcnow
@@ -48,7 +48,6 @@ def checks() -> Response:
     recipients = [parse_recipient(i, item, campaign.channel, ctx.region) for i, item in enumerate(items)]
     _staged, decided = decide_recipients(session, ctx, campaign, as_of, recipients, with_retention=True)
     by_row = {d.row: d for d in decided}
-    finish(session)
     # A repeated recipient was decided once, at its first occurrence; it gets that verdict.
     first = {(r.kind, r.value): by_row[r.row] for r in reversed(recipients) if r.row in by_row}
     verdicts = [_verdict(items[r.row], by_row.get(r.row) or first[(r.kind, r.value)]) for r in recipients]

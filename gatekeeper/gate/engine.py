@@ -1,16 +1,17 @@
-"""Deciding many recipients at once, set-based.
+"""Deciding many recipients at once, chunk by chunk.
 
 Theory of operation
 -------------------
-1. The recipients are staged in a temporary table (``executemany`` on SQLite, ``COPY`` on
-   PostgreSQL) with their normalised coordinate, its keyed hash and the address flags.
-2. One query joins each staged row to its contact (by e-mail, phone or external_id, through
-   the unique indexes), the active suppressions of the recipient's and the contact's keyed
-   hashes for this channel, and, for calls, the attempts in the D223-9 window.
-3. For each result row, Python builds a small hashable key from what the rules can see
-   (profile key, the outcome of each date comparison, suppression reasons, address flags).
-   Rows with equal keys have equal situations, so the pure core (``situation_for`` then
-   ``decide``) runs once per distinct key and every other row is a dict lookup.
+1. Recipients arrive in list order and are cut into chunks of a few thousand. A repeated
+   coordinate is decided once, at its first row; later rows are counted as duplicates.
+2. For each chunk, three indexed probes read what the rules need from the register
+   (``gate.probe``): the contacts named by the chunk's coordinates, the active suppressions of
+   their keyed hashes for this channel, and, for calls, the attempts in the D223-9 window. Work
+   is proportional to the list, memory to the chunk.
+3. For each row, Python builds a small hashable key from what the rules can see (profile key,
+   the outcome of each date comparison, suppression reasons, address flags). Rows with equal
+   keys have equal situations, so the pure core (``situation_for`` then ``decide``) runs once per
+   distinct key and every other row is a dict lookup.
 
 Dates are compared here only as "is this instant before that one" on raw column values;
 every rule that gives those comparisons a meaning lives in gatekeeper.domain.
@@ -19,10 +20,14 @@ every rule that gives those comparisons a meaning lives in gatekeeper.domain.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+import threading
+from collections import defaultdict, deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, NamedTuple
+from itertools import islice
+from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
@@ -43,62 +48,30 @@ from gatekeeper.domain import (
 from gatekeeper.domain.facts import ALL_CHANNELS
 from gatekeeper.domain.situation import PHONE_LIKE
 from gatekeeper.errors import GatekeeperError
+from gatekeeper.gate.probe import DATED, KINDS, ContactRow, RegisterProbe
 from gatekeeper.gate.recipients import Recipient, coordinate_kind
 from gatekeeper.register.codec import from_data
 from gatekeeper.register.context import RegisterContext
-from gatekeeper.sqlbulk import (
-    create_temp,
-    dialect_of,
-    drop_temp,
-    load_rows,
-    read_json,
-    read_ts,
-    ts_value,
-)
+from gatekeeper.sqlbulk import read_json, read_ts, ts_value
 
-STAGE = "gate_in"
-# row_no is the rowid on SQLite: the join scans in list order and needs no sort.
-STAGE_COLUMNS = [
-    ("row_no", "pk"),
-    ("kind", "text"),
-    ("value", "text"),
-    ("hash", "text"),
-    ("valid", "int"),
-    ("generic", "int"),
-    ("personal", "int"),
-]
+T = TypeVar("T")
+CHUNK = 5000  # rows per probe: large enough to amortise a statement, small for memory
 LIFTABLE = "unsubscribe"  # only an objection can be lifted by a newer consent (domain rule)
 
 
-class GateRow(NamedTuple):
-    """One result row of ``_query``, in its column order. A plain named tuple: reading a field
-    is an index, while a SQLAlchemy Row's attribute lookup costs microseconds a row."""
-
-    row_no: int
-    valid: int
-    generic: int
-    personal: int
-    cid: int | None
-    profile_key: str | None
-    deadline: Any
-    reconsent_at: Any
-    refused_at: Any
-    anonymised_at: Any
-    instants: Any
-    clock: str | None
-    clock_anchor_at: Any
-    clock_anchor_kind: str | None
-    supp: str | None
-    attempts: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class Decided:
+class Decided(NamedTuple):
     row: int
     contact_id: int | None
     verdict: Verdict
     state: str | None
     deadline: datetime | None
+
+
+class _Read(NamedTuple):
+    named: list[tuple[Recipient, ContactRow | None]]
+    hashes: list[tuple[str, ...]]
+    supp: dict[str, list[str]]
+    attempts: dict[int, int]
 
 
 @dataclass
@@ -108,110 +81,11 @@ class Staged:
     kinds: set[str] = field(default_factory=set)
 
 
-def stage(
-    session: Session, ctx: RegisterContext, recipients: Iterable[Recipient], channel: str = "email"
-) -> Staged:
-    """Load recipients; a repeated coordinate is decided once (its later rows are skipped). A
-    coordinate of the wrong kind for the channel (a phone number for an e-mail) is invalid."""
-    usable = usable_kinds(channel)
-    create_temp(session, STAGE, STAGE_COLUMNS)
-    counts = Staged()
-    seen: set[tuple[str, str]] = set()
-    policy, hasher = ctx.policy, ctx.hasher
-
-    def rows() -> Iterator[tuple[Any, ...]]:
-        for r in recipients:
-            counts.total += 1
-            counts.kinds.add(r.kind)
-            if r.value is not None:
-                key = (r.kind, r.value)
-                if key in seen:
-                    counts.duplicates += 1
-                    continue
-                seen.add(key)
-            kind = classify_email(r.value, policy) if r.kind == "email" and r.value else "other"
-            coord_hash = hasher.coordinate(r.kind, r.value) if r.value and r.kind != "external_id" else None
-            yield (
-                r.row,
-                r.kind,
-                r.value,
-                coord_hash,
-                int(r.value is not None and r.kind in usable),
-                int(kind == "generic"),
-                int(kind == "personal_domain"),
-            )
-
-    load_rows(session, STAGE, STAGE_COLUMNS, rows())
-    if dialect_of(session) == "postgresql":
-        # A temporary table has no statistics until analysed: without them the planner picks
-        # nested loops sized for a handful of rows instead of hash joins for a million.
-        session.execute(text(f"ANALYZE {STAGE}"))
-    return counts
-
-
-# A contact is found through the unique index of the coordinate the recipient was named by.
-_JOINS = {
-    "email": ("ce", "LEFT JOIN contacts ce ON g.kind = 'email' AND ce.email = g.value"),
-    "phone": ("cp", "LEFT JOIN contacts cp ON g.kind = 'phone' AND cp.phone = g.value"),
-    "external_id": ("cx", "LEFT JOIN contacts cx ON g.kind = 'external_id' AND cx.external_id = g.value"),
-}
-
-
 def usable_kinds(channel: str) -> frozenset[str]:
     """How a recipient may be named for this channel (post reaches any known contact)."""
     if channel == "postal":
-        return frozenset(_JOINS)
+        return frozenset(KINDS)
     return frozenset({coordinate_kind(channel), "external_id"})
-
-
-def _hashes(kinds: frozenset[str]) -> str:
-    """The keyed hashes whose suppressions apply: the recipient's coordinate and the contact's
-    others (a contact found by e-mail already has x.hash = its e-mail hash: one probe less)."""
-    if kinds <= {"email"}:
-        return "x.hash, c.phone_hash"
-    if kinds <= {"phone"}:
-        return "x.hash, c.email_hash"
-    return "x.hash, c.email_hash, c.phone_hash"
-
-
-def _query(
-    dialect: str, phone_like: bool, kinds: frozenset[str] = frozenset(_JOINS), channel: str = "email"
-) -> str:
-    concat = "string_agg" if dialect == "postgresql" else "group_concat"
-    at_text = "s.occurred_at::text" if dialect == "postgresql" else "s.occurred_at"
-    attempts = (
-        (
-            "(SELECT count(*) FROM events e WHERE e.contact_id = c.id AND e.type = 'call_attempt'"
-            " AND e.occurred_at >= :since AND e.occurred_at <= :send_at)"
-        )
-        if phone_like
-        else "0"
-    )
-    used = [_JOINS[k] for k in _JOINS if k in kinds] or [_JOINS["email"]]
-    # Named by external_id, a contact without the channel's coordinate cannot be reached.
-    col = None if channel == "postal" else coordinate_kind(channel)
-    valid = (
-        f"CASE WHEN x.kind = 'external_id' AND c.id IS NOT NULL AND c.{col} IS NULL THEN 0 ELSE x.valid END"
-        if col
-        else "x.valid"
-    )
-    cid = f"COALESCE({', '.join(f'{alias}.id' for alias, _ in used)}, NULL)"
-    joins = " ".join(join for _, join in used)
-    # Suppressions of the recipient's coordinate or the contact's, for this channel, known at as_of.
-    return f"""
-        SELECT x.row_no, {valid} AS valid, x.generic, x.personal, c.id AS cid, c.profile_key, c.deadline,
-               c.reconsent_at, c.refused_at, c.anonymised_at, c.instants, c.clock,
-               c.clock_anchor_at, c.clock_anchor_kind,
-               (SELECT {concat}(s.reason || '|' || s.channels || '|' || {at_text}, ';')
-                  FROM suppressions s
-                 WHERE s.coord_hash IN ({_hashes(kinds)})
-                   AND s.occurred_at <= :as_of
-                   AND (s.channels = 'all' OR ',' || s.channels || ',' LIKE :channel_like)) AS supp,
-               {attempts} AS attempts
-          FROM (SELECT g.*, {cid} AS cid FROM {STAGE} g {joins}) x
-          LEFT JOIN contacts c ON c.id = x.cid
-         ORDER BY x.row_no
-    """  # noqa: S608 - table and function names are constants
 
 
 class Decider:
@@ -225,19 +99,31 @@ class Decider:
         as_of: datetime,
         *,
         with_retention: bool = False,
-        kinds: frozenset[str] = frozenset(_JOINS),
+        chunk: int = CHUNK,
     ) -> None:
         self.session, self.ctx, self.campaign, self.as_of = session, ctx, campaign, as_of
-        self.kinds = kinds  # how the staged recipients are named: only those joins are made
+        self.chunk = chunk
         # The retention view per verdict costs a little per row: the API's checks show it,
         # the bulk CSV path (decision and reasons only) skips it.
         self.with_retention = with_retention
-        self.dialect = dialect_of(session)
-        self.as_of_v = ts_value(self.dialect, as_of)
-        self.send_v = ts_value(self.dialect, campaign.send_at)
+        self.probe = RegisterProbe(session, campaign.channel)
+        dialect = self.probe.dialect
+        self.as_of_v = ts_value(dialect, as_of)
+        self.send_v = ts_value(dialect, campaign.send_at)
+        since = campaign.send_at - timedelta(days=ctx.policy.phone_attempt_window_days)
+        self.since_v = ts_value(dialect, since)
         self.phone_like = campaign.channel in PHONE_LIKE
+        self.usable = usable_kinds(campaign.channel)
+        # Named by external_id, a contact without the channel's coordinate cannot be reached.
+        self.needs = None if campaign.channel == "postal" else f"has_{coordinate_kind(campaign.channel)}"
         self.profiles: dict[str, GateProfile] = {}
+        # The probe thread and a memo miss (which may read a gate profile) share one connection.
+        self.db_lock = threading.Lock()
         self.memo: dict[tuple[Any, ...], Verdict] = {}
+        self.staged = Staged()
+        # Sets of strings, one per kind: the garbage collector does not track strings, while a
+        # million (kind, value) tuples made every full collection walk them all.
+        self.seen: defaultdict[str, set[str]] = defaultdict(set)
         self.bloctel_checked_at = self._bloctel_checked_at()
 
     def _bloctel_checked_at(self) -> datetime | None:
@@ -248,28 +134,123 @@ class Decider:
         ).scalar()
         return None if value is None else read_ts(value)
 
-    def run(self) -> Iterator[Decided]:
-        since = self.campaign.send_at - timedelta(days=self.ctx.policy.phone_attempt_window_days)
-        params = {
-            "as_of": self.as_of_v,
-            "channel_like": f"%,{self.campaign.channel},%",
-            "since": ts_value(self.dialect, since),
-            "send_at": self.send_v,
-        }
-        sql = _query(self.dialect, self.phone_like, self.kinds, self.campaign.channel)
-        result = self.session.execute(text(sql), params)
-        make = GateRow._make
-        for row in result:
-            yield self._decide_row(make(row))
+    def run(self, recipients: Iterable[Recipient]) -> Iterator[Decided]:
+        """Every first occurrence, decided, in list order."""
+        it = iter(recipients)
+        chunks = iter(lambda: list(islice(it, self.chunk)), [])
+        for chunk, decided in self.decide_chunks((c, c) for c in chunks):
+            del chunk
+            yield from (d for d in decided if d is not None)
 
-    def _decide_row(self, row: GateRow) -> Decided:
-        key = self._key(row)
+    def decide_chunks(
+        self, chunks: Iterable[tuple[T, Sequence[Recipient]]]
+    ) -> Iterator[tuple[T, list[Decided | None]]]:
+        """Each chunk (with the caller's payload) and its verdicts, None for a repeat.
+
+        While Python decides one chunk, a second thread already reads the register for the
+        next: SQLite and PostgreSQL do their index searches without holding the GIL, so on two
+        cores the probes mostly vanish behind the per-row work."""
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gate-probe") as pool:
+            pending: deque[tuple[T, list[Recipient | None], Future[_Read]]] = deque()
+            for payload, chunk in chunks:
+                fresh, marked = self._first_occurrences(chunk)
+                pending.append((payload, marked, pool.submit(self._read, fresh)))
+                if len(pending) > 1:
+                    yield self._verdicts(*pending.popleft())
+            while pending:
+                yield self._verdicts(*pending.popleft())
+
+    def decide_chunk(self, chunk: Sequence[Recipient]) -> list[Decided | None]:
+        """One verdict per recipient of the chunk, None for a repeat of an earlier one."""
+        fresh, marked = self._first_occurrences(chunk)
+        return self._decide_read(marked, self._read(fresh))
+
+    def _verdicts(
+        self, payload: T, marked: list[Recipient | None], read: Future[_Read]
+    ) -> tuple[T, list[Decided | None]]:
+        return payload, self._decide_read(marked, read.result())
+
+    def _read(self, fresh: list[Recipient]) -> _Read:
+        """What the register says about these recipients (safe to run in the probe thread)."""
+        probe, as_of, send = self.probe, self.as_of_v, self.send_v
+        with self.db_lock:
+            found = {
+                kind: probe.contacts(
+                    kind, {r.value for r in fresh if r.kind == kind and r.value}, as_of, send
+                )
+                for kind in {r.kind for r in fresh}
+            }
+            named = [(r, found[r.kind].get(r.value) if r.value else None) for r in fresh]
+            hashes = [self._hashes(r, c) for r, c in named]
+            supp = probe.suppressions(as_of, {h for hs in hashes for h in hs})
+            attempts = (
+                probe.attempts(self.since_v, send, {c.id for _, c in named if c}) if self.phone_like else {}
+            )
+        return _Read(named, hashes, supp, attempts)
+
+    def _decide_read(self, marked: list[Recipient | None], read: _Read) -> list[Decided | None]:
+        decide_one, supp, attempts = self._decide, read.supp, read.attempts
+        verdicts = iter(
+            [
+                decide_one(r, c, _supp(supp, hs) if supp else None, attempts)
+                for (r, c), hs in zip(read.named, read.hashes, strict=True)
+            ]
+        )
+        return [None if r is None else next(verdicts) for r in marked]
+
+    def _first_occurrences(
+        self, chunk: Sequence[Recipient]
+    ) -> tuple[list[Recipient], list[Recipient | None]]:
+        """The recipients not seen before, and the chunk with repeats marked None."""
+        seen = self.seen
+        fresh: list[Recipient] = []
+        marked: list[Recipient | None] = []
+        for r in chunk:
+            if r.value is not None:
+                values = seen[r.kind]
+                if r.value in values:
+                    marked.append(None)
+                    continue
+                values.add(r.value)
+            fresh.append(r)
+            marked.append(r)
+        self.staged.total += len(chunk)
+        self.staged.duplicates += len(chunk) - len(fresh)
+        self.staged.kinds.update(r.kind for r in fresh)
+        return fresh, marked
+
+    def _hashes(self, r: Recipient, c: ContactRow | None) -> tuple[str, ...]:
+        """The keyed hashes whose suppressions apply: the recipient's coordinate and the
+        contact's others (a contact found by e-mail already carries that e-mail's hash)."""
+        if c is None:
+            if r.value is None or r.kind == "external_id":
+                return ()
+            return (self.ctx.hasher.coordinate(r.kind, r.value),)
+        e, p = c.email_hash, c.phone_hash
+        return (e, p) if e and p else (e,) if e else (p,) if p else ()
+
+    def _address(self, r: Recipient, c: ContactRow | None) -> tuple[int, int, int]:
+        """valid, generic, personal: what the address alone tells the rules."""
+        valid = int(r.value is not None and r.kind in self.usable)
+        if c is not None and r.kind == "external_id" and self.needs and not getattr(c, self.needs):
+            valid = 0  # named by id, a contact without the channel's coordinate cannot be reached
+        if r.kind != "email" or not r.value:
+            return valid, 0, 0
+        kind = classify_email(r.value, self.ctx.policy)
+        return valid, int(kind == "generic"), int(kind == "personal_domain")
+
+    def _decide(
+        self, r: Recipient, c: ContactRow | None, supp: str | None, attempts: dict[int, int]
+    ) -> Decided:
+        address = self._address(r, c)
+        count = 0 if c is None else attempts.get(c.id, 0)
+        key = self._key(address, c, supp, count)
         verdict = self.memo.get(key)
         if verdict is None:
-            verdict = self.memo[key] = self._decide_slow(row)
-        if not self.with_retention or row.cid is None:
-            return Decided(row.row_no, row.cid, verdict, None, None)
-        summary = self._summary(row, with_instants=False)
+            verdict = self.memo[key] = self._decide_slow(address, c, supp, count)
+        if not self.with_retention or c is None:
+            return Decided(r.row, None if c is None else c.id, verdict, None, None)
+        summary = self._summary(c, with_instants=False)
         state = retention_state(
             summary.clock,
             self.as_of,
@@ -277,86 +258,76 @@ class Decider:
             refused=summary.reconsent_refused,
             policy=self.ctx.policy,
         )
-        return Decided(row.row_no, row.cid, verdict, state, summary.clock.deadline)
+        return Decided(r.row, c.id, verdict, state, summary.clock.deadline)
 
-    def _key(self, row: GateRow) -> tuple[Any, ...]:
+    def _key(
+        self, address: tuple[int, int, int], c: ContactRow | None, supp: str | None, attempts: int
+    ) -> tuple[Any, ...]:
         """Everything situation_for can see, with dates reduced to their comparisons."""
-        reasons = _reasons(row.supp)
-        instants = row.instants
-        needs_instants = instants is not None and (
-            self.phone_like or LIFTABLE in reasons or '"contracts":[]' not in _text(instants)
-        )
-        deadline, reconsent = row.deadline, row.reconsent_at
-        dated = (
-            None
-            if row.cid is None
-            else (
-                deadline is None,
-                deadline is not None and self.as_of_v >= deadline,
-                reconsent is not None and self.as_of_v >= reconsent,
-                deadline is not None and self.send_v >= deadline,
-                row.refused_at is not None,
-                row.anonymised_at is not None,
-            )
-        )
+        reasons = _reasons(supp) if supp else ()
+        if c is None:
+            return (address, reasons)
+        needs_instants = c.instants is not None and (self.phone_like or c.contracts or LIFTABLE in reasons)
         return (
-            row.valid,
-            row.generic,
-            row.personal,
-            row.profile_key,
-            dated,
+            address,
             reasons,
-            row.supp if needs_instants and LIFTABLE in reasons else None,
-            _text(instants) if needs_instants else None,
-            min(int(row.attempts or 0), 99),
+            c.profile_key,
+            c[DATED],
+            supp if needs_instants and LIFTABLE in reasons else None,
+            _text(c.instants) if needs_instants else None,
+            min(attempts, 99),
         )
 
-    def _decide_slow(self, row: GateRow) -> Verdict:
-        summary = None if row.cid is None else self._summary(row, with_instants=True)
+    def _decide_slow(
+        self, address: tuple[int, int, int], c: ContactRow | None, supp: str | None, attempts: int
+    ) -> Verdict:
+        valid, generic, personal = address
+        summary = None if c is None else self._summary(c, with_instants=True)
         situation = situation_for(
             summary,
             as_of=self.as_of,
             campaign=self.campaign,
-            address_valid=bool(row.valid),
-            generic_address=bool(row.generic),
-            personal_domain=bool(row.personal),
+            address_valid=bool(valid),
+            generic_address=bool(generic),
+            personal_domain=bool(personal),
             policy=self.ctx.policy,
-            suppressions=_suppression_facts(row.supp),
-            call_attempts=_attempt_times(int(row.attempts or 0), self.campaign),
+            suppressions=_suppression_facts(supp),
+            call_attempts=_attempt_times(attempts, self.campaign),
             bloctel_checked_at=self.bloctel_checked_at,
         )
         return decide(self.campaign, situation, self.ctx.policy)
 
-    def _summary(self, row: GateRow, *, with_instants: bool) -> ContactSummary:
+    def _summary(self, c: ContactRow, *, with_instants: bool) -> ContactSummary:
         # Every stored contact gets its clock and profile when it is written (register.clocks).
-        if row.clock is None or row.profile_key is None:
-            raise GatekeeperError(f"contact {row.cid} has no retention clock or gate profile stored")
-        d = None if row.deadline is None else read_ts(row.deadline)
-        reconsent = None if row.reconsent_at is None else read_ts(row.reconsent_at)
+        if c.clock is None or c.profile_key is None or c.clock_anchor_at is None:
+            raise GatekeeperError(f"contact {c.id} has no retention clock or gate profile stored")
+        d = None if c.deadline is None else read_ts(c.deadline)
+        reconsent = None if c.reconsent_at is None else read_ts(c.reconsent_at)
         reminder = None if d is None else d - timedelta(days=self.ctx.policy.reconsent_reminder_days)
         retention = RetentionClock(
-            row.clock,
-            read_ts(row.clock_anchor_at),
-            row.clock_anchor_kind or "collection",
+            c.clock,
+            read_ts(c.clock_anchor_at),
+            c.clock_anchor_kind or "collection",
             d,
             reconsent,
             reminder,
         )
-        raw = row.instants if with_instants else None
+        raw = c.instants if with_instants else None
         inst = GateInstants() if raw is None else from_data(GateInstants, read_json(raw))
         return ContactSummary(
-            self._profile(row.profile_key),
+            self._profile(c.profile_key),
             retention,
             inst,
-            anonymised=row.anonymised_at is not None,
-            reconsent_refused=row.refused_at is not None,
+            anonymised=bool(c.anonymised),
+            reconsent_refused=bool(c.refused),
         )
 
     def _profile(self, key: str) -> GateProfile:
         if key not in self.profiles:
-            data = self.session.execute(
-                text("SELECT data FROM gate_profiles WHERE key = :k"), {"k": key}
-            ).scalar_one()
+            with self.db_lock:
+                data = self.session.execute(
+                    text("SELECT data FROM gate_profiles WHERE key = :k"), {"k": key}
+                ).scalar_one()
             self.profiles[key] = from_data(GateProfile, read_json(data))
         return self.profiles[key]
 
@@ -386,6 +357,16 @@ def _attempt_times(count: int, campaign: Campaign) -> list[datetime]:
     return [campaign.send_at] * count
 
 
+def _supp(found: dict[str, list[str]], hashes: tuple[str, ...]) -> str | None:
+    """The suppressions of these hashes as one canonical string (a memo key part)."""
+    entries: list[str] | None = None
+    for h in hashes:
+        got = found.get(h)
+        if got:
+            entries = got if entries is None else entries + got
+    return None if entries is None else ";".join(sorted(entries))
+
+
 def decide_recipients(
     session: Session,
     ctx: RegisterContext,
@@ -395,12 +376,7 @@ def decide_recipients(
     *,
     with_retention: bool = False,
 ) -> tuple[Staged, Iterator[Decided]]:
-    staged = stage(session, ctx, recipients, campaign.channel)
-    decider = Decider(
-        session, ctx, campaign, as_of, with_retention=with_retention, kinds=frozenset(staged.kinds)
-    )
-    return staged, decider.run()
-
-
-def finish(session: Session) -> None:
-    drop_temp(session, STAGE)
+    """The verdicts of the first occurrence of each recipient, lazily; ``Staged`` counts the
+    rows and duplicates as they go by (complete once the iterator is exhausted)."""
+    decider = Decider(session, ctx, campaign, as_of, with_retention=with_retention)
+    return decider.staged, decider.run(recipients)

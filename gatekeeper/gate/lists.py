@@ -7,23 +7,18 @@ from __future__ import annotations
 import csv
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session
 
-from gatekeeper.csvio import (
-    CsvFormat,
-    detect_format,
-    open_text,
-    read_header,
-    read_rows,
-    write_safe_cell,
-)
+from gatekeeper.csvio import detect_format, open_text, write_safe_cell
 from gatekeeper.domain import Campaign
 from gatekeeper.errors import ValidationError
-from gatekeeper.gate.engine import Decided, decide_recipients, finish
+from gatekeeper.gate.engine import CHUNK, Decided, Decider
 from gatekeeper.gate.recipients import Recipient, coordinate_kind, parse_value
 from gatekeeper.register.context import RegisterContext
 
@@ -45,17 +40,6 @@ def coordinate_column(header: list[str], channel: str) -> tuple[int, str]:
     )
 
 
-def _recipients(
-    path: Path, fmt: CsvFormat, index: int, kind: str, region: str, progress: Progress
-) -> Iterator[Recipient]:
-    _header, rows = read_rows(path, fmt)
-    for row, values in rows:
-        if row % PROGRESS_EVERY == 0:
-            progress(row)
-        raw = values[index] if index < len(values) else ""
-        yield parse_value(row, kind, raw, region)
-
-
 def decide_list(
     session: Session,
     ctx: RegisterContext,
@@ -66,71 +50,122 @@ def decide_list(
     progress: Progress = lambda _n: None,
     links: LinkMinter | None = None,
     items: list[Item] | None = None,
+    chunk: int = CHUNK,
 ) -> dict[str, Any]:
-    """Decide the list into ``out_path``; ``items`` (when given) receives the verdict of each
-    known contact, for the register's proof."""
+    """Decide the list into ``out_path`` in one pass over the file; ``items`` (when given)
+    receives the verdict of each known contact, for the register's proof."""
     fmt = detect_format(in_path)
-    header = read_header(in_path, fmt)
-    index, kind = coordinate_column(header, campaign.channel)
-    staged, decided = decide_recipients(
-        session, ctx, campaign, as_of, _recipients(in_path, fmt, index, kind, ctx.region, progress)
-    )
     tmp = out_path.with_suffix(".partial")
     try:
-        summary = _write(in_path, fmt, tmp, decided, links, items)
-    finally:
-        finish(session)
+        with open_text(in_path, fmt) as src, tmp.open("w", encoding="utf-8-sig", newline="") as out:
+            summary = _decide_file(
+                _Job(session, ctx, campaign, as_of, ctx.region, progress, links, items, chunk),
+                csv.reader(src, delimiter=fmt.delimiter),
+                csv.writer(out, delimiter=fmt.delimiter),
+            )
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # never leave a partial verdict file behind
+        raise
     tmp.replace(out_path)
-    summary.update(recipients=staged.total, duplicates=staged.duplicates)
     return summary
 
 
-def _write(
-    in_path: Path,
-    fmt: CsvFormat,
-    out_path: Path,
-    decided: Iterator[Decided],
-    links: LinkMinter | None,
-    items: list[Item] | None,
-) -> dict[str, Any]:
-    allowed = blocked = 0
-    by_reason: Counter[str] = Counter()
-    extra = ["decision", "reasons"] + (["unsubscribe_url", "preferences_url"] if links else [])
-    with (
-        out_path.open("w", encoding="utf-8-sig", newline="") as out,
-        open_text(in_path, fmt) as src,
-    ):
-        reader = csv.reader(src, delimiter=fmt.delimiter)
-        writer = csv.writer(out, delimiter=fmt.delimiter)
-        writer.writerow([write_safe_cell(h) for h in next(reader)] + extra)
-        inputs = _data_rows(reader)
-        for d in decided:
-            values = _advance(inputs, d.row)
-            v = d.verdict
-            cells = [write_safe_cell(c) for c in values] + [v.decision, " ".join(v.reasons)]
-            if links:
-                cells += list(links(d.contact_id)) if v.decision == "allow" and d.contact_id else ["", ""]
-            writer.writerow(cells)
-            if items is not None and d.contact_id is not None:
-                items.append((d.contact_id, v.decision, cells[-1 - (2 if links else 0)]))
-            by_reason[v.reasons[0]] += 1
-            if v.decision == "allow":
-                allowed += 1
-            else:
-                blocked += 1
-    return {"allowed": allowed, "blocked": blocked, "by_reason": dict(by_reason.most_common())}
+@dataclass
+class _Job:
+    session: Session
+    ctx: RegisterContext
+    campaign: Campaign
+    as_of: datetime
+    region: str
+    progress: Progress
+    links: LinkMinter | None
+    items: list[Item] | None
+    chunk: int
+
+
+def _decide_file(job: _Job, reader: Iterator[list[str]], writer: Any) -> dict[str, Any]:
+    raw_header = _header(reader)
+    index, kind = coordinate_column([h.strip().lower() for h in raw_header], job.campaign.channel)
+    extra = ["decision", "reasons"] + (["unsubscribe_url", "preferences_url"] if job.links else [])
+    writer.writerow([write_safe_cell(h) for h in raw_header] + extra)
+    decider = Decider(job.session, job.ctx, job.campaign, job.as_of, chunk=job.chunk)
+    tally = _Tally()
+    read = 0
+    for chunk, verdicts in decider.decide_chunks(_chunks(reader, index, kind, job)):
+        for (_row, values), decided in zip(chunk, verdicts, strict=True):
+            if decided is not None:  # a repeat was decided at its first row
+                writer.writerow(tally.add(job, values, decided))
+        if (read + len(chunk)) // PROGRESS_EVERY > read // PROGRESS_EVERY:
+            job.progress(read + len(chunk))
+        read += len(chunk)
+    staged = decider.staged
+    return tally.summary() | {"recipients": staged.total, "duplicates": staged.duplicates}
+
+
+def _header(reader: Iterator[list[str]]) -> list[str]:
+    try:
+        return next(reader)
+    except StopIteration:
+        raise ValidationError("the file is empty: a header row is expected") from None
+    except csv.Error as exc:
+        raise ValidationError(f"unreadable CSV header: {exc}") from exc
+
+
+Rows = list[tuple[int, list[str]]]
+
+
+def _chunks(
+    reader: Iterator[list[str]], index: int, kind: str, job: _Job
+) -> Iterator[tuple[Rows, list[Recipient]]]:
+    """The file's rows a chunk at a time, with the recipient each names."""
+    rows, region = _data_rows(reader), job.region
+    while chunk := list(islice(rows, job.chunk)):
+        yield (
+            chunk,
+            [
+                parse_value(row, kind, values[index] if index < len(values) else "", region)
+                for row, values in chunk
+            ],
+        )
+
+
+class _Tally:
+    def __init__(self) -> None:
+        self.allowed = self.blocked = 0
+        self.by_reason: Counter[str] = Counter()
+
+    def add(self, job: _Job, values: list[str], d: Decided) -> list[str]:
+        """The output cells of one decided row, counted."""
+        v = d.verdict
+        reasons = " ".join(v.reasons)
+        cells = [write_safe_cell(c) for c in values] + [v.decision, reasons]
+        if job.links:
+            cells += list(job.links(d.contact_id)) if v.decision == "allow" and d.contact_id else ["", ""]
+        if job.items is not None and d.contact_id is not None:
+            job.items.append((d.contact_id, v.decision, reasons))
+        self.by_reason[v.reasons[0]] += 1
+        if v.decision == "allow":
+            self.allowed += 1
+        else:
+            self.blocked += 1
+        return cells
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "allowed": self.allowed,
+            "blocked": self.blocked,
+            "by_reason": dict(self.by_reason.most_common()),
+        }
 
 
 def _data_rows(reader: Iterator[list[str]]) -> Iterator[tuple[int, list[str]]]:
     # Same numbering as csvio.read_rows: blank lines are not rows.
-    for row, values in enumerate(reader, start=1):
-        if values and any(v.strip() for v in values):
-            yield row, values
-
-
-def _advance(inputs: Iterator[tuple[int, list[str]]], target: int) -> list[str]:
-    """The input row with this number; rows in between were duplicates, decided once."""
-    for row, values in inputs:
-        if row == target:
-            return values
-    raise RuntimeError(f"verdict for row {target} has no input row")
+    row = 0
+    try:
+        for values in reader:
+            row += 1
+            if values and any(v.strip() for v in values):
+                yield row, values
+    except csv.Error as exc:
+        detail = {"row": row + 1, "problem": str(exc)}
+        raise ValidationError(f"unreadable CSV at row {row + 1}: {exc}", [detail]) from exc

@@ -5,16 +5,16 @@ verdict ``address.invalid`` and the rest of the list is still decided."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from gatekeeper.normalize import CoordinateError, normalise_email, normalise_phone
 
 PHONE_CHANNELS = frozenset({"sms", "phone", "automated_call", "fax"})
 
 
-@dataclass(frozen=True, slots=True)
-class Recipient:
+class Recipient(NamedTuple):
+    """One recipient as sent (a named tuple: a list of a million builds a million of them)."""
+
     row: int
     kind: str  # email | phone | external_id
     value: str | None  # normalised; None when invalid

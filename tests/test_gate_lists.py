@@ -1,0 +1,91 @@
+"""Campaign lists decided chunk by chunk, on both databases: the chunk size changes nothing in
+the verdict file, repeats are decided once whichever chunk they fall in, and a file that
+cannot be read to the end leaves no verdict file behind."""
+
+from __future__ import annotations
+
+import csv
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from test_gate_api import CAMPAIGN, EXPECTED, seed
+
+from gatekeeper.errors import ValidationError
+from gatekeeper.gate.campaigns import parse_campaign
+from gatekeeper.gate.lists import decide_list
+
+AS_OF = datetime(2026, 11, 22, 9, tzinfo=UTC)
+
+
+def _decide(app: Flask, src: Path, out: Path, **kwargs: Any) -> dict[str, Any]:
+    ctx = app.extensions["gatekeeper.context"]
+    campaign, _ = parse_campaign(CAMPAIGN, AS_OF)
+    with app.extensions["gatekeeper.db"].session_scope() as session:
+        summary: dict[str, Any] = decide_list(session, ctx, campaign, AS_OF, src, out, **kwargs)
+    return summary
+
+
+def _write_list(path: Path) -> list[str]:
+    # Every recipient three times, the later copies in other spellings and far apart, so
+    # with small chunks a repeat lands in a later chunk than its first row.
+    addresses = list(EXPECTED)
+    spelled = addresses + [a.upper() for a in addresses] + [f"  {a}  " for a in addresses]
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["Email", "Note"])
+        for i, a in enumerate(spelled):
+            w.writerow([a, f"row {i}"])
+            if i % 4 == 0:
+                w.writerow([])  # a blank line is not a row
+    return spelled
+
+
+def test_the_chunk_size_changes_nothing_in_the_verdicts(
+    app: Flask, client: FlaskClient, auth: dict[str, str], tmp_path: Path
+) -> None:
+    seed(client, auth)
+    src = tmp_path / "list.csv"
+    _write_list(src)
+    small = _decide(app, src, tmp_path / "small.csv", chunk=2)
+    large = _decide(app, src, tmp_path / "large.csv")
+    assert (tmp_path / "small.csv").read_bytes() == (tmp_path / "large.csv").read_bytes()
+    assert small == large
+    # "not an address" is invalid each time, so it is never a repeat; the others are.
+    assert small["recipients"] == 3 * len(EXPECTED)
+    assert small["duplicates"] == 2 * (len(EXPECTED) - 1)
+    rows = list(csv.reader((tmp_path / "small.csv").read_text(encoding="utf-8-sig").splitlines()))
+    assert rows[0] == ["Email", "Note", "decision", "reasons"]
+    first = {r[0]: (r[2], r[3].split()[0]) for r in rows[1 : len(EXPECTED) + 1]}
+    assert first == EXPECTED
+    assert [r[0] for r in rows[len(EXPECTED) + 1 :]] == ["NOT AN ADDRESS", "  not an address  "]
+
+
+def test_progress_is_reported_while_a_list_is_decided(
+    app: Flask, client: FlaskClient, auth: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed(client, auth)
+    src = tmp_path / "list.csv"
+    _write_list(src)
+    monkeypatch.setattr("gatekeeper.gate.lists.PROGRESS_EVERY", 5)
+    seen: list[int] = []
+    _decide(app, src, tmp_path / "out.csv", chunk=3, progress=seen.append)
+    assert seen and seen == sorted(seen) and seen[-1] <= 3 * len(EXPECTED)
+
+
+def test_an_unreadable_row_fails_the_list_and_leaves_no_verdict_file(
+    app: Flask, client: FlaskClient, auth: dict[str, str], tmp_path: Path
+) -> None:
+    seed(client, auth)
+    src = tmp_path / "list.csv"
+    big = "x" * (csv.field_size_limit() + 1)
+    src.write_text("email\n" + "anne@example.fr\n" * 5 + f'"{big}"\n' + "bob@example.fr\n")
+    out = tmp_path / "verdicts.csv"
+    with pytest.raises(ValidationError) as err:
+        _decide(app, src, out, chunk=2)
+    assert err.value.details == [{"row": 6, "problem": err.value.details[0]["problem"]}]
+    assert "row 6" in str(err.value)
+    assert not out.exists() and not out.with_suffix(".partial").exists()
