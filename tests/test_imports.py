@@ -195,3 +195,102 @@ def test_bloctel_file_listing_becomes_phone_suppressions(
     )
     assert bad.status_code == 422
     assert bad.json["error"]["details"][0]["line"] == 2
+
+
+def contacts_by_external_id(app: Flask) -> dict[str | None, tuple[Any, ...]]:
+    with app.extensions["gatekeeper.db"].engine.connect() as conn:
+        rows = conn.execute(text("SELECT external_id, email, first_name, clock, profile_key FROM contacts"))
+        return {r[0]: tuple(r[1:]) for r in rows}
+
+
+def test_a_file_mixing_new_and_known_contacts_creates_and_updates(
+    app: Flask, client: FlaskClient, auth: dict[str, str]
+) -> None:
+    first = (
+        HEADER + "c1,a@example.fr,,Paul,,2025-01-01,direct,\n,solo@example.fr,,,,2025-01-01,direct,\n"
+    ).encode()
+    assert finished(app, client, auth, upload(client, auth, "contacts", first))["result"]["created"] == 2
+    # c1 renamed; the address-only contact gets its CRM id (matched by e-mail); c3 is new.
+    second = (
+        HEADER + "c1,a@example.fr,,Paula,,2025-01-01,direct,\n"
+        "c9,SOLO@example.fr,,,,2025-01-01,direct,\n"
+        "c3,c@example.fr,,Chloé,,2025-02-01,event,\n"
+    ).encode()
+    job = finished(app, client, auth, upload(client, auth, "contacts", second))
+    assert job["result"] == {"created": 1, "updated": 2, "unchanged": 0}, job
+    stored = contacts_by_external_id(app)
+    assert set(stored) == {"c1", "c9", "c3"}
+    assert stored["c1"][:2] == ("a@example.fr", "Paula")
+    assert stored["c9"][0] == "solo@example.fr"
+    assert stored["c3"][:3] == ("c@example.fr", "Chloé", "prospect") and stored["c3"][3]
+
+
+def test_a_row_naming_another_contacts_email_refuses_the_file(
+    app: Flask, client: FlaskClient, auth: dict[str, str]
+) -> None:
+    first = (HEADER + "c1,a@example.fr,,,,2025-01-01,direct,\n").encode()
+    finished(app, client, auth, upload(client, auth, "contacts", first))
+    second = (
+        HEADER + "c2,new@example.fr,,,,2025-01-01,direct,\nc3,a@example.fr,,,,2025-01-01,direct,\n"
+    ).encode()
+    job = finished(app, client, auth, upload(client, auth, "contacts", second))
+    assert job["state"] == "failed"
+    assert job["errors"][0]["row"] == 2 and job["errors"][0]["field"] == "email"
+    assert "(external_id c1)" in job["errors"][0]["problem"]
+    assert set(contacts_by_external_id(app)) == {"c1"}  # c2, though new, was not stored either
+
+
+def test_rows_short_of_cells_read_as_empty_and_rows_with_extra_cells_are_refused(
+    app: Flask, client: FlaskClient, auth: dict[str, str]
+) -> None:
+    short = (HEADER + "c1,a@example.fr,,Paul,,2025-01-01\n").encode()
+    assert finished(app, client, auth, upload(client, auth, "contacts", short))["result"]["created"] == 1
+    extra = (HEADER + "c2,b@example.fr,,,,2025-01-01,direct,Lyon,surplus\n").encode()
+    job = finished(app, client, auth, upload(client, auth, "contacts", extra))
+    assert job["errors"] == [{"row": 1, "field": None, "problem": "1 more value(s) than header columns"}]
+
+
+def index_names(app: Flask) -> set[str]:
+    with app.extensions["gatekeeper.db"].engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            sql = "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'contacts'"
+        else:
+            sql = "SELECT indexname FROM pg_indexes WHERE tablename = 'contacts'"
+        return {r[0] for r in conn.execute(text(sql))}
+
+
+def test_a_large_file_reports_progress_stores_every_row_and_keeps_the_indexes(
+    app: Flask, tmp_path: Any
+) -> None:
+    from gatekeeper.register.imports import PROGRESS_EVERY, import_file
+
+    indexes = index_names(app)
+    path = tmp_path / "big.csv"
+    rows = PROGRESS_EVERY + 5
+    lines = [f"c{n},u{n}@example.fr,,,,2025-01-{1 + n % 28:02d},direct,Paris\n" for n in range(rows)]
+    path.write_text(HEADER + "".join(lines))
+    seen: list[int] = []
+    with app.extensions["gatekeeper.db"].session_scope() as session:
+        result = import_file(session, "contacts", path, app.extensions["gatekeeper.context"], seen.append)
+    assert result == {"created": rows, "updated": 0, "unchanged": 0}
+    assert seen == [PROGRESS_EVERY]
+    assert index_names(app) == indexes
+    with app.extensions["gatekeeper.db"].engine.connect() as conn:
+        missing = conn.execute(
+            text("SELECT count(*) FROM contacts WHERE deadline IS NULL OR email_hash IS NULL")
+        )
+        assert missing.scalar_one() == 0
+
+
+def test_a_bad_row_at_the_end_of_a_large_file_stores_nothing(app: Flask, tmp_path: Any) -> None:
+    from gatekeeper.errors import ValidationError
+    from gatekeeper.register.imports import import_file
+
+    path = tmp_path / "big.csv"
+    lines = [f"c{n},u{n}@example.fr,,,,2025-01-01,direct,\n" for n in range(3000)]
+    path.write_text(HEADER + "".join(lines) + "c-last,broken@,,,,2025-01-01,direct,\n")
+    database, ctx = app.extensions["gatekeeper.db"], app.extensions["gatekeeper.context"]
+    with pytest.raises(ValidationError) as caught, database.session_scope() as session:
+        import_file(session, "contacts", path, ctx)
+    assert caught.value.details[0]["row"] == 3001
+    assert count(app, "contacts") == 0
