@@ -18,7 +18,6 @@ Theory of operation.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -164,37 +163,11 @@ def _insert_new(session: Session, plan: ContactPlan, staged: int) -> tuple[int, 
     load_rows(session, FACTS, FACT_COLUMNS, plan.facts.rows(dialect))
     plan.facts.summaries.store_profiles(session)
     before = session.execute(text("SELECT coalesce(max(id), 0) FROM contacts")).scalar_one()
-    with _secondary_indexes_rebuilt(session, dialect, large=staged >= before):
-        result = session.execute(text(_insert_sql(plan, dialect)), {"now": ts_value(dialect, utcnow())})
+    result = session.execute(text(_insert_sql(plan, dialect)), {"now": ts_value(dialect, utcnow())})
     created = int(result.rowcount)  # type: ignore[attr-defined]
     if created == staged:
         return created, []
     return created, _not_inserted(session, plan, before)
-
-
-@contextmanager
-def _secondary_indexes_rebuilt(session: Session, dialect: str, *, large: bool) -> Iterator[None]:
-    """On SQLite, a load at least as large as the register drops the plain (non-unique)
-    indexes of contacts and builds them again afterwards, in the same transaction: one sort
-    per index instead of a B-tree insertion per row and index (about a third of the insert).
-    Readers keep their snapshot (WAL); a failure rolls the DDL back with the rows. Unique
-    indexes stay: they decide which rows are new. PostgreSQL would lock the table: not there."""
-    if dialect != "sqlite" or not large:
-        yield
-        return
-    indexes = session.execute(text(_PLAIN_INDEXES)).all()
-    for name, _sql in indexes:
-        session.execute(text(f'DROP INDEX "{name}"'))
-    yield
-    for _name, sql in indexes:
-        session.execute(text(sql))
-
-
-# Indexes declared with CREATE INDEX (the UNIQUE constraints' automatic ones have no sql).
-_PLAIN_INDEXES = (
-    "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'contacts' "
-    "AND sql IS NOT NULL AND sql NOT LIKE 'CREATE UNIQUE%'"
-)
 
 
 def _insert_sql(plan: ContactPlan, dialect: str) -> str:
