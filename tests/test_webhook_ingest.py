@@ -7,6 +7,7 @@ it. Outgoing HTTP (the SNS certificate and subscription URLs) is the only double
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -425,6 +426,29 @@ def test_a_database_failure_asks_for_a_retry_and_does_not_burn_the_token(
     retry = gk.post("mailgun", data, headers)  # Mailgun's retry: the same token
     assert retry.status_code == 200
     assert (gk.count("webhook_events"), gk.count("suppressions")) == (1, 1)
+
+
+def test_a_body_without_a_length_is_served_by_the_view_exactly_like_the_fast_path(gk: Harness) -> None:
+    contact_id = gk.contact(RECIPIENT["sendgrid"])
+    data, headers = gk.signer.sign("sendgrid", payload("sendgrid", "click"))
+    chunked = gk.client.post(  # no Content-Length: the WSGI fast path hands it to Flask
+        "/webhooks/sendgrid",
+        input_stream=io.BytesIO(data),
+        headers=headers,
+        environ_overrides={"wsgi.input_terminated": True, "CONTENT_LENGTH": ""},
+    )
+    assert chunked.status_code == 200, chunked.json
+    assert chunked.json == {"received": 1, "stored": 1, "duplicates": 0}
+    assert gk.post("sendgrid", data, headers).json == {"received": 1, "stored": 0, "duplicates": 1}
+    assert gk.deadline(contact_id) == gk.deadline_after("click")
+
+
+def test_a_replay_refused_after_a_click_leaves_the_connection_usable(gk: Harness) -> None:
+    data, headers = gk.signer.sign("mailgun", payload("mailgun", "click"))
+    assert gk.post("mailgun", data, headers).status_code == 200
+    assert gk.post("mailgun", data, headers).status_code == 406  # rolled back in the write turn
+    assert gk.deliver("mailgun", payload("mailgun", "open")).status_code == 200
+    assert (gk.count("webhook_events"), gk.count("webhook_tokens")) == (2, 2)
 
 
 # --- SNS, Mandrill's probe, routing -------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -15,6 +16,7 @@ from webhooks.base import (
     as_int,
     dedupe_key,
     ids_from,
+    json_array_items,
     pairs_from_text,
     parse_timestamp,
 )
@@ -88,6 +90,10 @@ def test_a_long_composite_is_hashed_to_a_stable_key_within_the_column():
         (4.0, None),
         ([], None),
         ("-3", None),
+        ("+5", 5),
+        ("123456789012345678", 123456789012345678),
+        ("1234567890123456789", None),
+        ("²", None),
     ],
 )
 def test_only_integer_metadata_values_become_ids(value, expected):
@@ -138,3 +144,42 @@ def test_every_provider_adapter_is_registered_as_a_plugin():
 def test_adapters_satisfy_the_protocol_statically():
     typed: Adapter = sendgrid.adapter
     assert typed.status_for(None) == 200
+
+
+ARRAYS = [
+    b"[]",
+    b" [ ]\n",
+    b'[{"event":"open","n":1}]',
+    b'[ {"event": "open", "n": [1, 2, {"x": null}]} ,\n {"event": "click", "s": "a,]b"} ]  ',
+    '[{"email": "hélène@example.fr", "s": "\\u00e9\\"}"}]'.encode(),
+    b'\xef\xbb\xbf[{"bom": true}]',
+    '[{"utf16": "é"}]'.encode("utf-16"),
+]
+
+
+@pytest.mark.parametrize("body", ARRAYS, ids=["empty", "blank", "one", "nested", "escapes", "bom", "utf-16"])
+def test_array_items_are_the_decoded_events_each_with_its_own_text(body):
+    items = json_array_items(body)
+    assert [event for event, _ in items] == json.loads(body)
+    assert [json.loads(raw) for _, raw in items] == json.loads(body)
+
+
+NOT_ARRAYS = [
+    b"",
+    b"[",
+    b'[{"a":1},]',
+    b'[{"a":1} {"b":2}]',
+    b'[{"a":1}] x',
+    b'[{"a":1}][]',
+    b"[1]",
+    b'[{"a":1}, "b"]',
+    b'{"a":1}',
+    b"\xff\xfe\x00",
+    b'[{"a": NaN',
+]
+
+
+@pytest.mark.parametrize("body", NOT_ARRAYS)
+def test_array_items_refuse_what_is_not_a_json_array_of_objects(body):
+    with pytest.raises(PayloadError):
+        json_array_items(body)
