@@ -101,8 +101,7 @@ class Contact:
 Contacts = dict[int | str, Contact]  # by id and by e-mail
 Match = tuple[int | None, str | None]  # (contact id, the contact's e-mail)
 _MATCH = (
-    "SELECT id, email, phone, external_id FROM contacts"
-    " WHERE anonymised_at IS NULL AND {column} IN ({marks})"
+    "SELECT id, email, phone, external_id FROM contacts WHERE anonymised_at IS NULL AND {column} IN ({marks})"
 )
 _SEND_TIMES = "SELECT id, send_at FROM campaigns WHERE send_at IS NOT NULL AND id IN ({ids})"
 
