@@ -4,15 +4,17 @@ new contacts in one statement and hand the contacts already in the register to t
 Theory of operation.
 1. Stream the file through a ``ContactPlan`` (compiled from its header) into a temporary table
    holding only the file's own columns and a number for the row's discrete facts; rows the plan
-   does not vouch for go through the reference ``parse_contact``. Identities repeated in the file
-   are found with one dict per identity column. Temporary tables take no lock on the register,
-   so the job's progress (written by another connection) keeps moving on SQLite.
-2. Any invalid row, then any repeated identity, refuses the whole file: nothing was written.
+   does not vouch for go through the reference ``parse_contact``. Temporary tables take no
+   lock on the register, so the job's progress (written by another connection) keeps moving
+   on SQLite.
+2. Any invalid row refuses the whole file: nothing was written.
 3. ``INSERT … SELECT … ON CONFLICT DO NOTHING`` adds every row whose external_id, email and
-   phone are all new, in file order, with clock and profile joined from the facts table. If
-   fewer rows went in than were staged, the others name a contact already in the register:
-   they are read again from the file and go through ``upsert_contacts``, which resolves,
-   checks conflicts and updates exactly as the API does.
+   phone are all new, in file order, with clock and profile joined from the facts table. When
+   every staged row went in, the file had no repeated identity and named no stored contact:
+   done, and a first load pays for nothing else. Otherwise the unique indexes skipped rows:
+   an identity repeated in the file refuses it (the caller rolls back); the other skipped rows
+   name a contact already in the register and are read again from the file and given to
+   ``upsert_contacts``, which resolves, checks conflicts and updates exactly as the API does.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from gatekeeper.models import utcnow
 from gatekeeper.register.contact_plan import ContactPlan, FactTable
 from gatekeeper.register.contacts import parse_contact, upsert_contacts
 from gatekeeper.register.context import RegisterContext
-from gatekeeper.register.schema import Problems
+from gatekeeper.register.schema import MAX_ERRORS, Problems
 from gatekeeper.sqlbulk import create_temp, dialect_of, drop_temp, load_rows, ts_value
 
 STAGE = "import_contacts"
@@ -67,7 +69,7 @@ def import_contacts(
 ) -> dict[str, int]:
     header, rows = read_rows(path)
     plan = ContactPlan(header, FactTable(ctx.policy), ctx.hasher, ctx.region)
-    problems, seen = Problems(), Identities(plan)
+    problems = Problems()
     columns = _stage_columns(plan, dialect_of(session))
     create_temp(session, STAGE, columns)
 
@@ -75,10 +77,8 @@ def import_contacts(
         if row % progress_every == 0:
             progress(row)
 
-    staged_rows = _staged(plan, header, rows, problems, seen, tick)
-    staged = load_rows(session, STAGE, columns, staged_rows)
+    staged = load_rows(session, STAGE, columns, _staged(plan, header, rows, problems, tick))
     refuse(problems)
-    seen.refuse()
     created, skipped = _insert_new(session, plan, staged)
     drop_temp(session, STAGE)
     drop_temp(session, FACTS)
@@ -102,7 +102,6 @@ def _staged(
     header: list[str],
     rows: Iterator[tuple[int, list[str]]],
     problems: Problems,
-    seen: Identities,
     tick: Progress,
 ) -> Iterator[tuple[Any, ...]]:
     for row, values in rows:
@@ -111,7 +110,7 @@ def _staged(
         if staged is None:
             staged = _reference(plan, header, row, values, problems)
         # After the first problem the file will be refused: keep reading only to report.
-        if staged is not None and seen.first(row, staged) and not problems:
+        if staged is not None and not problems:
             yield staged
 
 
@@ -126,33 +125,23 @@ def _reference(
     return None if record is None else plan.stage_tuple(record)
 
 
-class Identities:
-    """First row of every external_id, email and phone in the file; later rows are problems."""
-
-    def __init__(self, plan: ContactPlan) -> None:
-        positions = {c: n for n, (c, _) in enumerate(plan.fields, start=1)}
-        self.columns = [(c, positions[c]) for c in IDENTITIES if c in positions]
-        self.first_rows: dict[str, dict[str, int]] = {c: {} for c, _ in self.columns}
-        self.repeats: dict[str, list[tuple[int, int]]] = {c: [] for c, _ in self.columns}
-
-    def first(self, row: int, staged: tuple[Any, ...]) -> bool:
-        fresh = True
-        for column, pos in self.columns:
-            value = staged[pos]
-            if value:
-                first = self.first_rows[column].setdefault(value, row)
-                if first != row:
-                    self.repeats[column].append((row, first))
-                    fresh = False
-        return fresh
-
-    def refuse(self) -> None:
-        problems = Problems()
-        for column, _ in self.columns:
-            for row, first in self.repeats[column]:
-                problems.add(row, column, f"same {column} as row {first}: a contact appears once per batch")
-        if problems:
-            raise ValidationError("duplicate contacts in the batch; nothing was stored", problems.items)
+def _refuse_repeats(session: Session, plan: ContactPlan) -> None:
+    """Identities repeated in the file (the unique indexes skipped the later rows), named with
+    the first row that has them; runs only when fewer rows went in than were staged."""
+    problems = Problems()
+    for col in [c for c in IDENTITIES if c in {f for f, _ in plan.fields}]:
+        rows = session.execute(
+            text(
+                f"SELECT s.row_no, d.first FROM {STAGE} s JOIN (SELECT {col} AS v, "  # noqa: S608
+                f"min(row_no) AS first FROM {STAGE} WHERE {col} <> '' GROUP BY {col} "
+                f"HAVING count(*) > 1) d ON d.v = s.{col} "
+                f"WHERE s.row_no > d.first ORDER BY s.row_no LIMIT {MAX_ERRORS}"
+            )
+        )
+        for row, first in rows:
+            problems.add(row, col, f"same {col} as row {first}: a contact appears once per batch")
+    if problems:
+        raise ValidationError("duplicate contacts in the batch; nothing was stored", problems.items)
 
 
 def _insert_new(session: Session, plan: ContactPlan, staged: int) -> tuple[int, list[int]]:
@@ -167,6 +156,7 @@ def _insert_new(session: Session, plan: ContactPlan, staged: int) -> tuple[int, 
     created = int(result.rowcount)  # type: ignore[attr-defined]
     if created == staged:
         return created, []
+    _refuse_repeats(session, plan)
     return created, _not_inserted(session, plan, before)
 
 
