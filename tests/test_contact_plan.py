@@ -91,7 +91,7 @@ def ctx(tmp_path_factory: pytest.TempPathFactory) -> RegisterContext:
 
 
 def routes(ctx: RegisterContext, header: list[str], values: list[str]) -> tuple[object, object, Problems]:
-    plan = ContactPlan(header, FactTable(ctx.policy), ctx.hasher, ctx.region)
+    plan = ContactPlan(header, FactTable(ctx.policy), ctx.region)
     fast = plan.stage_row(7, values)
     problems = Problems()
     record = parse_contact(dict(zip(header, values, strict=False)), 7, problems, ctx.region)
@@ -122,13 +122,13 @@ def test_a_plain_row_takes_the_fast_route(ctx: RegisterContext) -> None:
 def test_headers_the_plan_cannot_read_like_the_reference_go_to_the_reference(
     ctx: RegisterContext, header: list[str]
 ) -> None:
-    plan = ContactPlan(header, FactTable(ctx.policy), ctx.hasher, ctx.region)
+    plan = ContactPlan(header, FactTable(ctx.policy), ctx.region)
     assert plan.stage_row(1, ["c1", "a@example.fr", "2025-01-01", "b@example.fr"]) is None
 
 
 def test_rows_shorter_or_longer_than_the_header_go_to_the_reference(ctx: RegisterContext) -> None:
     header = ["external_id", "collected_at", "first_name"]
-    plan = ContactPlan(header, FactTable(ctx.policy), ctx.hasher, ctx.region)
+    plan = ContactPlan(header, FactTable(ctx.policy), ctx.region)
     assert plan.stage_row(1, ["c1", "2025-01-01"]) is None
     assert plan.stage_row(1, ["c1", "2025-01-01", "Paul", "extra"]) is None
     assert plan.stage_row(1, ["c1", "2025-01-01", "Paul"]) is not None
@@ -152,7 +152,7 @@ def test_random_rows_agree(ctx: RegisterContext) -> None:
 
 def test_the_facts_of_equal_rows_are_numbered_once(ctx: RegisterContext, tmp_path: Path) -> None:
     facts = FactTable(ctx.policy)
-    plan = ContactPlan(["email", "collected_at", "audience"], facts, ctx.hasher, ctx.region)
+    plan = ContactPlan(["email", "collected_at", "audience"], facts, ctx.region)
     for n in range(100):
         plan.stage_row(n + 1, [f"u{n}@example.fr", f"2025-01-0{1 + n % 2}", "b2b"])
     assert len(facts.ids) == 2

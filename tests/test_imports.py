@@ -44,6 +44,16 @@ def count(app: Flask, table: str) -> int:
         return int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())
 
 
+@pytest.fixture(params=["same process", "second process"])
+def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Large files are read by a second process: every file is, in the second variant."""
+    from gatekeeper.register import contact_import
+
+    if request.param == "second process":
+        monkeypatch.setattr(contact_import, "PARALLEL_FROM_BYTES", 0)
+    return str(request.param)
+
+
 ENCODINGS = [
     pytest.param(("utf-8", b"", ","), id="utf-8 comma"),
     pytest.param(("utf-8", b"\xef\xbb\xbf", ","), id="utf-8 with BOM"),
@@ -53,7 +63,7 @@ ENCODINGS = [
 
 @pytest.mark.parametrize("variant", ENCODINGS)
 def test_contacts_files_in_every_common_encoding_and_delimiter_are_read(
-    app: Flask, client: FlaskClient, auth: dict[str, str], variant: tuple[str, bytes, str]
+    app: Flask, client: FlaskClient, auth: dict[str, str], variant: tuple[str, bytes, str], reader: str
 ) -> None:
     encoding, bom, sep = variant
     rows = [
@@ -103,7 +113,7 @@ def test_contacts_files_in_every_common_encoding_and_delimiter_are_read(
 
 
 def test_a_file_with_bad_rows_is_refused_whole_naming_row_and_field(
-    app: Flask, client: FlaskClient, auth: dict[str, str]
+    app: Flask, client: FlaskClient, auth: dict[str, str], reader: str
 ) -> None:
     body = (
         HEADER + "c1,ok@example.fr,,,,2025-01-01,direct,\n"
@@ -148,7 +158,7 @@ def test_importing_the_same_files_twice_changes_nothing_the_second_time(
 
 
 def test_duplicate_identities_in_one_file_are_named(
-    app: Flask, client: FlaskClient, auth: dict[str, str]
+    app: Flask, client: FlaskClient, auth: dict[str, str], reader: str
 ) -> None:
     body = (
         HEADER + "c1,a@example.fr,,,,2025-01-01,direct,\nc2,A@Example.fr,,,,2025-01-01,direct,\n"
@@ -204,7 +214,7 @@ def contacts_by_external_id(app: Flask) -> dict[str | None, tuple[Any, ...]]:
 
 
 def test_a_file_mixing_new_and_known_contacts_creates_and_updates(
-    app: Flask, client: FlaskClient, auth: dict[str, str]
+    app: Flask, client: FlaskClient, auth: dict[str, str], reader: str
 ) -> None:
     first = (
         HEADER + "c1,a@example.fr,,Paul,,2025-01-01,direct,\n,solo@example.fr,,,,2025-01-01,direct,\n"
@@ -250,7 +260,9 @@ def test_rows_short_of_cells_read_as_empty_and_rows_with_extra_cells_are_refused
     assert job["errors"] == [{"row": 1, "field": None, "problem": "1 more value(s) than header columns"}]
 
 
-def test_a_large_file_reports_progress_and_stores_every_row_with_its_clock(app: Flask, tmp_path: Any) -> None:
+def test_a_large_file_reports_progress_and_stores_every_row_with_its_clock(
+    app: Flask, tmp_path: Any, reader: str
+) -> None:
     from gatekeeper.register.imports import PROGRESS_EVERY, import_file
 
     path = tmp_path / "big.csv"
@@ -280,4 +292,15 @@ def test_a_bad_row_at_the_end_of_a_large_file_stores_nothing(app: Flask, tmp_pat
     with pytest.raises(ValidationError) as caught, database.session_scope() as session:
         import_file(session, "contacts", path, ctx)
     assert caught.value.details[0]["row"] == 3001
+    assert count(app, "contacts") == 0
+
+
+@pytest.mark.usefixtures("reader")
+def test_an_unreadable_csv_is_refused_with_its_row(
+    app: Flask, client: FlaskClient, auth: dict[str, str]
+) -> None:
+    body = (HEADER + "c1,a@example.fr,,,,2025-01-01,direct,\n" + "c2," + "x" * 140_000 + "\n").encode()
+    job = finished(app, client, auth, upload(client, auth, "contacts", body))
+    assert job["state"] == "failed"
+    assert job["errors"][0]["row"] == 2 and "field larger than field limit" in job["errors"][0]["problem"]
     assert count(app, "contacts") == 0

@@ -19,20 +19,22 @@ Theory of operation.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from gatekeeper.csvio import read_rows
+from gatekeeper.csvio import CsvFormat, detect_format, read_header, read_rows
 from gatekeeper.errors import ValidationError
 from gatekeeper.models import utcnow
-from gatekeeper.register.contact_plan import ContactPlan, FactTable
+from gatekeeper.register.contact_plan import ContactPlan, FactTable, staged_rows
+from gatekeeper.register.contact_worker import staged_by_child
 from gatekeeper.register.contacts import parse_contact, upsert_contacts
 from gatekeeper.register.context import RegisterContext
 from gatekeeper.register.schema import MAX_ERRORS, Problems
+from gatekeeper.security import KeyedHasher
 from gatekeeper.sqlbulk import create_temp, dialect_of, drop_temp, load_rows, ts_value
 
 STAGE = "import_contacts"
@@ -55,6 +57,11 @@ FACT_COLUMNS: list[tuple[str, str]] = [
     ("instants", "json"),
 ]
 IDENTITIES = ("external_id", "email", "phone")
+PROGRESS_EVERY = 10_000
+# From this size (about 200,000 rows) a second process reads the file: spawning one costs
+# about half a second, a million rows save several.
+PARALLEL_FROM_BYTES = 16 << 20
+Fields = list[tuple[str, str]]
 Progress = Callable[[int], None]
 Refuse = Callable[[Problems], None]
 
@@ -65,21 +72,19 @@ def import_contacts(
     ctx: RegisterContext,
     progress: Progress,
     refuse: Refuse,
-    progress_every: int,
 ) -> dict[str, int]:
-    header, rows = read_rows(path)
-    plan = ContactPlan(header, FactTable(ctx.policy), ctx.hasher, ctx.region)
+    fmt = detect_format(path)
+    header = read_header(path, fmt)
+    plan = ContactPlan(header, FactTable(ctx.policy), ctx.region)
     problems = Problems()
-    columns = _stage_columns(plan, dialect_of(session))
+    fields = [*plan.fields, *((f"{kind}_hash", "text") for kind, _ in plan.coordinates)]
+    columns = _stage_columns(fields, dialect_of(session))
     create_temp(session, STAGE, columns)
-
-    def tick(row: int) -> None:
-        if row % progress_every == 0:
-            progress(row)
-
-    staged = load_rows(session, STAGE, columns, _staged(plan, header, rows, problems, tick))
+    staged = load_rows(
+        session, STAGE, columns, _hashed(_read(path, fmt, plan, problems, ctx, progress), plan, ctx.hasher)
+    )
     refuse(problems)
-    created, skipped = _insert_new(session, plan, staged)
+    created, skipped = _insert_new(session, plan.facts, fields, staged)
     drop_temp(session, STAGE)
     drop_temp(session, FACTS)
     result = {"created": created, "updated": 0, "unchanged": 0}
@@ -90,46 +95,55 @@ def import_contacts(
     return result
 
 
-def _stage_columns(plan: ContactPlan, dialect: str) -> list[tuple[str, str]]:
+def _read(
+    path: Path,
+    fmt: CsvFormat,
+    plan: ContactPlan,
+    problems: Problems,
+    ctx: RegisterContext,
+    progress: Progress,
+) -> Iterator[tuple[Any, ...]]:
+    """Staging tuples in file order, read here or, for a large file, by a second process."""
+    if path.stat().st_size >= PARALLEL_FROM_BYTES:
+        result = (problems, plan.facts)
+        return staged_by_child(path, fmt, ctx.policy, ctx.region, result, progress, PROGRESS_EVERY)
+
+    def tick(row: int) -> None:
+        if row % PROGRESS_EVERY == 0:
+            progress(row)
+
+    header, rows = read_rows(path, fmt)
+    return staged_rows(plan, header, rows, problems, tick)
+
+
+def _stage_columns(fields: Fields, dialect: str) -> Fields:
     # Staged cells are text ('' for absent: binding '' is cheaper than None in sqlite3, which
     # tries adapters for None); the insert turns '' back into NULL and casts JSON.
     row_no = "pk" if dialect == "sqlite" else "int"
-    return [("row_no", row_no), *((c, "int" if k == "int" else "text") for c, k in plan.fields)]
+    return [("row_no", row_no), *((c, "int" if k == "int" else "text") for c, k in fields)]
 
 
-def _staged(
-    plan: ContactPlan,
-    header: list[str],
-    rows: Iterator[tuple[int, list[str]]],
-    problems: Problems,
-    tick: Progress,
+def _hashed(
+    rows: Iterable[tuple[Any, ...]], plan: ContactPlan, hasher: KeyedHasher
 ) -> Iterator[tuple[Any, ...]]:
-    for row, values in rows:
-        tick(row)
-        staged = plan.stage_row(row, values)
-        if staged is None:
-            staged = _reference(plan, header, row, values, problems)
-        # After the first problem the file will be refused: keep reading only to report.
-        if staged is not None and not problems:
-            yield staged
+    """Each staging tuple followed by the keyed hash of each coordinate ('' when absent)."""
+    coordinate = hasher.coordinate
+    slots = [(kind, 1 + n) for n, (kind, _) in enumerate(plan.coordinates)]
+    if len(slots) == 1:  # the usual file: one e-mail or one phone column
+        ((kind, pos),) = slots
+        for staged in rows:
+            value = staged[pos]
+            yield (*staged, coordinate(kind, value) if value else "")
+    else:
+        for staged in rows:
+            yield staged + tuple(coordinate(k, staged[p]) if staged[p] else "" for k, p in slots)
 
 
-def _reference(
-    plan: ContactPlan, header: list[str], row: int, values: list[str], problems: Problems
-) -> tuple[Any, ...] | None:
-    if len(values) > len(header):
-        problems.add(row, None, f"{len(values) - len(header)} more value(s) than header columns")
-        return None
-    # Missing trailing cells read as empty, as the dict per row always did.
-    record = parse_contact(dict(zip(header, values, strict=False)), row, problems, plan.region)
-    return None if record is None else plan.stage_tuple(record)
-
-
-def _refuse_repeats(session: Session, plan: ContactPlan) -> None:
+def _refuse_repeats(session: Session, fields: Fields) -> None:
     """Identities repeated in the file (the unique indexes skipped the later rows), named with
     the first row that has them; runs only when fewer rows went in than were staged."""
     problems = Problems()
-    for col in [c for c in IDENTITIES if c in {f for f, _ in plan.fields}]:
+    for col in [c for c in IDENTITIES if c in {f for f, _ in fields}]:
         rows = session.execute(
             text(
                 f"SELECT s.row_no, d.first FROM {STAGE} s JOIN (SELECT {col} AS v, "  # noqa: S608
@@ -144,25 +158,28 @@ def _refuse_repeats(session: Session, plan: ContactPlan) -> None:
         raise ValidationError("duplicate contacts in the batch; nothing was stored", problems.items)
 
 
-def _insert_new(session: Session, plan: ContactPlan, staged: int) -> tuple[int, list[int]]:
+def _insert_new(session: Session, facts: FactTable, fields: Fields, staged: int) -> tuple[int, list[int]]:
     """Inserts the staged rows that name no contact already stored; returns how many went in
     and the row numbers of the others."""
     dialect = dialect_of(session)
     create_temp(session, FACTS, FACT_COLUMNS)
-    load_rows(session, FACTS, FACT_COLUMNS, plan.facts.rows(dialect))
-    plan.facts.summaries.store_profiles(session)
+    load_rows(session, FACTS, FACT_COLUMNS, facts.rows(dialect))
+    facts.summaries.store_profiles(session)
     before = session.execute(text("SELECT coalesce(max(id), 0) FROM contacts")).scalar_one()
-    result = session.execute(text(_insert_sql(plan, dialect)), {"now": ts_value(dialect, utcnow())})
+    if dialect == "postgresql":
+        # Temporary tables have no statistics until analysed: without them the planner guesses.
+        session.execute(text(f"ANALYZE {STAGE}, {FACTS}"))
+    result = session.execute(text(_insert_sql(fields, dialect)), {"now": ts_value(dialect, utcnow())})
     created = int(result.rowcount)  # type: ignore[attr-defined]
     if created == staged:
         return created, []
-    _refuse_repeats(session, plan)
-    return created, _not_inserted(session, plan, before)
+    _refuse_repeats(session, fields)
+    return created, _not_inserted(session, fields, before)
 
 
-def _insert_sql(plan: ContactPlan, dialect: str) -> str:
+def _insert_sql(fields: Fields, dialect: str) -> str:
     json_cast = "::json" if dialect == "postgresql" else ""
-    cells = [(c, k) for c, k in plan.fields if c != "fact_id"]
+    cells = [(c, k) for c, k in fields if c != "fact_id"]
     facts = [c for c, _ in FACT_COLUMNS if c != "id"]
     targets = [c for c, _ in cells] + facts + ["created_at", "updated_at"]
     values = [f"NULLIF(s.{c}, ''){json_cast if k == 'json' else ''}" for c, k in cells]
@@ -175,10 +192,10 @@ def _insert_sql(plan: ContactPlan, dialect: str) -> str:
     )
 
 
-def _not_inserted(session: Session, plan: ContactPlan, before: int) -> list[int]:
+def _not_inserted(session: Session, fields: Fields, before: int) -> list[int]:
     # A row that went in has all its identities on a contact newer than ``before``; a row that
     # was skipped has none there (the file has no repeats), so one probe per identity tells.
-    staged = {c for c, _ in plan.fields}
+    staged = {c for c, _ in fields}
     probes = " AND ".join(
         f"NOT EXISTS (SELECT 1 FROM contacts c WHERE c.{c} = s.{c} AND c.id > :before)"  # noqa: S608
         for c in IDENTITIES

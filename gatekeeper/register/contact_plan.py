@@ -19,7 +19,7 @@ core, and the staged row only holds its number.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from operator import itemgetter
@@ -28,9 +28,8 @@ from typing import Any
 from gatekeeper.domain.policy import Policy
 from gatekeeper.normalize import CoordinateError, normalise_email, normalise_phone
 from gatekeeper.register import clocks
-from gatekeeper.register.contacts import ADDRESS_FIELDS, CONTACT_SPECS, NESTED, ContactRecord
+from gatekeeper.register.contacts import ADDRESS_FIELDS, CONTACT_SPECS, NESTED, ContactRecord, parse_contact
 from gatekeeper.register.schema import Problems, apply_specs
-from gatekeeper.security import KeyedHasher
 from gatekeeper.sqlbulk import json_value, ts_value
 
 MAX_TEXT = 2000  # as schema.text
@@ -113,8 +112,8 @@ def facts_of(record: ContactRecord) -> Facts:
 class ContactPlan:
     """Compiled from one file's header; ``stage_row`` per row (see the module docstring)."""
 
-    def __init__(self, header: Sequence[str], facts: FactTable, hasher: KeyedHasher, region: str) -> None:
-        self.facts, self.hasher, self.region = facts, hasher, region
+    def __init__(self, header: Sequence[str], facts: FactTable, region: str) -> None:
+        self.facts, self.region = facts, region
         index = {name: i for i, name in enumerate(header)}
         # Duplicate or bare nested column names make the reference parser read rows differently
         # (last one wins, "expected an object"): such files take the reference path throughout.
@@ -137,9 +136,7 @@ class ContactPlan:
 
     def _staged_fields(self) -> list[tuple[str, str]]:
         """(column, kind) of the staging tuple after row_no, in the order ``stage_row`` builds."""
-        out: list[tuple[str, str]] = []
-        for field, _ in self.coordinates:
-            out += [(field, "text"), (f"{field}_hash", "text")]
+        out = [(f, "text") for f, _ in self.coordinates]
         out += [(f.replace(".", "_"), "text") for f, _ in self.texts]
         if self.address:
             out.append(("postal_address", "json"))
@@ -167,18 +164,17 @@ class ContactPlan:
         return (row, *coordinates, *texts, *self._json_cells(values), fact_id)
 
     def _coordinates(self, values: list[str]) -> list[str] | None:
-        """[value, keyed hash] per coordinate column ('' twice when empty); None if not plain."""
+        """The normalised value per coordinate column ('' when empty); None if not plain."""
         out: list[str] = []
         for kind, i in self.coordinates:
             raw = values[i]
             if not raw:
-                out += ("", "")
+                out.append("")
                 continue
             try:
-                value = normalise_email(raw) if kind == "email" else normalise_phone(raw, self.region)
+                out.append(normalise_email(raw) if kind == "email" else normalise_phone(raw, self.region))
             except CoordinateError:
                 return None
-            out += (value, self.hasher.coordinate(kind, value))
         return out
 
     def _json_cells(self, values: list[str]) -> tuple[str, ...]:
@@ -235,10 +231,7 @@ class ContactPlan:
 
     def stage_tuple(self, r: ContactRecord) -> tuple[Any, ...]:
         """The staging tuple of a record accepted by ``parse_contact``."""
-        coordinates: list[str] = []
-        for kind, _ in self.coordinates:
-            value = r.email if kind == "email" else r.phone
-            coordinates += (value, self.hasher.coordinate(kind, value)) if value else ("", "")
+        coordinates = [(r.email if kind == "email" else r.phone) or "" for kind, _ in self.coordinates]
         by_field = {
             "external_id": r.external_id,
             "first_name": r.first_name,
@@ -253,6 +246,36 @@ class ContactPlan:
         if self.attributes:
             json_cells += ((json_value(r.attributes) or "") if r.attributes else "",)
         return (r.row, *coordinates, *texts, *json_cells, self.facts.id_of(facts_of(r)))
+
+
+def staged_rows(
+    plan: ContactPlan,
+    header: list[str],
+    rows: Iterator[tuple[int, list[str]]],
+    problems: Problems,
+    tick: Callable[[int], None],
+) -> Iterator[tuple[Any, ...]]:
+    """Every valid row's staging tuple; problems collected for the others. ``tick(row)`` is
+    called before each row is read (progress)."""
+    for row, values in rows:
+        tick(row)
+        staged = plan.stage_row(row, values)
+        if staged is None:
+            staged = _reference(plan, header, row, values, problems)
+        # After the first problem the file will be refused: keep reading only to report.
+        if staged is not None and not problems:
+            yield staged
+
+
+def _reference(
+    plan: ContactPlan, header: list[str], row: int, values: list[str], problems: Problems
+) -> tuple[Any, ...] | None:
+    if len(values) > len(header):
+        problems.add(row, None, f"{len(values) - len(header)} more value(s) than header columns")
+        return None
+    # Missing trailing cells read as empty, as the dict per row always did.
+    record = parse_contact(dict(zip(header, values, strict=False)), row, problems, plan.region)
+    return None if record is None else plan.stage_tuple(record)
 
 
 def _getter(indexes: list[int]) -> Any:

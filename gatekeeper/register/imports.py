@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from gatekeeper.csvio import read_rows
 from gatekeeper.errors import ValidationError
 from gatekeeper.models import utcnow
-from gatekeeper.register.contact_import import import_contacts
+from gatekeeper.register.contact_import import PROGRESS_EVERY, import_contacts
 from gatekeeper.register.context import RegisterContext
 from gatekeeper.register.events import EventRecord, append_events, parse_event
 from gatekeeper.register.schema import Problems
@@ -23,9 +23,9 @@ from gatekeeper.register.suppressions import (
     parse_suppression,
 )
 
+__all__ = ["KINDS", "PROGRESS_EVERY", "count_rows", "import_file"]  # PROGRESS_EVERY: jobs, CLI
 KINDS = ("contacts", "events", "suppressions")
 Progress = Callable[[int], None]
-PROGRESS_EVERY = 10_000
 
 
 def count_rows(path: Path) -> int:
@@ -82,9 +82,7 @@ def _contacts(
     session: Session, path: Path, ctx: RegisterContext, _problems: Problems, progress: Progress
 ) -> dict[str, Any]:
     # Its own path (contact_import.py): a million-row list must not cost a dict per row.
-    return import_contacts(
-        session, path, ctx, progress, lambda p: _refuse(p, "contacts"), progress_every=PROGRESS_EVERY
-    )
+    return import_contacts(session, path, ctx, progress, lambda p: _refuse(p, "contacts"))
 
 
 def _events(

@@ -1,0 +1,129 @@
+"""A large contacts file is read and validated in a second process, so the importing process
+only stages rows: on two cores, parsing the next rows overlaps with storing the last ones.
+
+The child (``python -m gatekeeper.register.contact_worker``) runs the same ``staged_rows`` as
+the single-process path and writes pickled messages to its stdout: batches of staging tuples,
+then the problems it found and the facts it numbered. Keyed hashes are added by the parent: the
+hashing key stays in the process that owns it. A plain subprocess rather than
+``multiprocessing``: nothing of the caller's ``__main__`` is re-imported, and a threaded parent
+(web worker, job runner) is never forked.
+"""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from gatekeeper.csvio import CsvFormat, read_rows
+from gatekeeper.domain.policy import Policy
+from gatekeeper.errors import GatekeeperError, ValidationError
+from gatekeeper.register.contact_plan import ContactPlan, Facts, FactTable, staged_rows
+from gatekeeper.register.schema import Problems
+
+BATCH = 5_000  # rows per message: large enough to amortise the pipe, small enough to overlap
+Send = Callable[[tuple[Any, ...]], None]
+
+
+class ReaderError(RuntimeError):
+    """The reading process failed for a reason that is not the file's fault."""
+
+
+def staged_by_child(
+    path: Path,
+    fmt: CsvFormat,
+    policy: Policy,
+    region: str,
+    result: tuple[Problems, FactTable],
+    progress: Callable[[int], None],
+    progress_every: int,
+) -> Iterator[tuple[Any, ...]]:
+    """The staging tuples of ``path`` as read by a child process; on exhaustion ``result``
+    holds the child's problems and numbered facts."""
+    child = subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
+        [sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert child.stdin is not None and child.stdout is not None  # PIPE was asked for both
+    try:
+        with child.stdin:
+            pickle.dump((str(path), fmt, policy, region), child.stdin)
+        yield from _receive(child.stdout, result, progress, progress_every)
+    finally:
+        child.stdout.close()
+        try:
+            child.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # the parent stopped early (an error while storing)
+            child.kill()
+            child.wait()
+
+
+def _receive(
+    stream: IO[bytes],
+    result: tuple[Problems, FactTable],
+    progress: Callable[[int], None],
+    every: int,
+) -> Iterator[tuple[Any, ...]]:
+    reported = 0
+    while True:
+        try:
+            kind, *payload = pickle.load(stream)  # noqa: S301 - written by our own child
+        except EOFError:
+            raise ReaderError("the import's reading process ended without a result") from None
+        if kind == "rows":
+            rows, read = payload
+            yield from rows
+            while reported + every <= read:
+                reported += every
+                progress(reported)
+        elif kind == "end":
+            _merge(result, *payload)
+            return
+        elif kind == "invalid":
+            raise ValidationError(*payload)
+        else:
+            raise ReaderError(payload[0])
+
+
+def _merge(result: tuple[Problems, FactTable], problems: Problems, facts: dict[Facts, int]) -> None:
+    ours, table = result
+    ours.items[:], ours.total = problems.items, problems.total
+    table.ids.update(facts)
+
+
+def read_file(path: str, fmt: CsvFormat, policy: Policy, region: str, send: Send) -> None:
+    """The child's work: every message is (kind, *payload)."""
+    try:
+        header, rows = read_rows(Path(path), fmt)
+        plan = ContactPlan(header, FactTable(policy), region)
+        problems = Problems()
+        batch: list[tuple[Any, ...]] = []
+        read = [0]
+
+        def tick(row: int) -> None:
+            if row % BATCH == 0:
+                send(("rows", batch, row - 1))
+                batch.clear()  # send() pickled it already
+            read[0] = row
+
+        for staged in staged_rows(plan, header, rows, problems, tick):
+            batch.append(staged)
+        send(("rows", batch, read[0]))
+        send(("end", problems, plan.facts.ids))
+    except GatekeeperError as exc:
+        send(("invalid", exc.message, exc.details))
+    except Exception as exc:  # reported to the parent, which raises it
+        send(("crash", f"{type(exc).__name__}: {exc}"))
+
+
+def main() -> None:
+    path, fmt, policy, region = pickle.load(sys.stdin.buffer)  # noqa: S301 - from our parent
+    out = sys.stdout.buffer
+    read_file(path, fmt, policy, region, lambda message: pickle.dump(message, out, pickle.HIGHEST_PROTOCOL))
+    out.flush()
+
+
+if __name__ == "__main__":
+    main()
