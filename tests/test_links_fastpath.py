@@ -16,7 +16,7 @@ from sqlalchemy import text
 from test_links_helpers import FIREFOX, TODAY, add_contact, set_clock, signer
 
 from gatekeeper.links import fastpath
-from gatekeeper.links.clicks import plan_interest, store_interest
+from gatekeeper.links.clicks import plan_interest, store_at_once, store_interest
 from gatekeeper.links.connection import LinkConnections
 from gatekeeper.links.records import ContactCard, Raw, load_card
 from gatekeeper.links.service import Skeleton
@@ -216,3 +216,38 @@ def test_the_kept_connection_sees_what_other_connections_commit(app: Flask, paul
         conn.execute(text("UPDATE contacts SET first_name = 'Pierre' WHERE id = :c"), {"c": paul})
     with borrowed(app) as raw:
         assert raw.one("SELECT first_name FROM contacts WHERE id = ?", (paul,)) == ("Pierre",)
+
+
+def test_on_postgresql_a_click_is_one_statement_and_a_missed_compare_and_set_is_completed(
+    app: Flask, paul: int
+) -> None:
+    policy = app.extensions["gatekeeper.context"].policy
+    stale = card_of(app, paul)
+    with borrowed(app) as raw:
+        fresh = plan_interest(
+            raw, policy, card_of(app, paul), claims_for(paul), method="GET", user_agent=FIREFOX, now=TODAY
+        )
+        late = plan_interest(
+            raw,
+            policy,
+            stale,
+            claims_for(paul),
+            method="GET",
+            user_agent=FIREFOX,
+            now=TODAY - timedelta(minutes=1),
+        )
+        at_once = store_at_once(raw, fresh)
+        assert at_once is (raw.dialect == "postgresql")  # SQLite has no INSERT inside WITH
+        if not at_once:
+            raw.begin()
+            store_interest(raw, policy, fresh)
+            raw.commit()
+        assert not store_at_once(raw, late)  # the row moved since ``stale`` was read
+        raw.begin()
+        store_interest(raw, policy, late)  # completes it: the same event is not stored twice
+        raw.commit()
+    with app.extensions["gatekeeper.db"].engine.connect() as conn:
+        n = conn.execute(text("SELECT COUNT(*) FROM events WHERE type = 'interest'")).scalar_one()
+    assert n == 2
+    assert read_anchor(app, paul) == TODAY
+    assert refreshed_row(app, paul) == contact_row(app, paul)

@@ -20,7 +20,6 @@ from typing import Any
 
 from gatekeeper.domain.policy import Policy
 from gatekeeper.domain.retention import (
-    RetentionClock,
     clock_after_interest,
     compute_clock,
     interest_counts,
@@ -42,8 +41,9 @@ class Interest:
     card: ContactCard
     event: tuple[Any, ...]  # the INSERT's parameters
     counts: bool
-    stored: RetentionClock | None  # the clock as read with the card
-    clock: RetentionClock | None  # where it moves; None: recompute from all the facts
+    recompute: bool  # no usable stored clock: every fact decides (``compute_clock``)
+    as_read: tuple[Any, ...]  # the clock columns as read with the card, to compare-and-set
+    move: tuple[Any, ...] | None  # the UPDATE's parameters; None when the clock stays
 
 
 def plan_interest(
@@ -79,11 +79,18 @@ def plan_interest(
         at,
     )
     stored = card.stored_clock
-    clock = None
-    if counts and stored is not None and not card.refused:
-        # A refused reconsent's instant is not in the clock: such a contact is recomputed.
+    # A refused reconsent's instant is not in the clock: such a contact is recomputed.
+    recompute = stored is None or card.refused
+    anchor_at, anchor_kind = card.stored_anchor
+    as_read = (card.id, card.clock, anchor_at, anchor_kind)
+    move = None
+    if counts and stored is not None and not recompute:
         clock = clock_after_interest(stored, card.audience, claims.purpose, now, policy)
-    return Interest(card, event, counts, stored, clock)
+        if clock is not stored:
+            moved = (clock.anchor_at, clock.deadline, clock.reconsent_at)
+            anchor, deadline, reconsent = (raw.ts(t) for t in moved)
+            move = (anchor, clock.anchor_kind, deadline, reconsent, *as_read)
+    return Interest(card, event, counts, recompute, as_read, move)
 
 
 def store_interest(raw: Raw, policy: Policy, interest: Interest) -> None:
@@ -91,22 +98,26 @@ def store_interest(raw: Raw, policy: Policy, interest: Interest) -> None:
     raw.run(_INSERT_INTEREST, interest.event)
     if not interest.counts:
         return
-    card, stored, clock = interest.card, interest.stored, interest.clock
-    if clock is None or stored is None:
-        _refresh_clock(raw, policy, card)
-        return
-    anchor_at, anchor_kind = card.stored_anchor
-    as_read = (card.id, stored.clock, anchor_at, anchor_kind)
-    if clock.anchor_at == stored.anchor_at and clock.anchor_kind == stored.anchor_kind:
+    if interest.recompute:
+        _refresh_clock(raw, policy, interest.card)
+    elif interest.move is None:
         # An older interest: nothing to write, provided the row is still as it was read.
-        if raw.one(_STILL_AS_READ, as_read) is None:
-            _refresh_clock(raw, policy, card)
-        return
-    moved = (raw.ts(clock.anchor_at), clock.anchor_kind, raw.ts(clock.deadline), raw.ts(clock.reconsent_at))
-    if raw.count(_MOVE_CLOCK, moved + as_read) == 0:
+        if raw.one(_STILL_AS_READ, interest.as_read) is None:
+            _refresh_clock(raw, policy, interest.card)
+    elif raw.count(_MOVE_CLOCK, interest.move) == 0:
         # Another writer changed the clock since the card was read (a click of the same person
         # in the other worker, a purchase imported): recompute from all the facts.
-        _refresh_clock(raw, policy, card)
+        _refresh_clock(raw, policy, interest.card)
+
+
+def store_at_once(raw: Raw, interest: Interest) -> bool:
+    """PostgreSQL, autocommit: the event and the moved clock in one statement, so one round
+    trip and one transaction. False when that does not apply or the compare-and-set missed;
+    the event may then be stored already, and ``store_interest`` in a transaction completes
+    the click (its INSERT finds the same dedupe key and does nothing)."""
+    if interest.move is None or raw.dialect != "postgresql":
+        return False
+    return raw.count(_INSERT_AND_MOVE, interest.event + interest.move) > 0
 
 
 def record_interest(
@@ -136,6 +147,8 @@ _MOVE_CLOCK = (
     "UPDATE contacts SET clock_anchor_at = ?, clock_anchor_kind = ?, deadline = ?, reconsent_at = ?"  # noqa: S608 - constant
     f" WHERE {_AS_READ}"
 )
+# A data-modifying WITH runs whether or not it is referenced (PostgreSQL only).
+_INSERT_AND_MOVE = f"WITH inserted AS ({_INSERT_INTEREST} RETURNING id) {_MOVE_CLOCK}"
 
 
 def _lock_contact(raw: Raw, contact_id: int) -> None:

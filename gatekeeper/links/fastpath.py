@@ -20,7 +20,7 @@ from urllib.parse import parse_qs
 from werkzeug.urls import iri_to_uri
 
 from gatekeeper.links import i18n
-from gatekeeper.links.clicks import plan_interest, store_interest
+from gatekeeper.links.clicks import Interest, plan_interest, store_at_once, store_interest
 from gatekeeper.links.connection import LinkConnections
 from gatekeeper.links.headers import security_headers
 from gatekeeper.links.records import ContactCard, PageCard, Raw, load_card, load_page_card
@@ -166,23 +166,27 @@ class _Request:
                 user_agent=self.environ.get("HTTP_USER_AGENT"),
                 now=self.s.now(),
             )
-            # SQLite: BEGIN IMMEDIATE waits for the other worker's write (busy_timeout), then
-            # holds the write lock for four statements. A lock file in front of it (to wake
-            # the next writer without the busy handler's sleeps) measured worse: under load a
-            # descheduled holder convoys every writer (click p99 ~110 ms against ~25-45 ms).
-            raw.begin()
-            try:
-                store_interest(raw, self.s.context.policy, interest)
-                raw.commit()
-            except BaseException:
-                raw.rollback()
-                raise
+            if not store_at_once(raw, interest):
+                self.store(raw, interest)
             self.fast.connections.wrote(raw)
         except Exception:
             # The person must still reach the page they clicked: a click that could not be
             # stored (database locked too long, down) only leaves the clock a little early,
             # which is the cautious side. Logged for the operator.
             logger.exception("tracked click of contact %s not recorded", claims.contact_id)
+
+    def store(self, raw: Raw, interest: Interest) -> None:
+        # SQLite: BEGIN IMMEDIATE waits for the other worker's write (busy_timeout), then
+        # holds the write lock for four statements. A lock file in front of it (to wake
+        # the next writer without the busy handler's sleeps) measured worse: under load a
+        # descheduled holder convoys every writer (click p99 ~110 ms against ~25-45 ms).
+        raw.begin()
+        try:
+            store_interest(raw, self.s.context.policy, interest)
+            raw.commit()
+        except BaseException:
+            raw.rollback()
+            raise
 
     def unsubscribe_page(self, claims: LinkClaims, card: PageCard) -> Iterable[bytes]:
         prefs = self.s.signer.preferences(claims.contact_id, claims.campaign_id)
