@@ -4,7 +4,8 @@ new contacts in one statement and hand the contacts already in the register to t
 Theory of operation.
 1. Stream the file through a ``ContactPlan`` (compiled from its header) into a temporary table
    holding only the file's own columns and a number for the row's discrete facts; rows the plan
-   does not vouch for go through the reference ``parse_contact``. Temporary tables take no
+   does not vouch for go through the reference ``parse_contact``. From 16 MiB a second process
+   reads and validates (contact_worker.py) while this one stages. Temporary tables take no
    lock on the register, so the job's progress (written by another connection) keeps moving
    on SQLite.
 2. Any invalid row refuses the whole file: nothing was written.

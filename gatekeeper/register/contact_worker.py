@@ -11,6 +11,7 @@ hashing key stays in the process that owns it. A plain subprocess rather than
 
 from __future__ import annotations
 
+import os
 import pickle
 import subprocess
 import sys
@@ -121,8 +122,16 @@ def read_file(path: str, fmt: CsvFormat, policy: Policy, region: str, send: Send
 def main() -> None:
     path, fmt, policy, region = pickle.load(sys.stdin.buffer)  # noqa: S301 - from our parent
     out = sys.stdout.buffer
-    read_file(path, fmt, policy, region, lambda message: pickle.dump(message, out, pickle.HIGHEST_PROTOCOL))
-    out.flush()
+
+    def send(message: tuple[Any, ...]) -> None:
+        pickle.dump(message, out, pickle.HIGHEST_PROTOCOL)
+
+    try:
+        read_file(path, fmt, policy, region, send)
+        out.flush()
+    except BrokenPipeError:
+        # The parent stopped reading (it failed while storing rows): nobody is left to tell.
+        os._exit(1)
 
 
 if __name__ == "__main__":
