@@ -29,10 +29,11 @@ import hmac
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from functools import lru_cache
+from typing import Any, Literal, NamedTuple, Protocol
 
 Kind = Literal[
     "click", "open", "unsubscribe", "hard_bounce", "soft_bounce", "complaint", "delivered", "other"
@@ -84,8 +85,10 @@ class InboundRequest:
         return None
 
 
-@dataclass(frozen=True, slots=True)
-class NormalizedEvent:
+class NormalizedEvent(NamedTuple):
+    """One provider event in our terms. A named tuple, immutable like a frozen dataclass but
+    built several times faster: a SendGrid batch makes 500 of them per request."""
+
     provider: str
     kind: Kind
     provider_event: str
@@ -197,6 +200,7 @@ def load_json(body: bytes) -> Any:
 
 _DECODER = json.JSONDecoder()
 _BLANK = re.compile(r"[ \t\n\r]*")  # JSON's own whitespace
+_BLANKS = frozenset(" \t\n\r")
 
 
 def json_array_items(body: bytes) -> list[tuple[dict[str, Any], str]]:
@@ -224,21 +228,25 @@ def json_array_items(body: bytes) -> list[tuple[dict[str, Any], str]]:
 
 def _array_items(document: str, at: int, items: list[tuple[dict[str, Any], str]]) -> int:
     """Decode the items from ``at`` up to the closing bracket; the index after it."""
+    scan: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
     while True:
         try:
-            item, end = _DECODER.raw_decode(document, at)
-        except (ValueError, RecursionError) as exc:
-            raise PayloadError(f"body is not JSON: {exc}") from exc
+            item, end = scan(document, at)  # raw_decode without its Python wrapper
+        except (StopIteration, ValueError, RecursionError) as exc:
+            raise PayloadError(f"body is not JSON at character {at}: {exc!r}") from exc
         if not isinstance(item, dict):
             raise PayloadError("every event must be a JSON object")
         items.append((item, document[at:end]))
-        at = _blank(document, end)
-        separator = document[at : at + 1]
+        if document[end : end + 1] in _BLANKS:
+            end = _blank(document, end)
+        separator = document[end : end + 1]
         if separator == "]":
-            return at + 1
+            return end + 1
         if separator != ",":
             raise PayloadError("body is not JSON: expected ',' or ']' between events")
-        at = _blank(document, at + 1)
+        at = end + 1
+        if document[at : at + 1] in _BLANKS:
+            at = _blank(document, at)
 
 
 def _blank(document: str, at: int) -> int:
@@ -300,6 +308,7 @@ def parse_timestamp(value: Any) -> datetime:
     raise PayloadError(f"unreadable timestamp: {value!r}")
 
 
+@lru_cache(maxsize=4096)  # the events of a batch share a few instants: build each once
 def _from_epoch(seconds: float) -> datetime:
     if not math.isfinite(seconds):
         raise PayloadError("timestamp is not finite")
@@ -313,7 +322,10 @@ def _from_epoch(seconds: float) -> datetime:
 
 def dedupe_key(provider: str, *parts: object) -> str:
     """``provider:part|part…``; hashed with SHA-256 when it would exceed 255 characters."""
-    body = "|".join("" if part is None else str(part) for part in parts)
+    if len(parts) == 1 and type(parts[0]) is str:  # one provider id: the usual case
+        body = parts[0]
+    else:
+        body = "|".join("" if part is None else str(part) for part in parts)
     key = f"{provider}:{body}"
     if len(key) <= MAX_DEDUPE_KEY_LENGTH:
         return key
