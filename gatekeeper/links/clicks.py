@@ -32,6 +32,9 @@ from gatekeeper.register.schema import dedupe_key
 from gatekeeper.sqlbulk import read_json, read_ts
 from gatekeeper.timeparse import isoformat
 
+# json.dumps(data, separators=(",", ":"), ensure_ascii=False) without an encoder built per call.
+_compact_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
 
 @dataclass(frozen=True, slots=True)
 class Interest:
@@ -74,7 +77,7 @@ def plan_interest(
     event = (
         card.id,
         at,
-        json.dumps(data, separators=(",", ":"), ensure_ascii=False),
+        _compact_json(data),
         dedupe_key("contact_id", card.id, "interest", data),
         at,
     )

@@ -73,9 +73,10 @@ class LinkConnections:
                 raw.connection.close()
 
     def wrote(self, raw: Raw) -> None:
-        """Count a committed write; every ``CHECKPOINT_EVERY``, copy the WAL into the file."""
+        """Count a committed write; at the first and then every ``CHECKPOINT_EVERY``, copy the
+        WAL into the file (the first too, so that short-lived workers still checkpoint)."""
         self._writes += 1
-        if raw.dialect == "sqlite" and self._writes % CHECKPOINT_EVERY == 0:
+        if raw.dialect == "sqlite" and (self._writes - 1) % CHECKPOINT_EVERY == 0:
             raw.run("PRAGMA wal_checkpoint(PASSIVE)")
 
     def _open(self) -> Any:
