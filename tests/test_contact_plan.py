@@ -157,3 +157,34 @@ def test_the_facts_of_equal_rows_are_numbered_once(ctx: RegisterContext, tmp_pat
         plan.stage_row(n + 1, [f"u{n}@example.fr", f"2025-01-0{1 + n % 2}", "b2b"])
     assert len(facts.ids) == 2
     assert len(list(facts.rows("sqlite"))) == 2
+
+
+def test_fact_rows_hold_what_the_register_stores_for_a_new_contact(ctx: RegisterContext) -> None:
+    # Reference: clocks.NewContactSummaries, the memo the upsert uses for contacts without events.
+    from datetime import UTC, datetime, timedelta
+
+    from gatekeeper.register.clocks import NewContactSummaries
+    from gatekeeper.register.contact_plan import Facts
+    from gatekeeper.sqlbulk import json_value, ts_value
+
+    facts = FactTable(ctx.policy)
+    start = datetime(2024, 2, 29, 23, 30, tzinfo=UTC)
+    for n in range(60):
+        facts.id_of(
+            Facts(
+                ("b2c", "b2b")[n % 2],
+                (("médecin",), ())[n % 3 == 0],
+                start + timedelta(days=n * 11, seconds=n * 37),
+                (None, "shop")[n % 4 == 0],
+                ("direct", "purchase", "broker")[n % 3],
+                ("marketing", "customer_service")[n % 5 == 0],
+                (None, "America/Cayenne")[n % 7 == 0],
+            )
+        )
+    reference = NewContactSummaries(ctx.policy)
+    for row, (f, fid) in zip(facts.rows("sqlite"), facts.ids.items(), strict=True):
+        s = reference.for_record(f)
+        ts = [ts_value("sqlite", t) for t in (s.anchor_at, s.deadline, s.reconsent_at)]
+        expected = (s.clock, ts[0], s.anchor_kind, ts[1], ts[2], s.profile_key, json_value(s.instants))
+        assert row[0] == fid and row[8:] == expected
+    assert facts.profiles == reference.profiles

@@ -165,7 +165,7 @@ def _insert_new(session: Session, facts: FactTable, fields: Fields, staged: int)
     dialect = dialect_of(session)
     create_temp(session, FACTS, FACT_COLUMNS)
     load_rows(session, FACTS, FACT_COLUMNS, facts.rows(dialect))
-    facts.summaries.store_profiles(session)
+    facts.store_profiles(session)
     before = session.execute(text("SELECT coalesce(max(id), 0) FROM contacts")).scalar_one()
     if dialect == "postgresql":
         # Temporary tables have no statistics until analysed: without them the planner guesses.
