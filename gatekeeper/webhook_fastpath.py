@@ -11,7 +11,7 @@ a length or over the limit) goes on to the Flask blueprint, which answers as bef
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -23,6 +23,7 @@ WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 PREFIX = "/webhooks/"
 # Headers that WSGI keeps outside HTTP_*: adapters read Content-Type (Mandrill's form body).
 _PLAIN_HEADERS = {"CONTENT_TYPE": "Content-Type", "CONTENT_LENGTH": "Content-Length"}
+_JSON = json.JSONEncoder(separators=(",", ":"))  # built once: json.dumps with options builds one per call
 
 
 class FastWebhooks:
@@ -41,12 +42,12 @@ class FastWebhooks:
         inbound = InboundRequest(
             method="POST",
             url=self.service.external_url(path, environ.get("QUERY_STRING", "")),
-            headers=_headers(environ),
+            headers=EnvironHeaders(environ),
             body=environ["wsgi.input"].read(length) if length else b"",  # the raw bytes, signed
             remote_addr=environ.get("REMOTE_ADDR"),
         )
         status, body = self.service.receive(provider, inbound)
-        data = json.dumps(body, separators=(",", ":")).encode()
+        data = _JSON.encode(body).encode()
         start_response(
             f"{status} {HTTPStatus(status).phrase}",
             [("Content-Type", "application/json"), ("Content-Length", str(len(data)))],
@@ -65,10 +66,28 @@ def _length(environ: dict[str, Any]) -> int | None:
     return length if length >= 0 else None
 
 
-def _headers(environ: dict[str, Any]) -> dict[str, str]:
-    """The request headers by their usual names (as werkzeug spells them)."""
-    found = {name: environ[key] for key, name in _PLAIN_HEADERS.items() if environ.get(key)}
-    for key, value in environ.items():
-        if key.startswith("HTTP_"):
-            found[key[5:].replace("_", "-").title()] = value
-    return found
+class EnvironHeaders(Mapping[str, str]):
+    """The request headers, read from the WSGI environ only when an adapter asks (Mailgun never
+    does), by any case of their name."""
+
+    __slots__ = ("environ",)
+
+    def __init__(self, environ: dict[str, Any]) -> None:
+        self.environ = environ
+
+    def __getitem__(self, name: str) -> str:
+        key = name.upper().replace("-", "_")
+        value = self.environ.get(key if key in _PLAIN_HEADERS else "HTTP_" + key)
+        if value is None:
+            raise KeyError(name)
+        return str(value)
+
+    def __iter__(self) -> Iterator[str]:
+        for key in self.environ:
+            if key.startswith("HTTP_"):
+                yield key[5:].replace("_", "-").title()  # as werkzeug spells them
+            elif key in _PLAIN_HEADERS and self.environ[key]:
+                yield _PLAIN_HEADERS[key]
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)

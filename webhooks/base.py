@@ -78,6 +78,9 @@ class InboundRequest:
 
     def header(self, name: str) -> str | None:
         """Header value by case-insensitive name, or None."""
+        found = self.headers.get(name)  # as spelt: the usual case, one look-up
+        if found is not None:
+            return found
         wanted = name.lower()
         for key, value in self.headers.items():
             if key.lower() == wanted:

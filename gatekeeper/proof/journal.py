@@ -107,11 +107,38 @@ def chain_hash(
     payload_digest: str,
     prev_hash: str,
 ) -> str:
+    return _entry_hash(
+        register,
+        seq,
+        isoformat(at),
+        kind,
+        subject_ref,
+        subject_hash,
+        fact_table,
+        fact_id,
+        payload_digest,
+        prev_hash,
+    )
+
+
+def _entry_hash(
+    register: str,
+    seq: int,
+    at: str | None,
+    kind: str,
+    subject_ref: str,
+    subject_hash: str | None,
+    fact_table: str | None,
+    fact_id: int | None,
+    payload_digest: str,
+    prev_hash: str,
+) -> str:
+    """``chain_hash`` with the instant already in its canonical text (a batch shares one)."""
     encoded = canonical(
         [
             register,
             seq,
-            isoformat(at),
+            at,
             kind,
             subject_ref,
             subject_hash,
@@ -187,7 +214,7 @@ def write_sql(
     salts = salts_sql(
         sql, {f.contact_id for f in facts if f.coordinate and f.salt is None and f.contact_id is not None}
     )
-    stored_at = sql.ts(at)
+    stored_at, at_text = sql.ts(at), isoformat(at)
     rows, positions = [], []
     for fact in facts:
         salt = fact.salt or (salts.get(fact.contact_id) if fact.contact_id is not None else None)
@@ -196,10 +223,10 @@ def write_sql(
         )
         digest = fact_digest(hasher, fact.payload)
         seq = head.seq + 1
-        entry_hash = chain_hash(
+        entry_hash = _entry_hash(
             head.register,
             seq,
-            at,
+            at_text,
             fact.kind,
             fact.subject_ref,
             subject_hash,

@@ -25,6 +25,7 @@ from gatekeeper.register.delivery_plan import Consequence, DeliveryPlan, FactRow
 from gatekeeper.register.rawsql import Sql
 from gatekeeper.register.suppressions import SuppressionRecord, upsert_suppressions
 from gatekeeper.sqlbulk import json_value
+from gatekeeper.timeparse import isoformat
 
 # Rows per multi-row INSERT: 9 columns x 1,000 stays far under SQLite's 32,766 parameters.
 INSERT_CHUNK = 1_000
@@ -102,7 +103,8 @@ def insert_facts(sql: Sql, rows: list[FactRow], now: datetime) -> list[journal.F
                 "id": ids[f.key],
                 "contact_id": f.contact_id,
                 "type": f.type,
-                "occurred_at": f.at,
+                # Its canonical text, as the digest encodes the datetime: the same digest.
+                "occurred_at": isoformat(f.at),
                 "data": f.data,
                 "dedupe_key": f.key,
             },
