@@ -42,12 +42,6 @@ def peak_rss_mib() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
-def peak_child_rss_mib() -> int:
-    """The largest peak RSS of the finished child processes (a large import's reading process):
-    the memory bound applies to each process."""
-    return int(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
-
-
 def ins_baseline(rows: int, workdir: Path) -> float:
     """INS (PERFORMANCE.md): SQLite executemany of N tuples into a table with a unique index,
     one transaction. Returns rows per second."""

@@ -1,7 +1,5 @@
 """Import N generated contacts from a CSV file (validated, normalised, clock computed) and
-compare rows/s with the INS baseline measured in the same run (PERFORMANCE.md). Files from
-16 MiB (about 200,000 rows here) are read by a second process: its peak memory is reported
-as ``peak_rss_child_mib``.
+compare rows/s with the INS baseline measured in the same run (PERFORMANCE.md).
 
     .venv/bin/python bench/import.py --rows 1000000
 """
@@ -15,18 +13,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (
-    CITIES,
-    FIRST,
-    LAST,
-    email_of,
-    emit,
-    fresh_pg,
-    ins_baseline,
-    peak_child_rss_mib,
-    peak_rss_mib,
-    timed,
-)
+from _common import CITIES, FIRST, LAST, email_of, emit, fresh_pg, ins_baseline, peak_rss_mib, timed
 
 from gatekeeper.config import load_settings
 from gatekeeper.db import Database
@@ -113,7 +100,6 @@ def main() -> None:
                     "ratio": round(rate / ins, 3),
                     "target_min": 0.4,
                     "peak_rss_mib": peak_rss_mib(),
-                    "peak_rss_child_mib": peak_child_rss_mib(),
                 }
             )
     emit(figures)
