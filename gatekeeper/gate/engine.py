@@ -20,10 +20,8 @@ every rule that gives those comparisons a meaning lives in gatekeeper.domain.
 from __future__ import annotations
 
 import json
-import threading
-from collections import defaultdict, deque
+from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import islice
@@ -117,8 +115,6 @@ class Decider:
         # Named by external_id, a contact without the channel's coordinate cannot be reached.
         self.needs = None if campaign.channel == "postal" else f"has_{coordinate_kind(campaign.channel)}"
         self.profiles: dict[str, GateProfile] = {}
-        # The probe thread and a memo miss (which may read a gate profile) share one connection.
-        self.db_lock = threading.Lock()
         self.memo: dict[tuple[Any, ...], Verdict] = {}
         self.staged = Staged()
         # Sets of strings, one per kind: the garbage collector does not track strings, while a
@@ -145,47 +141,32 @@ class Decider:
     def decide_chunks(
         self, chunks: Iterable[tuple[T, Sequence[Recipient]]]
     ) -> Iterator[tuple[T, list[Decided | None]]]:
-        """Each chunk (with the caller's payload) and its verdicts, None for a repeat.
+        """Each chunk (with the caller's payload, e.g. the file rows) and its verdicts.
 
-        While Python decides one chunk, a second thread already reads the register for the
-        next: SQLite and PostgreSQL do their index searches without holding the GIL, so on two
-        cores the probes mostly vanish behind the per-row work."""
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gate-probe") as pool:
-            pending: deque[tuple[T, list[Recipient | None], Future[_Read]]] = deque()
-            for payload, chunk in chunks:
-                fresh, marked = self._first_occurrences(chunk)
-                pending.append((payload, marked, pool.submit(self._read, fresh)))
-                if len(pending) > 1:
-                    yield self._verdicts(*pending.popleft())
-            while pending:
-                yield self._verdicts(*pending.popleft())
+        Measured and dropped: reading the next chunk's facts in a second thread. SQLite hands
+        the GIL back and forth once per row fetched, and the ping-pong cost more than the
+        overlap saved (the thread was slower on both databases)."""
+        for payload, chunk in chunks:
+            yield payload, self.decide_chunk(chunk)
 
     def decide_chunk(self, chunk: Sequence[Recipient]) -> list[Decided | None]:
         """One verdict per recipient of the chunk, None for a repeat of an earlier one."""
         fresh, marked = self._first_occurrences(chunk)
         return self._decide_read(marked, self._read(fresh))
 
-    def _verdicts(
-        self, payload: T, marked: list[Recipient | None], read: Future[_Read]
-    ) -> tuple[T, list[Decided | None]]:
-        return payload, self._decide_read(marked, read.result())
-
     def _read(self, fresh: list[Recipient]) -> _Read:
-        """What the register says about these recipients (safe to run in the probe thread)."""
+        """What the register says about these recipients: three indexed statements."""
         probe, as_of, send = self.probe, self.as_of_v, self.send_v
-        with self.db_lock:
-            found = {
-                kind: probe.contacts(
-                    kind, {r.value for r in fresh if r.kind == kind and r.value}, as_of, send
-                )
-                for kind in {r.kind for r in fresh}
-            }
-            named = [(r, found[r.kind].get(r.value) if r.value else None) for r in fresh]
-            hashes = [self._hashes(r, c) for r, c in named]
-            supp = probe.suppressions(as_of, {h for hs in hashes for h in hs})
-            attempts = (
-                probe.attempts(self.since_v, send, {c.id for _, c in named if c}) if self.phone_like else {}
-            )
+        found = {
+            kind: probe.contacts(kind, {r.value for r in fresh if r.kind == kind and r.value}, as_of, send)
+            for kind in {r.kind for r in fresh}
+        }
+        named = [(r, found[r.kind].get(r.value) if r.value else None) for r in fresh]
+        hashes = [self._hashes(r, c) for r, c in named]
+        supp = probe.suppressions(as_of, {h for hs in hashes for h in hs})
+        attempts = (
+            probe.attempts(self.since_v, send, {c.id for _, c in named if c}) if self.phone_like else {}
+        )
         return _Read(named, hashes, supp, attempts)
 
     def _decide_read(self, marked: list[Recipient | None], read: _Read) -> list[Decided | None]:
@@ -324,10 +305,9 @@ class Decider:
 
     def _profile(self, key: str) -> GateProfile:
         if key not in self.profiles:
-            with self.db_lock:
-                data = self.session.execute(
-                    text("SELECT data FROM gate_profiles WHERE key = :k"), {"k": key}
-                ).scalar_one()
+            data = self.session.execute(
+                text("SELECT data FROM gate_profiles WHERE key = :k"), {"k": key}
+            ).scalar_one()
             self.profiles[key] = from_data(GateProfile, read_json(data))
         return self.profiles[key]
 

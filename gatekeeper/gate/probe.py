@@ -57,14 +57,23 @@ def _contact_columns(postgres: bool) -> str:
         if postgres
         else "json_array_length(instants, '$.contracts')"
     )
+    raw = _RAW_PG if postgres else _RAW
+    # {p}: the placeholders of as_of, as_of and the send, filled in by RegisterProbe._fetch.
     return (
         "id, profile_key, deadline IS NULL, COALESCE(deadline <= {p}, FALSE),"
         " COALESCE(reconsent_at <= {p}, FALSE), COALESCE(deadline <= {p}, FALSE),"
         " refused_at IS NOT NULL, anonymised_at IS NOT NULL,"
         f" COALESCE({contracts}, -1) <> 0, email_hash, phone_hash,"
-        " email IS NOT NULL, phone IS NOT NULL,"
-        " deadline, reconsent_at, instants, clock, clock_anchor_at, clock_anchor_kind"
+        f" email IS NOT NULL, phone IS NOT NULL, {raw}"
     )
+
+
+# Read back only on a memo miss or for the retention view: as text, because psycopg would
+# otherwise build a datetime per timestamp and parse every JSON document of a million rows.
+_RAW = "deadline, reconsent_at, instants, clock, clock_anchor_at, clock_anchor_kind"
+_RAW_PG = (
+    "deadline::text, reconsent_at::text, instants::text, clock, clock_anchor_at::text, clock_anchor_kind"
+)
 
 
 class RegisterProbe:
