@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from gatekeeper.config import load_settings
-from gatekeeper.register.contact_plan import ContactPlan, FactTable
+from gatekeeper.register.contact_facts import FactTable
+from gatekeeper.register.contact_plan import ContactPlan
 from gatekeeper.register.contacts import parse_contact
 from gatekeeper.register.context import RegisterContext, context_from
 from gatekeeper.register.schema import Problems
@@ -164,7 +165,7 @@ def test_fact_rows_hold_what_the_register_stores_for_a_new_contact(ctx: Register
     from datetime import UTC, datetime, timedelta
 
     from gatekeeper.register.clocks import NewContactSummaries
-    from gatekeeper.register.contact_plan import Facts
+    from gatekeeper.register.contact_facts import Facts
     from gatekeeper.sqlbulk import json_value, ts_value
 
     facts = FactTable(ctx.policy)

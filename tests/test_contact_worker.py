@@ -13,7 +13,7 @@ from gatekeeper.config import load_settings
 from gatekeeper.csvio import detect_format
 from gatekeeper.errors import ValidationError
 from gatekeeper.register import contact_worker
-from gatekeeper.register.contact_plan import FactTable
+from gatekeeper.register.contact_facts import FactTable
 from gatekeeper.register.context import RegisterContext, context_from
 from gatekeeper.register.schema import Problems
 

@@ -30,7 +30,8 @@ from sqlalchemy.orm import Session
 from gatekeeper.csvio import CsvFormat, detect_format, read_header, read_rows
 from gatekeeper.errors import ValidationError
 from gatekeeper.models import utcnow
-from gatekeeper.register.contact_plan import ContactPlan, FactTable, staged_rows
+from gatekeeper.register.contact_facts import FactTable
+from gatekeeper.register.contact_plan import ContactPlan, staged_rows
 from gatekeeper.register.contact_worker import staged_by_child
 from gatekeeper.register.contacts import parse_contact, upsert_contacts
 from gatekeeper.register.context import RegisterContext

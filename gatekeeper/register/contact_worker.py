@@ -22,7 +22,8 @@ from typing import IO, Any
 from gatekeeper.csvio import CsvFormat, read_rows
 from gatekeeper.domain.policy import Policy
 from gatekeeper.errors import GatekeeperError, ValidationError
-from gatekeeper.register.contact_plan import ContactPlan, Facts, FactTable, staged_rows
+from gatekeeper.register.contact_facts import Facts, FactTable
+from gatekeeper.register.contact_plan import ContactPlan, staged_rows
 from gatekeeper.register.schema import Problems
 
 BATCH = 5_000  # rows per message: large enough to amortise the pipe, small enough to overlap
