@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -348,6 +349,24 @@ def test_a_500_event_batch_is_stored_in_one_request_and_only_once(gk: Harness) -
     assert gk.count("webhook_events") == 500
     assert gk.count("suppressions") == 200  # 100 hard bounces and 100 unsubscribes
     assert [f.type for f in gk.facts(contact_id)] == ["interest"]
+
+
+def test_a_batch_delivered_twice_at_the_same_time_is_stored_once(gk: Harness) -> None:
+    contact_id = gk.contact(RECIPIENT["sendgrid"])
+    (click,) = payload("sendgrid", "click")
+    batch = [click | {"sg_event_id": f"twin-{i}", "timestamp": 1_715_000_000 + i} for i in range(300)]
+    data, headers = gk.signer.sign("sendgrid", batch)
+
+    def deliver(_: int) -> TestResponse:
+        return gk.app.test_client().post("/webhooks/sendgrid", data=data, headers=headers)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:  # each worker thread, its own connection
+        answers = list(pool.map(deliver, range(2)))
+    assert [a.status_code for a in answers] == [200, 200]
+    assert sum(a.json["stored"] for a in answers) == 300  # type: ignore[index]
+    assert gk.count("webhook_events") == 300
+    assert len(gk.facts(contact_id)) == 300
+    assert gk.deadline(contact_id) == isoformat(add_years(datetime.fromtimestamp(1_715_000_299, UTC), 3))
 
 
 def test_a_mailgun_request_replayed_byte_for_byte_is_dropped_with_406(gk: Harness) -> None:

@@ -287,7 +287,9 @@ def refresh_after_interest(sql: Sql, latest: Mapping[int, datetime], policy: Pol
 
 
 def _contacts(sql: Sql, ids: list[int], lock: bool, extra: str = "") -> list[Any]:
-    suffix = " ORDER BY id FOR UPDATE" if lock and sql.dialect == "postgresql" else ""
+    # NO KEY UPDATE: serialises two recomputations of a contact without waiting on the key-share
+    # locks that inserting its events (foreign keys) takes; in id order, so no deadlock.
+    suffix = " ORDER BY id FOR NO KEY UPDATE" if lock and sql.dialect == "postgresql" else ""
     query = f"SELECT {_CONTACT_COLS}{extra} FROM contacts WHERE id IN ({ints(ids)}){suffix}"  # noqa: S608
     return sql.all(query)
 

@@ -63,6 +63,10 @@ def apply(sql: Sql, plan: DeliveryPlan, ctx: RegisterContext) -> DeliveryResult:
 
 def store_raw(sql: Sql, rows: Sequence[tuple[Any, ...]]) -> set[str]:
     fresh: set[str] = set()
+    if sql.dialect == "postgresql":
+        # Two redeliveries of one batch insert their keys in one order, so neither can wait on
+        # a key the other holds while holding one it wants (a deadlock, then a 503 and a retry).
+        rows = sorted(rows, key=lambda row: str(row[1]))
     for start in range(0, len(rows), INSERT_CHUNK):
         chunk = rows[start : start + INSERT_CHUNK]
         params = [value for row in chunk for value in row]
