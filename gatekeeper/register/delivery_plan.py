@@ -53,6 +53,9 @@ EFFECTS: dict[str, Effect] = {
 }
 
 
+_SUPPRESSING = frozenset(kind for kind, effect in EFFECTS.items() if effect.reason)
+
+
 @dataclass(slots=True)
 class FactRow:
     """A register fact an event makes for its contact; its id comes back from the insert."""
@@ -108,8 +111,15 @@ _SEND_TIMES = "SELECT id, send_at FROM campaigns WHERE send_at IS NOT NULL AND i
 
 def plan(sql: Sql, events: Sequence[NormalizedEvent], ctx: RegisterContext, now: datetime) -> DeliveryPlan:
     batch = list({e.dedupe_key: e for e in reversed(events)}.values())[::-1] if len(events) > 1 else events
-    addresses = [_address(e.email) for e in batch]
-    contacts = contacts_named(sql, batch, addresses)
+    contacts: Contacts = {}
+    _add(sql, contacts, "id", sorted({e.contact_id for e in batch if e.contact_id is not None}))
+    # An address is normalised only where it serves: to match an event our id did not, or to
+    # be suppressed. Most events of our own sends carry our id.
+    addresses = [
+        _address(e.email) if e.contact_id not in contacts or e.kind in _SUPPRESSING else None for e in batch
+    ]
+    unmatched = {a for e, a in zip(batch, addresses, strict=True) if a and e.contact_id not in contacts}
+    _add(sql, contacts, "email", sorted(unmatched))
     # ``matched`` inlined: our id when that contact exists, else the address (contacts are truthy).
     found = [
         contacts.get(e.contact_id) or (contacts.get(a) if a else None)
