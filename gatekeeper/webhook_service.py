@@ -162,9 +162,13 @@ class WebhookService:
         with self.connections() as sql:
             plan = delivery_plan.plan(sql, parsed.events, self.ctx, now)  # reads only
             with writers_turn(self.sqlite_path):  # the writes, the token first, then commit
-                book.record(sql)
-                result = delivery_apply.apply(sql, plan, self.ctx)
-                sql.commit()
+                try:
+                    book.record(sql)
+                    result = delivery_apply.apply(sql, plan, self.ctx)
+                    sql.commit()
+                except BaseException:
+                    sql.rollback()  # before the turn passes: no one waits for our teardown
+                    raise
         return result
 
 
