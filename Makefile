@@ -44,5 +44,8 @@ bench: install  ## benchmarks at full size; each prints its figure, its baseline
 	$(BIN)/python bench/links.py --seconds $(BENCH_SECONDS)
 	$(BIN)/python bench/webhooks.py --seconds $(BENCH_SECONDS)
 
+bench-check: install  ## every benchmark, each ratio compared with its target; exit 1 if one is missed
+	$(BIN)/python bench/check.py --rows $(BENCH_ROWS) --seconds $(BENCH_SECONDS)
+
 clean:
 	rm -rf $(VENV) var build *.egg-info

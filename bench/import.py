@@ -100,7 +100,8 @@ def main() -> None:
                     "baseline": "INS",
                     "baseline_value": round(ins, 1),
                     "ratio": round(rate / ins, 3),
-                    "target_min": 0.4,
+                    # The target is SQLite's (issue #2); PostgreSQL's figure is shown beside it.
+                    **({"target_min": 0.4} if name == "sqlite" else {}),
                     "peak_rss_mib": peak_rss_mib(),
                 }
             )
