@@ -102,6 +102,7 @@ def test_the_fast_path_keeps_one_connection_and_leaves_no_transaction_open(
             assert raw.one("PRAGMA wal_autocheckpoint") == (0,)
         else:
             assert raw.connection.info.transaction_status == 0  # idle, autocommit
+            assert raw.one("SHOW synchronous_commit") == ("off",)  # as SQLite's NORMAL
 
 
 def test_a_connection_left_in_a_transaction_is_closed_not_reused(app: Flask, paul: int) -> None:
