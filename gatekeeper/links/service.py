@@ -4,7 +4,13 @@ the settings the pages need and the page renderer (used by the Flask views and t
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import os
+import threading
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -57,6 +63,43 @@ class Skeleton:
         return b"".join(out)
 
 
+class WriterLock:
+    """Serialises the click writers of all workers on one SQLite file, without polling.
+
+    SQLite's busy handler waits for a held write lock by sleeping 1, 2, 5, 10… ms; two workers
+    recording clicks would spend most of their time asleep. A blocking ``flock`` on a file
+    next to the database wakes the next writer the moment the previous one is done. PostgreSQL
+    queues row locks itself, so there it is a no-op.
+    """
+
+    def __init__(self, database_url: str) -> None:
+        path = database_url.split(":///", 1)[-1] if database_url.startswith("sqlite") else ""
+        self.path = f"{path}.links-lock" if path and path != ":memory:" else None
+        self._threads = threading.Lock()
+        self._fd: tuple[int, int] | None = None  # (pid, fd): a forked worker opens its own
+
+    def _descriptor(self) -> int:
+        if self._fd is None or self._fd[0] != os.getpid():
+            assert self.path is not None
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            weakref.finalize(self, os.close, fd)
+            self._fd = (os.getpid(), fd)
+        return self._fd[1]
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        if self.path is None:
+            yield
+            return
+        with self._threads:
+            fd = self._descriptor()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+
+
 @dataclass
 class LinkService:
     signer: LinkSigner
@@ -68,6 +111,7 @@ class LinkService:
     https: bool
     csrf_secret: str
     css_url: str
+    writer: WriterLock
     _templates: dict[str, Any] = field(default_factory=dict, repr=False)
     _skeletons: dict[tuple[Any, ...], Skeleton] = field(default_factory=dict, repr=False)
 
@@ -146,4 +190,5 @@ def build_service(
         https=settings.public_base_url.startswith("https://"),
         csrf_secret=settings.secret_key,
         css_url=css_url(static_folder),
+        writer=WriterLock(settings.database_url),
     )
