@@ -28,14 +28,13 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from gatekeeper.csvio import CsvFormat, detect_format, read_header, read_rows
-from gatekeeper.errors import ValidationError
 from gatekeeper.models import utcnow
 from gatekeeper.register.contact_facts import FactTable
 from gatekeeper.register.contact_plan import ContactPlan, staged_rows
 from gatekeeper.register.contact_worker import staged_by_child
-from gatekeeper.register.contacts import parse_contact, upsert_contacts
+from gatekeeper.register.contacts import parse_contact, refuse_repeats, upsert_contacts
 from gatekeeper.register.context import RegisterContext
-from gatekeeper.register.schema import MAX_ERRORS, Problems
+from gatekeeper.register.schema import Problems
 from gatekeeper.security import KeyedHasher
 from gatekeeper.sqlbulk import create_temp, dialect_of, drop_temp, load_rows, ts_value
 
@@ -144,20 +143,8 @@ def _hashed(
 def _refuse_repeats(session: Session, fields: Fields) -> None:
     """Identities repeated in the file (the unique indexes skipped the later rows), named with
     the first row that has them; runs only when fewer rows went in than were staged."""
-    problems = Problems()
-    for col in [c for c in IDENTITIES if c in {f for f, _ in fields}]:
-        rows = session.execute(
-            text(
-                f"SELECT s.row_no, d.first FROM {STAGE} s JOIN (SELECT {col} AS v, "  # noqa: S608
-                f"min(row_no) AS first FROM {STAGE} WHERE {col} <> '' GROUP BY {col} "
-                f"HAVING count(*) > 1) d ON d.v = s.{col} "
-                f"WHERE s.row_no > d.first ORDER BY s.row_no LIMIT {MAX_ERRORS}"
-            )
-        )
-        for row, first in rows:
-            problems.add(row, col, f"same {col} as row {first}: a contact appears once per batch")
-    if problems:
-        raise ValidationError("duplicate contacts in the batch; nothing was stored", problems.items)
+    present = {f for f, _ in fields}
+    refuse_repeats(session, STAGE, [c for c in IDENTITIES if c in present], "<> ''")
 
 
 def _insert_new(session: Session, facts: FactTable, fields: Fields, staged: int) -> tuple[int, list[int]]:

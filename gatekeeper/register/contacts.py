@@ -22,6 +22,7 @@ from gatekeeper.models import utcnow
 from gatekeeper.register import clocks
 from gatekeeper.register.context import RegisterContext
 from gatekeeper.register.schema import (
+    MAX_ERRORS,
     PURPOSES,
     SOURCE_TYPES,
     FieldError,
@@ -275,15 +276,23 @@ def _stage_rows(
 
 
 def _check_duplicates(session: Session) -> None:
-    problems = Problems()
-    for col in ("external_id", "email", "phone"):
+    columns = ("external_id", "email", "phone")
+    for col in columns:
         session.execute(text(f"CREATE INDEX ix_{STAGE}_{col} ON {STAGE} ({col})"))
+    refuse_repeats(session, STAGE, columns, "IS NOT NULL")
+
+
+def refuse_repeats(session: Session, stage: str, columns: Iterable[str], present: str) -> None:
+    """Refuse a batch naming one identity on several rows: each later row is named with the
+    first row that has it. ``present`` is the SQL test of a stage cell holding a value."""
+    problems = Problems()
+    for col in columns:
         rows = session.execute(
             text(
-                f"SELECT s.row_no, d.first FROM {STAGE} s JOIN (SELECT {col} AS v, "  # noqa: S608
-                f"min(row_no) AS first FROM {STAGE} WHERE {col} IS NOT NULL GROUP BY {col} "
+                f"SELECT s.row_no, d.first FROM {stage} s JOIN (SELECT {col} AS v, "  # noqa: S608
+                f"min(row_no) AS first FROM {stage} WHERE {col} {present} GROUP BY {col} "
                 f"HAVING count(*) > 1) d ON d.v = s.{col} "
-                f"WHERE s.row_no > d.first ORDER BY s.row_no LIMIT 100"
+                f"WHERE s.row_no > d.first ORDER BY s.row_no LIMIT {MAX_ERRORS}"
             )
         )
         for row, first in rows:
