@@ -89,3 +89,29 @@ def test_an_unreadable_row_fails_the_list_and_leaves_no_verdict_file(
     assert err.value.details == [{"row": 6, "problem": err.value.details[0]["problem"]}]
     assert "row 6" in str(err.value)
     assert not out.exists() and not out.with_suffix(".partial").exists()
+
+
+def test_a_suppression_follows_the_contact_whichever_coordinate_names_it(
+    client: FlaskClient, auth: dict[str, str]
+) -> None:
+    """eve@example.fr is suppressed: named by her id, her phone or her address, she is blocked;
+    a suppressed address nobody registered is blocked for the suppression, not as unknown."""
+    seed(client, auth)
+    eve = {"external_id": "unsub", "phone": "06 11 22 33 44", "collected_at": "2025-06-10"}
+    assert client.post("/api/v1/contacts", headers=auth, json={"contacts": [eve]}).status_code == 200
+    stranger = {"email": "ghost@example.fr", "reason": "complaint", "channels": "all", "occurred_at": "2026-01-02"}
+    res = client.post("/api/v1/suppressions", headers=auth, json={"entries": [stranger]})
+    assert res.status_code == 200, res.json
+    for channel, recipients in (
+        ("email", [{"external_id": "unsub"}, "EVE@example.fr", "ghost@example.fr"]),
+        ("sms", [{"external_id": "unsub"}, {"phone": "+33611223344"}]),
+    ):
+        res = client.post(
+            "/api/v1/checks",
+            headers=auth,
+            json={"campaign": {**CAMPAIGN, "channel": channel}, "as_of": "2026-11-22", "recipients": recipients},
+        )
+        assert res.status_code == 200, res.json
+        reasons = [v["reasons"][0] for v in res.json["verdicts"]]
+        expected = ["suppressed.unsubscribe"] * 2 + (["suppressed.complaint"] if channel == "email" else [])
+        assert reasons == expected, (channel, reasons)

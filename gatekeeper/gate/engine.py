@@ -22,10 +22,10 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import islice
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
@@ -52,7 +52,6 @@ from gatekeeper.register.codec import from_data
 from gatekeeper.register.context import RegisterContext
 from gatekeeper.sqlbulk import read_json, read_ts, ts_value
 
-T = TypeVar("T")
 CHUNK = 5000  # rows per probe: large enough to amortise a statement, small for memory
 LIFTABLE = "unsubscribe"  # only an objection can be lifted by a newer consent (domain rule)
 
@@ -76,7 +75,6 @@ class _Read(NamedTuple):
 class Staged:
     total: int = 0
     duplicates: int = 0
-    kinds: set[str] = field(default_factory=set)
 
 
 def usable_kinds(channel: str) -> frozenset[str]:
@@ -133,21 +131,8 @@ class Decider:
     def run(self, recipients: Iterable[Recipient]) -> Iterator[Decided]:
         """Every first occurrence, decided, in list order."""
         it = iter(recipients)
-        chunks = iter(lambda: list(islice(it, self.chunk)), [])
-        for chunk, decided in self.decide_chunks((c, c) for c in chunks):
-            del chunk
-            yield from (d for d in decided if d is not None)
-
-    def decide_chunks(
-        self, chunks: Iterable[tuple[T, Sequence[Recipient]]]
-    ) -> Iterator[tuple[T, list[Decided | None]]]:
-        """Each chunk (with the caller's payload, e.g. the file rows) and its verdicts.
-
-        Measured and dropped: reading the next chunk's facts in a second thread. SQLite hands
-        the GIL back and forth once per row fetched, and the ping-pong cost more than the
-        overlap saved (the thread was slower on both databases)."""
-        for payload, chunk in chunks:
-            yield payload, self.decide_chunk(chunk)
+        while chunk := list(islice(it, self.chunk)):
+            yield from (d for d in self.decide_chunk(chunk) if d is not None)
 
     def decide_chunk(self, chunk: Sequence[Recipient]) -> list[Decided | None]:
         """One verdict per recipient of the chunk, None for a repeat of an earlier one."""
@@ -197,18 +182,17 @@ class Decider:
             marked.append(r)
         self.staged.total += len(chunk)
         self.staged.duplicates += len(chunk) - len(fresh)
-        self.staged.kinds.update(r.kind for r in fresh)
         return fresh, marked
 
     def _hashes(self, r: Recipient, c: ContactRow | None) -> tuple[str, ...]:
-        """The keyed hashes whose suppressions apply: the recipient's coordinate and the
-        contact's others (a contact found by e-mail already carries that e-mail's hash)."""
-        if c is None:
-            if r.value is None or r.kind == "external_id":
-                return ()
-            return (self.ctx.hasher.coordinate(r.kind, r.value),)
-        e, p = c.email_hash, c.phone_hash
-        return (e, p) if e and p else (e,) if e else (p,) if p else ()
+        """The keyed hashes whose suppressions apply: the contact's stored ones, and the
+        recipient's own coordinate hashed here when no stored hash stands for it."""
+        stored = () if c is None else _present(c.email_hash, c.phone_hash)
+        if r.value is None or r.kind == "external_id":
+            return stored
+        if c is not None and (c.email_hash if r.kind == "email" else c.phone_hash):
+            return stored  # found by this coordinate: its stored hash is the recipient's
+        return (self.ctx.hasher.coordinate(r.kind, r.value), *stored)
 
     def _address(self, r: Recipient, c: ContactRow | None) -> tuple[int, int, int]:
         """valid, generic, personal: what the address alone tells the rules."""
@@ -335,6 +319,10 @@ def _suppression_facts(supp: str | None) -> list[SuppressionFact]:
 def _attempt_times(count: int, campaign: Campaign) -> list[datetime]:
     # The query counted the attempts inside the window; the core only needs that many.
     return [campaign.send_at] * count
+
+
+def _present(e: str | None, p: str | None) -> tuple[str, ...]:
+    return (e, p) if e and p else (e,) if e else (p,) if p else ()
 
 
 def _supp(found: dict[str, list[str]], hashes: tuple[str, ...]) -> str | None:

@@ -95,8 +95,8 @@ def _decide_file(job: _Job, reader: Iterator[list[str]], writer: Any) -> dict[st
     decider = Decider(job.session, job.ctx, job.campaign, job.as_of, chunk=job.chunk)
     tally = _Tally()
     read = 0
-    for chunk, verdicts in decider.decide_chunks(_chunks(reader, index, kind, job)):
-        for (_row, values), decided in zip(chunk, verdicts, strict=True):
+    for chunk, recipients in _chunks(reader, index, kind, job):
+        for (_row, values), decided in zip(chunk, decider.decide_chunk(recipients), strict=True):
             if decided is not None:  # a repeat was decided at its first row
                 writer.writerow(tally.add(job, values, decided))
         if (read + len(chunk)) // PROGRESS_EVERY > read // PROGRESS_EVERY:
