@@ -99,7 +99,12 @@ def test_a_suppression_follows_the_contact_whichever_coordinate_names_it(
     seed(client, auth)
     eve = {"external_id": "unsub", "phone": "06 11 22 33 44", "collected_at": "2025-06-10"}
     assert client.post("/api/v1/contacts", headers=auth, json={"contacts": [eve]}).status_code == 200
-    stranger = {"email": "ghost@example.fr", "reason": "complaint", "channels": "all", "occurred_at": "2026-01-02"}
+    stranger = {
+        "email": "ghost@example.fr",
+        "reason": "complaint",
+        "channels": "all",
+        "occurred_at": "2026-01-02",
+    }
     res = client.post("/api/v1/suppressions", headers=auth, json={"entries": [stranger]})
     assert res.status_code == 200, res.json
     for channel, recipients in (
@@ -109,7 +114,11 @@ def test_a_suppression_follows_the_contact_whichever_coordinate_names_it(
         res = client.post(
             "/api/v1/checks",
             headers=auth,
-            json={"campaign": {**CAMPAIGN, "channel": channel}, "as_of": "2026-11-22", "recipients": recipients},
+            json={
+                "campaign": {**CAMPAIGN, "channel": channel},
+                "as_of": "2026-11-22",
+                "recipients": recipients,
+            },
         )
         assert res.status_code == 200, res.json
         reasons = [v["reasons"][0] for v in res.json["verdicts"]]
