@@ -20,7 +20,6 @@ _FAST_EMAIL = re.compile(
 )
 # Special-use TLDs that email-validator refuses: leave them to the slow path to get its error.
 _SPECIAL_TLDS = frozenset({"arpa", "invalid", "local", "localhost", "onion", "test", "example"})
-_E164 = re.compile(r"^\+[1-9]\d{7,14}$")
 _PHONE_JUNK = re.compile(r"[\s.\-()/]")
 
 
@@ -59,9 +58,41 @@ def normalise_phone(raw: str, region: str = "FR") -> str:
         text = "+" + text[2:]
     if region == "FR" and len(text) == 10 and text[0] == "0" and text[1] != "0" and text.isdigit():
         text = "+33" + text[1:]
-    if _E164.match(text) and text.startswith("+33") and len(text) == 12 and text[3] != "0":
-        return text  # French numbers are always +33 and nine digits: no need to ask the library
+    if len(text) == 12 and text.startswith("+33") and _FR_VALID.fullmatch(text, 3):
+        return text  # a French number the library itself deems valid: no need to ask it
     return _slow_phone(text, region)
+
+
+def _valid_national(region: str, length: int) -> re.Pattern[str]:
+    """The national numbers of ``length`` digits that ``phonenumbers.is_valid_number`` accepts
+    for ``region``, read from the library's own metadata: nine digits after +33 are not enough
+    (+33 262… is Réunion's +262 dialled from France, refused as a French number)."""
+    meta = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    assert meta is not None and meta.general_desc is not None, region
+    types = (
+        meta.fixed_line,
+        meta.mobile,
+        meta.toll_free,
+        meta.premium_rate,
+        meta.shared_cost,
+        meta.personal_number,
+        meta.voip,
+        meta.pager,
+        meta.uan,
+        meta.voicemail,
+    )
+    patterns = [
+        f"(?:{d.national_number_pattern})"
+        for d in types
+        if d is not None
+        and d.national_number_pattern
+        and (not d.possible_length or length in d.possible_length)
+    ]
+    general = meta.general_desc.national_number_pattern
+    return re.compile(rf"(?=\d{{{length}}}$)(?=(?:{general})$)(?:{'|'.join(patterns)})")
+
+
+_FR_VALID = _valid_national("FR", 9)
 
 
 @lru_cache(maxsize=4096)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import phonenumbers
 import pytest
 from email_validator import EmailNotValidError, validate_email
 
@@ -93,3 +94,36 @@ def test_the_email_fast_path_gives_exactly_what_email_validator_gives() -> None:
         domain = ".".join(rng.choice(labels) for _ in range(rng.randint(1, 3))) + "." + rng.choice(tlds)
         address = rng.choice(local) + rng.choice(["@", "@", "@@", ""]) + domain
         assert _fast_or_none(address) == _reference_email(address), address
+
+
+def _reference_phone(raw: str) -> str | None:
+    try:
+        number = phonenumbers.parse(raw, "FR")
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(number):
+        return None
+    return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+
+
+def _phone_or_none(raw: str) -> str | None:
+    try:
+        return normalise_phone(raw, "FR")
+    except CoordinateError:
+        return None
+
+
+def test_the_phone_fast_path_gives_exactly_what_phonenumbers_gives() -> None:
+    # Every three-digit French prefix, in both spellings: +33 262… (Réunion dialled from
+    # France) or +33 70… have the right length and are still refused by the library.
+    rng = random.Random(2026)
+    for prefix in range(1000):
+        digits = f"{prefix:03d}" + "".join(rng.choice("0123456789") for _ in range(6))
+        for raw in ("+33" + digits, "0" + digits):
+            assert _phone_or_none(raw) == _reference_phone(raw), raw
+
+
+@pytest.mark.parametrize("raw", ["+33 2 62 79 78 76", "07 01 23 45 67"])
+def test_french_numbers_of_the_right_length_outside_the_numbering_plan_are_refused(raw: str) -> None:
+    with pytest.raises(CoordinateError):
+        normalise_phone(raw)
