@@ -88,8 +88,9 @@ def _client_events(facts: ContactFacts) -> tuple[list[tuple[datetime, str]], boo
     return events, running
 
 
-def _years(facts: ContactFacts, clock: str, policy: Policy) -> int:
-    if facts.audience == "b2b" and not policy.b2b_same_clock:
+def retention_years(audience: str, clock: str, policy: Policy) -> int:
+    """How many years a clock of this kind runs for this audience."""
+    if audience == "b2b" and not policy.b2b_same_clock:
         return policy.b2b_retention_years
     if clock == "client":
         return policy.client_retention_years
@@ -115,18 +116,20 @@ def compute_clock(facts: ContactFacts, policy: Policy) -> RetentionClock:
     prospect = _prospect_events(facts)
     client, running = _client_events(facts)
     if not client:
-        return _clock("prospect", _latest(prospect), _years(facts, "prospect", policy), policy)
+        return _clock(
+            "prospect", _latest(prospect), retention_years(facts.audience, "prospect", policy), policy
+        )
     if running:  # CNIL 2021-131: kept for the duration of the contract
         return _clock("client", _latest(client), None, policy)
     relationship_end = _latest(client)[0]
     reconsents = [e for e in prospect if e[1] == "reconsent" and e[0] > relationship_end]
     if reconsents:  # RULES.md §4: an ex-client who accepted a reconsent is a prospect again
         anchor = _latest(prospect)  # >= the reconsent, itself later than every client event
-        return _clock("prospect", anchor, _years(facts, "prospect", policy), policy)
+        return _clock("prospect", anchor, retention_years(facts.audience, "prospect", policy), policy)
     # The client clock also takes the latest contact from the client (and collection, so
     # that a late, older purchase never moves the deadline backwards).
     anchor = _latest(client + prospect)
-    return _clock("client", anchor, _years(facts, "client", policy), policy)
+    return _clock("client", anchor, retention_years(facts.audience, "client", policy), policy)
 
 
 def reconsent_refused(facts: ContactFacts, clock: RetentionClock) -> bool:
@@ -185,15 +188,6 @@ def interest_counts(
     if any(s in agent for s in policy.scanner_user_agent_substrings):
         return False
     return seconds_after_send is None or seconds_after_send >= policy.click_grace_seconds
-
-
-def retention_years(audience: str, clock: str, policy: Policy) -> int:
-    """How many years a clock of this kind runs for this audience (``_years`` without facts)."""
-    if audience == "b2b" and not policy.b2b_same_clock:
-        return policy.b2b_retention_years
-    if clock == "client":
-        return policy.client_retention_years
-    return policy.prospect_retention_years
 
 
 def clock_after_interest(
