@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import pickle
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,7 @@ import pytest
 from gatekeeper.config import load_settings
 from gatekeeper.csvio import detect_format
 from gatekeeper.errors import ValidationError
-from gatekeeper.register import contact_worker
+from gatekeeper.register import contact_import, contact_worker
 from gatekeeper.register.contact_facts import FactTable
 from gatekeeper.register.context import RegisterContext, context_from
 from gatekeeper.register.schema import Problems
@@ -77,3 +79,60 @@ def test_a_child_that_fails_fails_the_import(
     result = (Problems(), FactTable(ctx.policy))
     with pytest.raises(error):
         list(contact_worker._receive(stream(*messages), result, lambda _n: None, 5))
+
+
+@pytest.fixture
+def children(monkeypatch: pytest.MonkeyPatch) -> list[subprocess.Popen[bytes]]:
+    """The reading processes started during the test, to check none outlives its import."""
+    started: list[subprocess.Popen[bytes]] = []
+    real = subprocess.Popen
+
+    def recording(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
+        started.append(real(*args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(contact_worker.subprocess, "Popen", recording)
+    return started
+
+
+def many_contacts(tmp_path: Path) -> Path:
+    """Enough rows that the child blocks on a full pipe if nobody reads."""
+    path = tmp_path / "many.csv"
+    path.write_text("email,collected_at\n" + "".join(f"u{n}@example.fr,2025-01-01\n" for n in range(30_000)))
+    return path
+
+
+def test_a_parent_that_stops_reading_leaves_no_process_behind(
+    ctx: RegisterContext, tmp_path: Path, children: list[subprocess.Popen[bytes]]
+) -> None:
+    path = many_contacts(tmp_path)
+    result = (Problems(), FactTable(ctx.policy))
+    rows = contact_worker.staged_by_child(
+        path, detect_format(path), ctx.policy, ctx.region, result, print, 10**9
+    )
+    assert next(rows)[0] == 1
+    started = time.monotonic()
+    rows.close()
+    assert children[0].returncode is not None  # reaped: neither running nor a zombie
+    assert time.monotonic() - started < 5
+
+
+def test_an_import_that_fails_while_staging_stops_its_reading_process(
+    app: Any, tmp_path: Path, children: list[subprocess.Popen[bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A fault at the database edge: the first row staged, then the connection fails.
+    def failing_load(_session: Any, name: str, _columns: Any, rows: Any) -> int:
+        if name != contact_import.STAGE:
+            raise AssertionError(name)
+        next(iter(rows))
+        raise ConnectionError("the database went away")
+
+    monkeypatch.setattr(contact_import, "PARALLEL_FROM_BYTES", 0)
+    monkeypatch.setattr(contact_import, "load_rows", failing_load)
+    path = many_contacts(tmp_path)
+    database, ctx = app.extensions["gatekeeper.db"], app.extensions["gatekeeper.context"]
+    # pytest.raises keeps the traceback, and with it every frame of the failed import, alive.
+    with pytest.raises(ConnectionError) as caught, database.session_scope() as session:
+        contact_import.import_contacts(session, path, ctx, lambda _n: None, lambda _p: None)
+    assert caught.value.args == ("the database went away",)
+    assert len(children) == 1 and children[0].returncode is not None

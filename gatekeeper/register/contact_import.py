@@ -20,7 +20,8 @@ Theory of operation.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -81,9 +82,10 @@ def import_contacts(
     fields = [*plan.fields, *((f"{kind}_hash", "text") for kind, _ in plan.coordinates)]
     columns = _stage_columns(fields, dialect_of(session))
     create_temp(session, STAGE, columns)
-    staged = load_rows(
-        session, STAGE, columns, _hashed(_read(path, fmt, plan, problems, ctx, progress), plan, ctx.hasher)
-    )
+    # Closed here, not left to the garbage collector: if staging fails, a second reading
+    # process is stopped and reaped now rather than whenever the traceback is dropped.
+    with closing(_read(path, fmt, plan, problems, ctx, progress)) as rows:
+        staged = load_rows(session, STAGE, columns, _hashed(rows, plan, ctx.hasher))
     refuse(problems)
     created, skipped = _insert_new(session, plan.facts, fields, staged)
     drop_temp(session, STAGE)
@@ -103,7 +105,7 @@ def _read(
     problems: Problems,
     ctx: RegisterContext,
     progress: Progress,
-) -> Iterator[tuple[Any, ...]]:
+) -> Generator[tuple[Any, ...], None, None]:
     """Staging tuples in file order, read here or, for a large file, by a second process."""
     if path.stat().st_size >= PARALLEL_FROM_BYTES:
         result = (problems, plan.facts)

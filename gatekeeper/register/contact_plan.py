@@ -19,7 +19,7 @@ core, and the staged row only holds its number.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from operator import itemgetter
 from typing import Any
 
@@ -191,7 +191,7 @@ def staged_rows(
     rows: Iterator[tuple[int, list[str]]],
     problems: Problems,
     tick: Callable[[int], None],
-) -> Iterator[tuple[Any, ...]]:
+) -> Generator[tuple[Any, ...], None, None]:
     """Every valid row's staging tuple; problems collected for the others. ``tick(row)`` is
     called before each row is read (progress)."""
     for row, values in rows:

@@ -15,7 +15,7 @@ import os
 import pickle
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -42,7 +42,7 @@ def staged_by_child(
     result: tuple[Problems, FactTable],
     progress: Callable[[int], None],
     progress_every: int,
-) -> Iterator[tuple[Any, ...]]:
+) -> Generator[tuple[Any, ...], None, None]:
     """The staging tuples of ``path`` as read by a child process; on exhaustion ``result``
     holds the child's problems and numbered facts."""
     child = subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
