@@ -28,7 +28,6 @@ from gatekeeper.register.context import RegisterContext
 
 STATIC_CSS = "public.css"
 _MARK = "\ue000"  # a private-use character: never in our texts, untouched by escaping
-_MAX_SKELETONS = 256
 
 
 class Skeleton:
@@ -39,19 +38,11 @@ class Skeleton:
     per language and variant and then filled by joining bytes (values HTML-escaped here).
     """
 
-    def __init__(self, rendered: str, slots: tuple[str, ...] = ()) -> None:
+    def __init__(self, rendered: str, slots: tuple[str, ...]) -> None:
         pieces = rendered.split(_MARK)
-        self.literals, self.slots = pieces[0::2], pieces[1::2]
-        self._encoded = [literal.encode() for literal in self.literals]
-        # Where each slot's value comes from in the tuple ``fill_bytes`` is given.
-        self._order = [slots.index(name) for name in self.slots] if slots else []
-
-    def fill(self, values: dict[str, str]) -> str:
-        out = [self.literals[0]]
-        for name, literal in zip(self.slots, self.literals[1:], strict=True):
-            out.append(str(escape(values[name])))
-            out.append(literal)
-        return "".join(out)
+        self._encoded = [literal.encode() for literal in pieces[0::2]]
+        # Where each marker's value comes from in the tuple ``fill_bytes`` is given.
+        self._order = [slots.index(name) for name in pieces[1::2]]
 
     def fill_bytes(self, values: tuple[str, ...]) -> bytes:
         """The page as UTF-8, ``values`` in the order of the ``slots`` it was built with."""
@@ -113,7 +104,6 @@ class LinkService:
     css_url: str
     writer: WriterLock
     _templates: dict[str, Any] = field(default_factory=dict, repr=False)
-    _skeletons: dict[tuple[Any, ...], Skeleton] = field(default_factory=dict, repr=False)
 
     @property
     def clock(self) -> Clock:
@@ -141,23 +131,11 @@ class LinkService:
         }
         return str(compiled.render(common | values))
 
-    def render_fast(
-        self, template: str, lang: str, fixed: tuple[tuple[str, Any], ...], **dynamic: str
-    ) -> str:
-        """``render`` for hot pages: ``fixed`` values pick the skeleton, ``dynamic`` ones fill
-        it. Dynamic values may only be printed by the template, never tested or transformed."""
-        key = (template, lang, fixed)
-        skeleton = self._skeletons.get(key)
-        if skeleton is None:
-            if len(self._skeletons) >= _MAX_SKELETONS:
-                self._skeletons.clear()
-            skeleton = self._skeletons[key] = self.skeleton(template, lang, fixed, tuple(dynamic))
-        return skeleton.fill(dynamic)
-
     def skeleton(
         self, template: str, lang: str, fixed: tuple[tuple[str, Any], ...], slots: tuple[str, ...]
     ) -> Skeleton:
-        """``template`` rendered with ``fixed`` and a marker for each of ``slots``."""
+        """``template`` rendered with ``fixed`` and a marker for each of ``slots``. A slot's
+        value may only be printed by the template, never tested or transformed."""
         markers = {name: f"{_MARK}{name}{_MARK}" for name in slots}
         return Skeleton(self.render(template, lang, **dict(fixed), **markers), slots)
 
