@@ -81,6 +81,13 @@ def test_a_child_that_fails_fails_the_import(
         list(contact_worker._receive(stream(*messages), result, lambda _n: None, 5))
 
 
+def test_a_child_killed_in_the_middle_of_a_message_fails_the_import(ctx: RegisterContext) -> None:
+    whole = pickle.dumps(("rows", [(1, "a@example.fr")] * 100, 100))
+    result = (Problems(), FactTable(ctx.policy))
+    with pytest.raises(contact_worker.ReaderError):
+        list(contact_worker._receive(io.BytesIO(whole[: len(whole) // 2]), result, lambda _n: None, 5))
+
+
 @pytest.fixture
 def children(monkeypatch: pytest.MonkeyPatch) -> list[subprocess.Popen[bytes]]:
     """The reading processes started during the test, to check none outlives its import."""

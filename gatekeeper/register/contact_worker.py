@@ -72,7 +72,7 @@ def _receive(
     while True:
         try:
             kind, *payload = pickle.load(stream)  # noqa: S301 - written by our own child
-        except EOFError:
+        except (EOFError, pickle.UnpicklingError):  # a child killed mid-message: truncated
             raise ReaderError("the import's reading process ended without a result") from None
         if kind == "rows":
             rows, read = payload
