@@ -42,6 +42,7 @@ FACT_FIELDS = (
     "timezone",
     "profession_tags",
 )
+FACT_SPECS = {name: CONTACT_SPECS[name] for name in FACT_FIELDS}
 # Address cells repeat (cities, postcodes): their JSON is memoised up to this many spellings.
 ADDRESS_MEMO_MAX = 100_000
 
@@ -145,17 +146,14 @@ class ContactPlan:
 
     def _parse_facts(self, key: tuple[str, ...]) -> int | None:
         """Validates a combination once with the reference specs; None if any cell is bad."""
-        names = self._fact_names
-        raw = dict(zip(names, key, strict=True))
-        specs = {n: CONTACT_SPECS[n] for n in FACT_FIELDS if n != "profession_tags"}
-        values = apply_specs(raw, specs, 0, problems := Problems())
-        tags = raw.get("profession_tags", "")
-        if values is None or problems:
+        raw = dict(zip(self._fact_names, key, strict=True))
+        values = apply_specs(raw, FACT_SPECS, 0, Problems())
+        if values is None:
             return None
         return self.facts.id_of(
             Facts(
                 values["audience"] or "b2c",
-                tuple(t.strip() for t in tags.split(";") if t.strip()),
+                tuple(values["profession_tags"] or ()),
                 values["collected_at"],
                 values["collected_by"],
                 values["source.type"] or "direct",
