@@ -149,7 +149,7 @@ def test_a_click_on_a_fresh_card_moves_the_clock_as_the_refresh_would(app: Flask
     store_click(app, card_of(app, paul), paul)
     after = contact_row(app, paul)
     assert refreshed_row(app, paul) == after
-    assert card_of(app, paul).stored_anchor[1] == "interest.click"
+    assert card_of(app, paul).stored_columns[2] == "interest.click"
 
 
 def test_a_click_planned_on_a_stale_card_recomputes_from_all_the_facts(app: Flask, paul: int) -> None:
@@ -180,6 +180,25 @@ def test_a_contact_without_a_usable_stored_clock_is_recomputed(app: Flask, paul:
     store_click(app, card_of(app, paul), paul)
     assert read_anchor(app, paul) == TODAY
     assert refreshed_row(app, paul) == contact_row(app, paul)
+
+
+def add_event(client: FlaskClient, auth: dict[str, str], **event: Any) -> None:
+    body = {"events": [{"contact": {"external_id": "crm-42"}, **event}]}
+    assert client.post("/api/v1/events", json=body, headers=auth).status_code == 200
+
+
+def test_a_click_planned_before_a_contract_started_recomputes_though_the_anchor_is_unchanged(
+    app: Flask, client: FlaskClient, auth: dict[str, str], paul: int
+) -> None:
+    # A running contract that started before the last purchase keeps the clock, its anchor and
+    # kind, but removes the deadline: the compare-and-set must see that the row moved.
+    add_event(client, auth, type="purchase", occurred_at="2026-11-01", seller="ACME SAS")
+    stale = card_of(app, paul)
+    add_event(client, auth, type="contract", kind="subscription", starts_at="2026-01-01")
+    assert card_of(app, paul).stored_columns[:3] == stale.stored_columns[:3]
+    store_click(app, stale, paul)
+    assert contact_row(app, paul) == refreshed_row(app, paul)
+    assert card_of(app, paul).deadline is None
 
 
 def read_anchor(app: Flask, cid: int) -> Any:

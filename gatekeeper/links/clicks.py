@@ -84,8 +84,7 @@ def plan_interest(
     stored = card.stored_clock
     # A refused reconsent's instant is not in the clock: such a contact is recomputed.
     recompute = stored is None or card.refused
-    anchor_at, anchor_kind = card.stored_anchor
-    as_read = (card.id, card.clock, anchor_at, anchor_kind)
+    as_read = (card.id, *card.stored_columns)
     move = None
     if counts and stored is not None and not recompute:
         clock = clock_after_interest(stored, card.audience, claims.purpose, now, policy)
@@ -144,7 +143,10 @@ _INSERT_INTEREST = (
     "INSERT INTO events (contact_id, type, occurred_at, data, origin, dedupe_key, created_at)"
     " VALUES (?, 'interest', ?, ?, 'link', ?, ?) ON CONFLICT (dedupe_key) DO NOTHING"
 )
-_AS_READ = "id = ? AND clock = ? AND clock_anchor_at = ? AND clock_anchor_kind = ? AND refused_at IS NULL"
+_AS_READ = (
+    "id = ? AND clock = ? AND clock_anchor_at = ? AND clock_anchor_kind = ?"
+    " AND deadline IS NOT DISTINCT FROM ? AND refused_at IS NULL"
+)
 _STILL_AS_READ = f"SELECT 1 FROM contacts WHERE {_AS_READ}"  # noqa: S608 - constant
 _MOVE_CLOCK = (
     "UPDATE contacts SET clock_anchor_at = ?, clock_anchor_kind = ?, deadline = ?, reconsent_at = ?"  # noqa: S608 - constant

@@ -171,9 +171,11 @@ class ContactCard:
         return RetentionClock(str(r[8]), read_ts(r[18]), str(r[19]), deadline, reconsent, None)
 
     @property
-    def stored_anchor(self) -> tuple[Any, Any]:
-        """The anchor columns exactly as read, to compare-and-set them (``clicks``)."""
-        return self._row[18], self._row[19]
+    def stored_columns(self) -> tuple[Any, Any, Any, Any]:
+        """Clock, anchor instant, anchor kind and deadline exactly as read, to compare-and-set
+        them (``clicks``): a running contract changes the deadline alone."""
+        r = self._row
+        return r[8], r[18], r[19], r[9]
 
     @property
     def facts_row(self) -> dict[str, Any]:
