@@ -4,6 +4,8 @@ would in every case (fresh card, stale card, refused reconsent, no stored clock,
 
 from __future__ import annotations
 
+import atexit
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -124,6 +126,33 @@ def test_disposing_the_engine_closes_the_kept_connections(app: Flask, paul: int)
     assert connections(app)._idle == []
     with pytest.raises(Exception):  # noqa: B017 - closed: each driver has its own error
         raw.one("SELECT 1")
+
+
+@pytest.mark.parametrize("child_borrows", [False, True], ids=["idle child", "child serving links"])
+def test_a_forked_worker_leaves_its_parents_connection_alone_even_at_exit(
+    app: Flask, paul: int, child_borrows: bool
+) -> None:
+    # gunicorn forks workers from a loaded app; a worker exits through sys.exit, which runs the
+    # finalizers registered with atexit (weakref.finalize's among them).
+    pool = connections(app)
+    with borrowed(app) as parents:
+        parents.one("SELECT 1")
+    pid = os.fork()
+    if pid == 0:  # the child: report through the exit status, never return into pytest
+        status = 1
+        try:
+            if child_borrows:
+                with borrowed(app) as own:
+                    status = 0 if own is not parents and own.one("SELECT 1") == (1,) else 2
+            else:
+                status = 0
+            atexit._run_exitfuncs()
+        finally:
+            os._exit(status)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert pool._idle == [parents]
+    assert parents.one("SELECT id FROM contacts WHERE id = ?", (paul,)) == (paul,)
 
 
 def test_clicks_go_on_after_many_writes_and_checkpoints(

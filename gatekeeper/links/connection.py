@@ -6,8 +6,9 @@ hot links keep raw DB-API connections of their own, in autocommit mode: a read i
 and no transaction, a click's write is an explicit ``BEGIN … COMMIT`` (``Raw.begin``).
 
 They are closed when the engine is disposed (tests, shutdown); a forked child never touches
-its parent's (closing an inherited SQLite handle would drop the parent's POSIX locks) and opens
-its own. A connection that failed in the middle of a request is closed, not reused.
+its parent's, not even at exit (closing a psycopg handle ends the parent's session; SQLite
+forbids using a handle across fork) and opens its own. A connection that failed in the middle
+of a request is closed, not reused.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ SQLITE_PRAGMAS = (
 CHECKPOINT_EVERY = 200  # clicks per worker: ~1,900 WAL pages (9.4 a click, measured), a few ms
 
 
-_INHERITED: list[Raw] = []
+_INHERITED: list[Raw] = []  # a forked child's copies of its parent's: referenced, never closed
 
 
 class LinkConnections:
@@ -49,16 +50,18 @@ class LinkConnections:
         self.engine = engine
         self.dialect = engine.dialect.name
         self._idle: list[Raw] = []
-        self._pid = os.getpid()
+        # The process whose handles ``_idle`` holds, in a box the finalizer shares: a forked
+        # worker that never borrowed still holds its parent's at exit, and must not close them.
+        self._owner = [os.getpid()]
         self._writes = 0
         event.listen(engine, "engine_disposed", self._on_dispose)
-        weakref.finalize(self, _close_all, self._idle)
+        weakref.finalize(self, _close_own, self._idle, self._owner)
 
     def borrow(self) -> Raw:
-        if self._pid != os.getpid():  # forked: the parent's handles stay open, untouched
+        if self._owner[0] != os.getpid():  # forked: the parent's handles stay open, untouched
             _INHERITED.extend(self._idle)
             self._idle.clear()
-            self._pid = os.getpid()
+            self._owner[0] = os.getpid()
         try:
             return self._idle.pop()
         except IndexError:
@@ -98,8 +101,7 @@ class LinkConnections:
         return conn
 
     def _on_dispose(self, _engine: Engine) -> None:
-        if self._pid == os.getpid():
-            _close_all(self._idle)
+        _close_own(self._idle, self._owner)
 
 
 def _in_transaction(raw: Raw) -> bool:
@@ -107,6 +109,12 @@ def _in_transaction(raw: Raw) -> bool:
     if isinstance(conn, sqlite3.Connection):
         return conn.in_transaction
     return bool(conn.info.transaction_status != 0)  # psycopg: 0 is IDLE
+
+
+def _close_own(connections: list[Raw], owner: list[int]) -> None:
+    # Never a parent's handles: psycopg's close sends a Terminate on the shared socket.
+    if owner[0] == os.getpid():
+        _close_all(connections)
 
 
 def _close_all(connections: list[Raw]) -> None:
