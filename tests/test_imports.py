@@ -191,7 +191,7 @@ def test_bloctel_file_listing_becomes_phone_suppressions(
     res = client.post(
         "/api/v1/suppressions/bloctel?checked_at=2026-07-01",
         headers=auth,
-        data="0612345678\n+33 7 12 34 56 78\n\n",
+        data="0612345678\n+33 7 81 23 45 67\n\n",
         content_type="text/plain",
     )
     assert res.status_code == 200, res.json
