@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 import pytest
 
@@ -145,13 +144,16 @@ def test_random_rows_agree(ctx: RegisterContext) -> None:
         "profession_tags": ["", "a;b", " a ; ;b "],
     }
     header = ["external_id", *cells]
+    took_fast_route = 0
     for n in range(500):
         values = [rng.choice(["", f"c{n}", f" c{n} "])] + [rng.choice(v) for v in cells.values()]
         fast, reference, _ = routes(ctx, header, values)
         assert fast is None or fast == reference, values
+        took_fast_route += fast is not None
+    assert took_fast_route > 50  # else the agreement above would prove nothing
 
 
-def test_the_facts_of_equal_rows_are_numbered_once(ctx: RegisterContext, tmp_path: Path) -> None:
+def test_the_facts_of_equal_rows_are_numbered_once(ctx: RegisterContext) -> None:
     facts = FactTable(ctx.policy)
     plan = ContactPlan(["email", "collected_at", "audience"], facts, ctx.region)
     for n in range(100):

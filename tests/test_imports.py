@@ -128,7 +128,7 @@ def test_a_file_with_bad_rows_is_refused_whole_naming_row_and_field(
 
 
 def test_importing_the_same_files_twice_changes_nothing_the_second_time(
-    app: Flask, client: FlaskClient, auth: dict[str, str]
+    app: Flask, client: FlaskClient, auth: dict[str, str], reader: str
 ) -> None:
     contacts = (
         HEADER + "c1,a@example.fr,,,,2025-01-01,direct,\nc2,b@example.fr,,,,2025-01-01,direct,\n"
