@@ -97,14 +97,20 @@ def test_the_fast_path_keeps_one_connection_and_leaves_no_transaction_open(
         assert client.get(f"/u/{signer(app).unsubscribe(paul)}").status_code == 200
     pool = connections(app)
     assert len(pool._idle) == 1
-    with borrowed(app) as raw:
+    engine = app.extensions["gatekeeper.db"].engine
+    with borrowed(app) as raw, engine.connect() as pooled:
         if raw.dialect == "sqlite":
             assert not raw.connection.in_transaction
             # Checkpoints happen after the write lock is released, never inside a commit.
             assert raw.one("PRAGMA wal_autocheckpoint") == (0,)
+            for pragma in ("journal_mode", "foreign_keys", "synchronous", "busy_timeout"):
+                setting = pooled.exec_driver_sql(f"PRAGMA {pragma}").one()
+                assert raw.one(f"PRAGMA {pragma}") == tuple(setting)  # the engine's own
         else:
             assert raw.connection.info.transaction_status == 0  # idle, autocommit
             assert raw.one("SHOW synchronous_commit") == ("off",)  # as SQLite's NORMAL
+            # ... on the click connections alone: every other write stays fully durable.
+            assert pooled.exec_driver_sql("SHOW synchronous_commit").scalar_one() == "on"
 
 
 def test_a_connection_left_in_a_transaction_is_closed_not_reused(app: Flask, paul: int) -> None:

@@ -21,22 +21,14 @@ from typing import Any
 
 from sqlalchemy import Engine, event
 
+from gatekeeper.db import _sqlite_pragmas
 from gatekeeper.links.records import Raw
 
-# gatekeeper.db's settings, but for the checkpoint. An automatic checkpoint runs inside the
-# COMMIT that crosses the threshold: at 10,000 pages that click waited tens of milliseconds for
-# the copy, and with the lock file the links used then, so did every other writer (the click
-# p99). These connections never checkpoint on their own; ``wrote`` copies a few hundred
-# clicks' pages at a time (PASSIVE: it never waits for readers or writers).
-SQLITE_PRAGMAS = (
-    "PRAGMA journal_mode=WAL",
-    "PRAGMA foreign_keys=ON",
-    "PRAGMA synchronous=NORMAL",
-    "PRAGMA busy_timeout=30000",
-    "PRAGMA wal_autocheckpoint=0",
-    "PRAGMA cache_size=-65536",
-    "PRAGMA mmap_size=268435456",
-)
+# An automatic checkpoint runs inside the COMMIT that crosses the threshold: at 10,000 pages
+# that click waited tens of milliseconds for the copy, and with the lock file the links used
+# then, so did every other writer (the click p99). These connections never checkpoint on their
+# own; ``wrote`` copies a few hundred clicks' pages at a time (PASSIVE: it never waits for
+# readers or writers).
 CHECKPOINT_EVERY = 200  # clicks per worker: ~1,900 WAL pages (9.4 a click, measured), a few ms
 
 
@@ -86,8 +78,8 @@ class LinkConnections:
         if self.dialect == "sqlite":
             path = self.engine.url.database or ":memory:"
             lite = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-            for pragma in SQLITE_PRAGMAS:
-                lite.execute(pragma)
+            _sqlite_pragmas(lite, None)  # the engine's settings, but for the checkpoint
+            lite.execute("PRAGMA wal_autocheckpoint=0")
             return lite
         # The dialect's own arguments (host, user, its type adapters), as the pool would pass.
         cargs, cparams = self.engine.dialect.create_connect_args(self.engine.url)
