@@ -21,6 +21,7 @@ import requests
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from webhook_signing import PROVIDERS, PUBLIC_BASE_URL, Signer, make_signer
 from werkzeug.test import TestResponse
 
@@ -32,6 +33,7 @@ from gatekeeper.proof.verify import verify
 from gatekeeper.register.deliveries import DatabaseReplayGuard
 from gatekeeper.sqlbulk import read_ts, ts_value
 from gatekeeper.timeparse import isoformat
+from gatekeeper.webhook_views import service_of
 from webhooks.base import ReplayError
 
 PAYLOADS = Path(__file__).parent / "webhook_adapters" / "payloads"
@@ -542,3 +544,38 @@ def test_a_token_used_by_a_concurrent_request_after_our_check_is_a_replay(gk: Ha
     for session in (ours, theirs):
         session.close()
     assert gk.count("webhook_tokens") == 1
+
+
+# --- the kept connection per worker ----------------------------------------------------
+
+
+def test_a_rollback_on_a_lost_connection_is_a_database_error(gk: Harness) -> None:
+    with service_of(gk.app).connections() as sql:
+        sql.connection.close()  # what a server restart leaves behind
+        with pytest.raises(DBAPIError):
+            sql.rollback()
+        with pytest.raises(DBAPIError):
+            sql.all("SELECT 1")
+
+
+def test_a_connection_lost_in_the_write_phase_asks_for_a_retry_then_is_replaced(gk: Harness) -> None:
+    engine = gk.app.extensions["gatekeeper.db"].engine
+    if engine.dialect.name != "postgresql":
+        pytest.skip("only a server can drop a connection in the middle of a statement")
+    kill = [
+        "CREATE FUNCTION gk_kill() RETURNS trigger LANGUAGE plpgsql AS"
+        " $$ BEGIN PERFORM pg_terminate_backend(pg_backend_pid()); RETURN NEW; END $$",
+        "CREATE TRIGGER gk_kill BEFORE INSERT ON webhook_events FOR EACH ROW EXECUTE FUNCTION gk_kill()",
+    ]
+    with engine.begin() as conn:
+        for statement in kill:
+            conn.exec_driver_sql(statement)
+    try:
+        lost = gk.deliver("mailgun", payload("mailgun", "click"))
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP TRIGGER gk_kill ON webhook_events")
+            conn.exec_driver_sql("DROP FUNCTION gk_kill()")
+    assert lost.status_code == 503, lost.get_data()
+    assert gk.deliver("mailgun", payload("mailgun", "click")).status_code == 200  # a new connection
+    assert gk.count("webhook_events") == 1

@@ -93,7 +93,12 @@ class Sql:
             raise DBAPIError.instance("COMMIT", None, exc, self.error) from exc
 
     def rollback(self) -> None:
-        self.connection.rollback()
+        # Wrapped too: a connection lost mid-write fails its rollback as well, and the caller
+        # must see a database error (503, connection replaced), not a driver error (500).
+        try:
+            self.connection.rollback()
+        except self.error as exc:
+            raise DBAPIError.instance("ROLLBACK", None, exc, self.error) from exc
 
 
 def ints(ids: Sequence[int]) -> str:
