@@ -58,12 +58,18 @@ Answer = tuple[int, dict[str, Any]]
 
 class Connections:
     """One DB-API connection per thread (and process: never shared across a fork), detached
-    from the engine's pool and closed when the engine is disposed."""
+    from the engine's pool and closed when the engine is disposed.
+
+    A forked child never closes what it inherited: closing a psycopg connection ends the
+    parent's session on the server, closing a SQLite handle drops the parent's POSIX locks.
+    The usual ``engine.dispose(close=False)`` after a fork still fires ``engine_disposed``."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.local = threading.local()
         self.opened: list[Sql] = []
+        self.inherited: list[Sql] = []  # a fork's parent's: kept, so not even freed, never closed
+        self.pid = os.getpid()
         self.lock = threading.Lock()
         event.listen(engine, "engine_disposed", self.close_all)
 
@@ -89,6 +95,7 @@ class Connections:
         sql = Sql(connection, dialect.name, dialect.loaded_dbapi.Error)
         self.local.sql, self.local.pid = sql, os.getpid()
         with self.lock:
+            self._forget_inherited()
             self.opened.append(sql)
         return sql
 
@@ -102,11 +109,19 @@ class Connections:
 
     def close_all(self, _engine: Engine | None = None) -> None:
         with self.lock:
+            self._forget_inherited()
             opened, self.opened = self.opened, []
         for sql in opened:
             with suppress(Exception):
                 sql.connection.close()
         self.local = threading.local()
+
+    def _forget_inherited(self) -> None:
+        """In a forked child, set the parent's connections aside (the lock held): freeing one
+        would close it as surely as ``close``."""
+        if self.pid != os.getpid():
+            self.inherited += self.opened
+            self.opened, self.pid = [], os.getpid()
 
 
 class WebhookService:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -579,3 +580,20 @@ def test_a_connection_lost_in_the_write_phase_asks_for_a_retry_then_is_replaced(
     assert lost.status_code == 503, lost.get_data()
     assert gk.deliver("mailgun", payload("mailgun", "click")).status_code == 200  # a new connection
     assert gk.count("webhook_events") == 1
+
+
+def test_a_forked_child_disposing_the_engine_leaves_the_parents_connection_open(gk: Harness) -> None:
+    assert gk.deliver("mailgun", payload("mailgun", "click")).status_code == 200
+    engine = gk.app.extensions["gatekeeper.db"].engine
+    child = os.fork()
+    if child == 0:  # what a pre-forking server's worker does first, then serves on its own
+        failed = 1
+        try:
+            engine.dispose(close=False)
+            failed = int(gk.deliver("mailgun", payload("mailgun", "open")).status_code != 200)
+        finally:
+            os._exit(failed)
+    _, code = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(code) == 0
+    assert gk.deliver("mailgun", payload("mailgun", "unsubscribe")).status_code == 200
+    assert gk.count("webhook_events") == 3
