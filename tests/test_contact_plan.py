@@ -75,6 +75,7 @@ ROWS = [
     pytest.param(row(external_id="c9", collected_at=""), id="collected_at missing"),
     pytest.param(row(first_name="Paul"), id="no identity"),
     pytest.param(row(external_id="c10", first_name="x" * 2001), id="text too long"),
+    pytest.param(row(external_id="c14", last_name="x" * 201), id="longer than its column"),
     pytest.param(row(external_id="c11", email="  "), id="blank email"),
     pytest.param(row(external_id="c12", timezone="Mars/Olympus"), id="unknown zone"),
     pytest.param(row(external_id="c13", email="a@ab--cd.fr"), id="'--' in a label"),

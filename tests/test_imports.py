@@ -304,3 +304,24 @@ def test_an_unreadable_csv_is_refused_with_its_row(
     assert job["state"] == "failed"
     assert job["errors"][0]["row"] == 2 and "field larger than field limit" in job["errors"][0]["problem"]
     assert count(app, "contacts") == 0
+
+
+@pytest.mark.usefixtures("reader")
+@pytest.mark.parametrize(
+    ("cells", "field"),
+    [
+        pytest.param("c1,a@example.fr,,{long},,2025-01-01,direct,", "first_name", id="first name"),
+        pytest.param("{long},a@example.fr,,,,2025-01-01,direct,", "external_id", id="external id"),
+    ],
+)
+def test_a_value_longer_than_its_column_is_refused_with_its_row_and_field(
+    app: Flask, client: FlaskClient, auth: dict[str, str], cells: str, field: str
+) -> None:
+    # The contacts columns hold 200 characters: PostgreSQL would fail the whole job on the insert.
+    body = (
+        HEADER + "c0,ok@example.fr,,,,2025-01-01,direct,\n" + cells.format(long="x" * 201) + "\n"
+    ).encode()
+    job = finished(app, client, auth, upload(client, auth, "contacts", body))
+    assert job["state"] == "failed"
+    assert job["errors"] == [{"row": 2, "field": field, "problem": "text longer than 200 characters"}]
+    assert count(app, "contacts") == 0

@@ -25,11 +25,17 @@ from typing import Any
 
 from gatekeeper.normalize import CoordinateError, normalise_email, normalise_phone
 from gatekeeper.register.contact_facts import Facts, FactTable, facts_of
-from gatekeeper.register.contacts import ADDRESS_FIELDS, CONTACT_SPECS, NESTED, ContactRecord, parse_contact
+from gatekeeper.register.contacts import (
+    ADDRESS_FIELDS,
+    CONTACT_SPECS,
+    NAME_MAX,
+    NESTED,
+    ContactRecord,
+    parse_contact,
+)
 from gatekeeper.register.schema import Problems, apply_specs
 from gatekeeper.sqlbulk import json_value
 
-MAX_TEXT = 2000  # as schema.text
 # Per-row cells, in staging order; a field is staged only when its column is in the file.
 COORDINATE_FIELDS = ("email", "phone")
 TEXT_FIELDS = ("external_id", "first_name", "last_name", "source.name", "source.proof_ref")
@@ -92,7 +98,7 @@ class ContactPlan:
         if fact_id is None:
             return None
         texts = [v.strip() for v in self._text_cells(values)]
-        if texts and max(map(len, texts)) > MAX_TEXT:
+        if texts and max(map(len, texts)) > NAME_MAX:
             return None
         coordinates = self._coordinates(values)
         if coordinates is None:

@@ -42,6 +42,18 @@ _TIMEZONES = frozenset(available_timezones())
 NESTED = ("source", "postal_address", "attributes")
 
 
+NAME_MAX = 200  # the contacts' String(200) columns: PostgreSQL refuses a longer value
+
+
+def short_text(value: Any) -> str | None:
+    """Text that fits a String(200) column of contacts (SQLite would store more, PostgreSQL
+    would fail the whole batch on the insert instead of naming the row)."""
+    out = text_field(value)
+    if out is not None and len(out) > NAME_MAX:
+        raise FieldError(f"text longer than {NAME_MAX} characters")
+    return out
+
+
 def timezone_name(value: Any) -> str | None:
     name = text_field(value)
     if name is not None and name not in _TIMEZONES:
@@ -50,16 +62,16 @@ def timezone_name(value: Any) -> str | None:
 
 
 CONTACT_SPECS: dict[str, Spec] = {
-    "external_id": Spec(text_field),
-    "first_name": Spec(text_field),
-    "last_name": Spec(text_field),
+    "external_id": Spec(short_text),
+    "first_name": Spec(short_text),
+    "last_name": Spec(short_text),
     "audience": Spec(one_of("b2c", "b2b")),
     "profession_tags": Spec(str_list),
     "collected_at": Spec(instant, required=True),
-    "collected_by": Spec(text_field),
+    "collected_by": Spec(short_text),
     "source.type": Spec(one_of(*SOURCE_TYPES)),
-    "source.name": Spec(text_field),
-    "source.proof_ref": Spec(text_field),
+    "source.name": Spec(short_text),
+    "source.proof_ref": Spec(short_text),
     "purpose": Spec(one_of(*PURPOSES)),
     "timezone": Spec(timezone_name),
 }
