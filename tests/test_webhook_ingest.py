@@ -31,7 +31,8 @@ from gatekeeper.config import Settings, load_settings
 from gatekeeper.domain.retention import add_years
 from gatekeeper.errors import ConfigError
 from gatekeeper.proof.verify import verify
-from gatekeeper.register.deliveries import DatabaseReplayGuard
+from gatekeeper.register.deliveries import TokenBook
+from gatekeeper.register.rawsql import Sql
 from gatekeeper.sqlbulk import read_ts, ts_value
 from gatekeeper.timeparse import isoformat
 from gatekeeper.webhook_views import service_of
@@ -533,14 +534,13 @@ def test_a_token_used_by_a_concurrent_request_after_our_check_is_a_replay(gk: Ha
     database = gk.app.extensions["gatekeeper.db"]
     now = datetime.now(UTC)
     ours, theirs = database.sessionmaker(), database.sessionmaker()
-    guard = DatabaseReplayGuard(ours)
-    assert guard.seen("mailgun", "tok-1", now=now) is False  # verify looks only
-    other = DatabaseReplayGuard(theirs)  # the provider's duplicate delivery, faster than us
-    assert other.seen("mailgun", "tok-1", now=now) is False
-    other.record()
+    book, other = TokenBook(), TokenBook()
+    assert book.seen("mailgun", "tok-1", now=now) is False  # verify only notes the token
+    assert other.seen("mailgun", "tok-1", now=now) is False  # the provider's duplicate, faster
+    other.record(Sql.of(theirs))
     theirs.commit()
     with pytest.raises(ReplayError):
-        guard.record()
+        book.record(Sql.of(ours))
     ours.rollback()
     for session in (ours, theirs):
         session.close()

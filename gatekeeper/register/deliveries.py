@@ -2,24 +2,23 @@
 
 Theory of operation
 -------------------
-The webhook view hands over the events of one request, already verified and parsed
-(``webhooks.base.NormalizedEvent``). Everything happens in the caller's transaction, which also
-records the request's one-time token (``DatabaseReplayGuard`` / ``TokenBook``), so a failure
+The webhook service (``gatekeeper.webhook_service``) hands over the events of one request,
+already verified and parsed (``webhooks.base.NormalizedEvent``). Everything happens in one
+transaction, which also records the request's one-time token (``TokenBook``), so a failure
 stores nothing and burns nothing. Set-based, never a query per event (PERFORMANCE.md), in two
 phases so that SQLite's single writer is held as briefly as possible:
 
-1. ``plan_deliveries`` only reads, and runs concurrently in every worker (``delivery_plan``):
-   normalise the addresses, match contacts (one query), and prepare each event's raw row and,
-   for the kinds that matter, its consequences (``EFFECTS``);
-2. ``apply_deliveries`` writes, one worker at a time on SQLite (``write_turn``), one statement
-   per kind of write (``delivery_apply``): the raw events once each (providers retry whole
-   batches: idempotency is per event), then only the new ones change the register, each new
-   fact proven in the journal (RULES.md §6), then the clocks they can move, once per contact.
+1. ``delivery_plan.plan`` only reads, and runs concurrently in every worker: normalise the
+   addresses, match contacts, and prepare each event's raw row and, for the kinds that
+   matter, its consequences (``EFFECTS``);
+2. ``delivery_apply.apply`` writes, one worker at a time on SQLite (``writers_turn``), one
+   statement per kind of write: the raw events once each (providers retry whole batches:
+   idempotency is per event), then only the new ones change the register, each new fact
+   proven in the journal (RULES.md §6), then the clocks they can move, once per contact.
 
 Clocks are a maximum over facts and suppressions keep their latest date, so events arriving out
 of order (Brevo often does) never move a clock backwards nor undo a newer suppression.
-Statements run on raw DB-API connections (``rawsql.Sql``); the functions taking a ``Session``
-run in its transaction.
+Statements run on raw DB-API connections (``rawsql.Sql``).
 """
 
 from __future__ import annotations
@@ -28,39 +27,21 @@ import fcntl
 import hashlib
 import os
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 
-from sqlalchemy.orm import Session
-
-from gatekeeper.register import delivery_apply, delivery_plan
-from gatekeeper.register.context import RegisterContext
 from gatekeeper.register.delivery_apply import DeliveryResult
-from gatekeeper.register.delivery_plan import EFFECTS, DeliveryPlan, Effect, Match
 from gatekeeper.register.rawsql import Sql
-from webhooks.base import NormalizedEvent, ReplayError
+from webhooks.base import ReplayError
 
-__all__ = [
-    "EFFECTS",
-    "DatabaseReplayGuard",
-    "DeliveryPlan",
-    "DeliveryResult",
-    "Effect",
-    "TokenBook",
-    "apply_deliveries",
-    "match_contacts",
-    "plan_deliveries",
-    "record_delivery_events",
-    "write_turn",
-]
+__all__ = ["DeliveryResult", "TokenBook", "writers_turn"]
 
 # Used tokens are kept longer than any adapter accepts a signature (Mailgun: 15 minutes).
 TOKEN_TTL = timedelta(days=1)
 # About one token in this many also forgets expired ones: no scheduler needed, little cost.
 TOKEN_PURGE_EVERY = 64
 MAX_TOKEN_LENGTH = 255
-_SEEN = "SELECT 1 FROM webhook_tokens WHERE provider = ? AND token = ?"
 _INSERT_SEEN = (
     "INSERT INTO webhook_tokens (provider, token, seen_at) VALUES (?, ?, ?)"
     " ON CONFLICT (provider, token) DO NOTHING"
@@ -91,44 +72,10 @@ class TokenBook:
                 sql.run(_FORGET, (sql.ts(now - TOKEN_TTL),))
 
 
-class DatabaseReplayGuard(TokenBook):
-    """``TokenBook`` on a session that also looks while verifying, so a replay is refused
-    before any work; a concurrent replay that passed the look is still refused by ``record``."""
-
-    def __init__(self, session: Session) -> None:
-        super().__init__()
-        self.session = session
-
-    def seen(self, provider: str, token: str, *, now: datetime) -> bool:
-        if Sql.of(self.session).one(_SEEN, (provider, _bounded(token))):
-            return True
-        return super().seen(provider, token, now=now)
-
-    def record(self, sql: Sql | None = None) -> None:
-        try:
-            super().record(sql or Sql.of(self.session))
-        except ReplayError as exc:
-            raise ReplayError(f"{exc} by a concurrent request") from exc
-
-
 def _bounded(token: str) -> str:
     if len(token) <= MAX_TOKEN_LENGTH:
         return token
     return "sha256:" + hashlib.sha256(token.encode()).hexdigest()
-
-
-@contextmanager
-def write_turn(session: Session) -> Iterator[None]:
-    """``writers_turn`` for a session's database; on error the session is rolled back before
-    the turn passes, so no one waits for our teardown."""
-    url = session.get_bind().engine.url
-    path = url.database if url.get_backend_name() == "sqlite" else None
-    with writers_turn(path):
-        try:
-            yield
-        except BaseException:
-            session.rollback()
-            raise
 
 
 @contextmanager
@@ -163,35 +110,3 @@ def _lock_descriptor(path: str) -> int:
             os.close(_LOCKS.pop(next(iter(_LOCKS))))
         _LOCKS[key] = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     return _LOCKS[key]
-
-
-def record_delivery_events(
-    session: Session, events: Sequence[NormalizedEvent], ctx: RegisterContext, *, now: datetime
-) -> DeliveryResult:
-    """Store the events of one request once each and apply the new ones to the register."""
-    return apply_deliveries(session, plan_deliveries(session, events, ctx, now=now), ctx)
-
-
-def plan_deliveries(
-    session: Session, events: Sequence[NormalizedEvent], ctx: RegisterContext, *, now: datetime
-) -> DeliveryPlan:
-    """Everything that only reads: matching, raw rows, and each event's consequences."""
-    return delivery_plan.plan(Sql.of(session), events, ctx, now)
-
-
-def apply_deliveries(session: Session, plan: DeliveryPlan, ctx: RegisterContext) -> DeliveryResult:
-    """Store the raw events; let only the new ones change the register."""
-    return delivery_apply.apply(Sql.of(session), plan, ctx)
-
-
-def match_contacts(
-    session: Session, batch: Sequence[NormalizedEvent], addresses: Sequence[str | None]
-) -> list[Match]:
-    """Per event: the contact whose id we sent in the metadata, when it still exists (the
-    address may have changed since the send), else the contact with that address."""
-    contacts = delivery_plan.contacts_named(Sql.of(session), batch, addresses)
-    found: list[Match] = []
-    for event, address in zip(batch, addresses, strict=True):
-        contact = delivery_plan.matched(event, address, contacts)
-        found.append((contact.id, contact.email) if contact else (None, None))
-    return found

@@ -102,7 +102,6 @@ class Contact:
 
 
 Contacts = dict[int | str, Contact]  # by id and by e-mail
-Match = tuple[int | None, str | None]  # (contact id, the contact's e-mail)
 _MATCH = (
     "SELECT id, email, phone, external_id FROM contacts WHERE anonymised_at IS NULL AND {column} IN ({marks})"
 )
@@ -120,7 +119,8 @@ def plan(sql: Sql, events: Sequence[NormalizedEvent], ctx: RegisterContext, now:
     ]
     unmatched = {a for e, a in zip(batch, addresses, strict=True) if a and e.contact_id not in contacts}
     _add(sql, contacts, "email", sorted(unmatched))
-    # ``matched`` inlined: our id when that contact exists, else the address (contacts are truthy).
+    # Our id from the metadata when that contact still exists (the address may have changed
+    # since the send), else the contact with that address (contacts are truthy).
     found = [
         contacts.get(e.contact_id) or (contacts.get(a) if a else None)
         for e, a in zip(batch, addresses, strict=True)
@@ -143,17 +143,6 @@ def _address(raw: str | None) -> str | None:
         return None  # stored with the raw event; nothing to match or suppress
 
 
-def contacts_named(sql: Sql, batch: Sequence[NormalizedEvent], addresses: Sequence[str | None]) -> Contacts:
-    """The live contacts the events name, by id and by e-mail: first by our ids, then by the
-    addresses of only the events whose id found no one (two indexed look-ups are cheaper than
-    one query with an OR of both lists)."""
-    found: Contacts = {}
-    _add(sql, found, "id", sorted({e.contact_id for e in batch if e.contact_id is not None}))
-    emails = {a for e, a in zip(batch, addresses, strict=True) if a and e.contact_id not in found}
-    _add(sql, found, "email", sorted(emails))
-    return found
-
-
 def _add(sql: Sql, found: Contacts, column: str, names: Sequence[int | str]) -> None:
     """One query per few thousand names (drivers cap bound parameters). Bound, never inlined:
     a single event's query is then the same text every time, and its prepared statement is
@@ -171,16 +160,6 @@ def _add(sql: Sql, found: Contacts, column: str, names: Sequence[int | str]) -> 
 
 def _marks(count: int) -> str:
     return ", ".join("?" * count) or "NULL"
-
-
-def matched(
-    event: NormalizedEvent, address: str | None, contacts: dict[int | str, Contact]
-) -> Contact | None:
-    """Our id from the metadata when that contact still exists (the address may have changed
-    since the send), else the contact with that address."""
-    if event.contact_id is not None and event.contact_id in contacts:
-        return contacts[event.contact_id]
-    return contacts.get(address) if address else None
 
 
 def _send_times(
