@@ -236,6 +236,22 @@ def test_a_click_planned_before_a_contract_started_recomputes_though_the_anchor_
     assert card_of(app, paul).deadline is None
 
 
+def test_a_click_recomputes_from_the_contact_row_as_it_is_now_not_as_it_was_read(
+    app: Flask, client: FlaskClient, auth: dict[str, str]
+) -> None:
+    set_clock(app, TODAY)
+    cid = add_contact(client, auth, collected_by="Other Co")
+    add_event(client, auth, type="purchase", occurred_at="2026-11-21", seller="ACME SAS")
+    stale = card_of(app, cid)  # a prospect: that purchase was another entity's
+    with app.extensions["gatekeeper.db"].engine.begin() as conn:
+        conn.execute(text("UPDATE contacts SET collected_by = 'ACME SAS' WHERE id = :c"), {"c": cid})
+    refreshed_row(app, cid)  # the register's update: a client since the 21st
+    store_click(app, stale, cid)  # the compare-and-set misses: recomputed from all the facts
+    assert contact_row(app, cid) == refreshed_row(app, cid)
+    clock = card_of(app, cid).stored_clock
+    assert clock is not None and (clock.clock, clock.anchor_at) == ("client", TODAY)
+
+
 def read_anchor(app: Flask, cid: int) -> Any:
     card = card_of(app, cid)
     clock = card.stored_clock

@@ -5,15 +5,17 @@ fast path's own connection: insert the interest event and, only when it counts (
 RULES.md §4), move the contact's stored clock forward with the domain's ``clock_after_interest``
 (equal to ``compute_clock`` over all the facts, proven in tests/domain) in one compare-and-set
 ``UPDATE``: it only applies if the clock columns are still those the card was read with.
-Otherwise (another writer got there first, a refused reconsent, a clock never written) the clock
-is recomputed from every fact with ``compute_clock``, as before. An interest never changes the
-gate profile or its instants (they hold consents, objections, purchases and contracts), so only
-the clock columns are written; a test proves the row then equals what ``clocks.refresh`` writes.
+Otherwise (another writer got there first, a refused reconsent, a clock never written) the
+register's ``clocks.refresh_after_interest`` recomputes it from the row and every fact. An
+interest never changes the gate profile or its instants (they hold consents, objections,
+purchases and contracts), so only the clock columns are written; a test proves the row then
+equals what ``clocks.refresh`` writes.
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,15 +23,13 @@ from typing import Any
 from gatekeeper.domain.policy import Policy
 from gatekeeper.domain.retention import (
     clock_after_interest,
-    compute_clock,
     interest_counts,
-    reconsent_refused,
 )
 from gatekeeper.links.records import USER_AGENT_MAX, ContactCard, Raw, from_epoch
 from gatekeeper.links.tokens import LinkClaims
-from gatekeeper.register.clocks import facts_from
+from gatekeeper.register.clocks import refresh_after_interest
+from gatekeeper.register.rawsql import Sql
 from gatekeeper.register.schema import dedupe_key
-from gatekeeper.sqlbulk import read_json, read_ts
 from gatekeeper.timeparse import isoformat
 
 # json.dumps(data, separators=(",", ":"), ensure_ascii=False) without an encoder built per call.
@@ -42,6 +42,7 @@ class Interest:
     the event row and, when it counts, the clock it moves the contact to."""
 
     card: ContactCard
+    at: datetime
     event: tuple[Any, ...]  # the INSERT's parameters
     counts: bool
     recompute: bool  # no usable stored clock: every fact decides (``compute_clock``)
@@ -92,7 +93,7 @@ def plan_interest(
             moved = (clock.anchor_at, clock.deadline, clock.reconsent_at)
             anchor, deadline, reconsent = (raw.ts(t) for t in moved)
             move = (anchor, clock.anchor_kind, deadline, reconsent, *as_read)
-    return Interest(card, event, counts, recompute, as_read, move)
+    return Interest(card, now, event, counts, recompute, as_read, move)
 
 
 def store_interest(raw: Raw, policy: Policy, interest: Interest) -> None:
@@ -101,15 +102,15 @@ def store_interest(raw: Raw, policy: Policy, interest: Interest) -> None:
     if not interest.counts:
         return
     if interest.recompute:
-        _refresh_clock(raw, policy, interest.card)
+        _refresh_clock(raw, policy, interest)
     elif interest.move is None:
         # An older interest: nothing to write, provided the row is still as it was read.
         if raw.one(_STILL_AS_READ, interest.as_read) is None:
-            _refresh_clock(raw, policy, interest.card)
+            _refresh_clock(raw, policy, interest)
     elif raw.count(_MOVE_CLOCK, interest.move) == 0:
         # Another writer changed the clock since the card was read (a click of the same person
         # in the other worker, a purchase imported): recompute from all the facts.
-        _refresh_clock(raw, policy, interest.card)
+        _refresh_clock(raw, policy, interest)
 
 
 def store_at_once(raw: Raw, interest: Interest) -> bool:
@@ -156,35 +157,16 @@ _MOVE_CLOCK = (
 _INSERT_AND_MOVE = f"WITH inserted AS ({_INSERT_INTEREST} RETURNING id) {_MOVE_CLOCK}"
 
 
-def _lock_contact(raw: Raw, contact_id: int) -> None:
-    # Two clicks of one person in two workers: the second clock computation must see the first
-    # click, or it could write an older anchor (never unlawful, but wrong). SQLite's
-    # BEGIN IMMEDIATE (``Raw.begin``) already serialises the writers.
-    if raw.dialect != "sqlite":
-        raw.run("SELECT id FROM contacts WHERE id = ? FOR UPDATE", (contact_id,))
+def _refresh_clock(raw: Raw, policy: Policy, interest: Interest) -> None:
+    # The register's own recomputation: it locks the row (PostgreSQL; SQLite has one writer)
+    # and reads it again, so a contact changed since the card was read is computed as it is.
+    sql = Sql(raw.connection, raw.dialect, _driver_error(raw.dialect))
+    refresh_after_interest(sql, {interest.card.id: interest.at}, policy)
 
 
-def _refresh_clock(raw: Raw, policy: Policy, card: ContactCard) -> None:
-    _lock_contact(raw, card.id)
-    events = [
-        (etype, read_ts(at), read_json(data))
-        for etype, at, data in raw.all(
-            "SELECT type, occurred_at, data FROM events WHERE contact_id = ?", (card.id,)
-        )
-    ]
-    facts = facts_from(card.facts_row, events)
-    clock = compute_clock(facts, policy)
-    refused = clock.anchor_at if reconsent_refused(facts, clock) else None
-    raw.run(
-        "UPDATE contacts SET clock = ?, clock_anchor_at = ?, clock_anchor_kind = ?,"
-        " deadline = ?, reconsent_at = ?, refused_at = ? WHERE id = ?",
-        (
-            clock.clock,
-            raw.ts(clock.anchor_at),
-            clock.anchor_kind,
-            raw.ts(clock.deadline),
-            raw.ts(clock.reconsent_at),
-            raw.ts(refused),
-            card.id,
-        ),
-    )
+def _driver_error(dialect: str) -> type[Exception]:
+    if dialect == "sqlite":
+        return sqlite3.Error
+    import psycopg  # noqa: PLC0415 - only ever loaded with PostgreSQL
+
+    return psycopg.Error

@@ -178,22 +178,6 @@ class ContactCard:
         return r[8], r[18], r[19], r[9]
 
     @property
-    def facts_row(self) -> dict[str, Any]:
-        """The columns ``clocks.facts_from`` reads."""
-        r = self._row
-        return {
-            "id": r[0],
-            "audience": r[11],
-            "collected_at": read_ts(r[12]),
-            "collected_by": r[13],
-            "source_type": r[14],
-            "purpose": r[15],
-            "timezone": r[7],
-            "profession_tags": r[16],
-            "anonymised_at": r[10],
-        }
-
-    @property
     def ref(self) -> tuple[str, str] | None:
         """How ``append_events`` names this contact."""
         for value, kind in zip(self._row[1:4], ("external_id", "email", "phone"), strict=True):
