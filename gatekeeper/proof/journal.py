@@ -152,19 +152,7 @@ def _entry_hash(
 
 
 def lock_head(session: Session, register: str = REGISTER) -> Head:
-    session.execute(
-        text(
-            "INSERT INTO journal_heads (register, seq, entry_hash) VALUES (:r, 0, :g)"
-            " ON CONFLICT (register) DO NOTHING"
-        ),
-        {"r": register, "g": GENESIS},
-    )
-    lock = " FOR UPDATE" if dialect_of(session) == "postgresql" else ""
-    seq, entry_hash = session.execute(
-        text(f"SELECT seq, entry_hash FROM journal_heads WHERE register = :r{lock}"),  # noqa: S608 - constant
-        {"r": register},
-    ).one()
-    return Head(register, int(seq), str(entry_hash))
+    return lock_head_sql(Sql.of(session), register)
 
 
 def append(
@@ -188,7 +176,8 @@ def write(
 
 
 def lock_head_sql(sql: Sql, register: str = REGISTER) -> Head:
-    """``lock_head`` on a raw connection: one statement once the head exists."""
+    """The register's head, locked until commit (PostgreSQL; SQLite has one writer), created
+    at genesis the first time: one statement once the head exists."""
     lock = " FOR UPDATE" if sql.dialect == "postgresql" else ""
     select = f"SELECT seq, entry_hash FROM journal_heads WHERE register = ?{lock}"  # noqa: S608 - constant
     row = sql.one(select, (register,))
@@ -261,7 +250,8 @@ def write_sql(
 
 
 def salts_sql(sql: Sql, contact_ids: set[int]) -> dict[int, str]:
-    """``subject_salts`` on a raw connection (the caller holds the head lock)."""
+    """The salts of these contacts, creating the missing ones (random, one per contact; the
+    caller holds the head lock, under which alone salts are created)."""
     if not contact_ids:
         return {}
     ids = sorted(contact_ids)
@@ -326,21 +316,6 @@ def executemany(session: Session, sql: str, rows: Sequence[Sequence[Any]]) -> No
         cursor.executemany(sql, rows)
     finally:
         cursor.close()
-
-
-def subject_salts(session: Session, contact_ids: set[int]) -> dict[int, str]:
-    """The salts of these contacts, creating the missing ones (random, one per contact)."""
-    if not contact_ids:
-        return {}
-    found = dict(
-        select_in(
-            session,
-            "SELECT contact_id, salt FROM journal_subjects WHERE contact_id IN ({})",
-            sorted(contact_ids),
-        )
-    )
-    found.update(new_salts(session, contact_ids - set(found)))
-    return {int(k): str(v) for k, v in found.items()}
 
 
 def new_salts(session: Session, contact_ids: Iterable[int]) -> dict[int, str]:
