@@ -7,6 +7,7 @@ it. Outgoing HTTP (the SNS certificate and subscription URLs) is the only double
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import os
@@ -35,6 +36,7 @@ from gatekeeper.register.deliveries import TokenBook
 from gatekeeper.register.rawsql import Sql
 from gatekeeper.sqlbulk import read_ts, ts_value
 from gatekeeper.timeparse import isoformat
+from gatekeeper.webhook_service import collector_paused
 from gatekeeper.webhook_views import service_of
 from webhooks.base import ReplayError
 
@@ -597,3 +599,27 @@ def test_a_forked_child_disposing_the_engine_leaves_the_parents_connection_open(
     assert os.waitstatus_to_exitcode(code) == 0
     assert gk.deliver("mailgun", payload("mailgun", "unsubscribe")).status_code == 200
     assert gk.count("webhook_events") == 3
+
+
+# --- the paused collector -------------------------------------------------------------
+
+
+def test_the_collector_paused_for_a_request_runs_again_even_after_an_exception() -> None:
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), collector_paused():
+        assert not gc.isenabled()
+        raise RuntimeError("a bug in an adapter")
+    assert gc.isenabled()
+
+
+def test_the_collector_runs_again_after_answered_refused_and_failed_requests(
+    gk: Harness, storage: FailingStorage
+) -> None:
+    statuses = [gk.deliver("sendgrid", payload("sendgrid", "open"), forged=True).status_code]
+    assert gc.isenabled()
+    statuses.append(gk.deliver("sendgrid", payload("sendgrid", "open")).status_code)
+    assert gc.isenabled()
+    storage.restore()
+    statuses.append(gk.deliver("sendgrid", payload("sendgrid", "open")).status_code)
+    assert gc.isenabled()
+    assert statuses == [401, 503, 200]
