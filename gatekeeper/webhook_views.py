@@ -21,15 +21,11 @@ from gatekeeper.config import Settings
 from gatekeeper.db import get_database
 from gatekeeper.errors import ConfigError
 from gatekeeper.webhook_fastpath import FastWebhooks
-from gatekeeper.webhook_service import Credentials, WebhookService, confirm_subscription
+from gatekeeper.webhook_service import Credentials, WebhookService
 from webhooks import Adapter, InboundRequest, load_adapters
-
-__all__ = ["SERVICE", "bp", "confirm_subscription", "parse_credentials", "service_of"]
 
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
 
-ADAPTERS = "gatekeeper.webhook_adapters"
-CREDENTIALS = "gatekeeper.webhook_credentials"
 SERVICE = "gatekeeper.webhook_service"
 
 
@@ -39,11 +35,9 @@ def _configure(state: BlueprintSetupState) -> None:
     app = cast(Flask, state.app)  # registered on a Flask app, never a bare sansio App
     settings: Settings = app.extensions["gatekeeper.settings"]
     adapters = load_adapters()
-    credentials = parse_credentials(settings.webhooks, adapters)
-    app.extensions[ADAPTERS], app.extensions[CREDENTIALS] = adapters, credentials
     service = WebhookService(
         adapters,
-        credentials,
+        parse_credentials(settings.webhooks, adapters),
         app.extensions["gatekeeper.context"],
         get_database(app).engine,
         settings.public_base_url,
