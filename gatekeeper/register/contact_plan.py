@@ -92,8 +92,8 @@ class ContactPlan:
 
     def stage_row(self, row: int, values: list[str]) -> tuple[Any, ...] | None:
         """The staging tuple of a plainly valid row, else None (ask ``parse_contact``)."""
-        if len(values) != self.width:
-            return None
+        if len(values) != self.width or any("\x00" in v for v in values):
+            return None  # the reference validator names the cell (a NUL cannot be stored)
         fact_id = self._fact_id(values)
         if fact_id is None:
             return None

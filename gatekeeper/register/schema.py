@@ -40,6 +40,9 @@ def text(value: Any) -> str | None:
     out = str(value).strip()
     if len(out) > 2000:
         raise FieldError("text longer than 2000 characters")
+    if "\x00" in out:
+        # PostgreSQL cannot store a NUL character in text; say so instead of failing the batch.
+        raise FieldError("text contains a NUL character")
     return out or None
 
 
