@@ -10,12 +10,14 @@ catching one family. ``Sql.of(session)`` runs inside the session's own transacti
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
+
+from gatekeeper.sqlbulk import ts_value
 
 _SESSION_KEY = "gatekeeper.rawsql"
 
@@ -77,10 +79,8 @@ class Sql:
             raise DBAPIError.instance(sql, None, exc, self.error) from exc
 
     def ts(self, value: datetime | None) -> Any:
-        """A datetime as the driver stores it (``sqlbulk.ts_value``'s exact SQLite text)."""
-        if value is None or self.dialect != "sqlite":
-            return value
-        return _sqlite_text(value)
+        """A datetime as the driver stores it."""
+        return ts_value(self.dialect, value)
 
     def values(self, columns: int, rows: int) -> str:
         """``(?, ?), (?, ?)`` for a multi-row VALUES of ``rows`` rows."""
@@ -115,9 +115,3 @@ def _marks(sql: str, dialect: str) -> str:
 def _values(columns: int, rows: int) -> str:
     one = "(" + ", ".join(["?"] * columns) + ")"
     return ", ".join([one] * rows)
-
-
-@lru_cache(maxsize=4096)
-def _sqlite_text(value: datetime) -> str:
-    # The events of a batch share a few instants (and ``now``): format each once.
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
