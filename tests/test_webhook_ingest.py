@@ -623,3 +623,13 @@ def test_the_collector_runs_again_after_answered_refused_and_failed_requests(
     statuses.append(gk.deliver("sendgrid", payload("sendgrid", "open")).status_code)
     assert gc.isenabled()
     assert statuses == [401, 503, 200]
+
+
+def test_a_batch_suppressing_thousands_of_addresses_is_stored_whole(gk: Harness) -> None:
+    (bounce,) = payload("sendgrid", "hard_bounce")
+    batch = [bounce | {"sg_event_id": f"storm-{i}", "email": f"gone{i}@example.com"} for i in range(10_000)]
+    res = gk.deliver("sendgrid", batch)
+    assert res.status_code == 200, res.json
+    assert res.json["stored"] == 10_000  # type: ignore[index]
+    assert gk.count("suppressions") == 10_000
+    assert gk.count("journal WHERE fact_table = 'suppression'") == 10_000

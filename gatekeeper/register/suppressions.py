@@ -29,6 +29,10 @@ from gatekeeper.register.schema import (
 from gatekeeper.security import KeyedHasher
 from gatekeeper.sqlbulk import dialect_of, ts_value
 
+# Rows per multi-row upsert: 7 parameters each, far under PostgreSQL's 65,535 per statement
+# (a bounce storm's batch can name more addresses than one statement may carry).
+UPSERT_CHUNK = 1_000
+
 SPECS = {
     "reason": Spec(one_of(*SUPPRESSION_REASONS), required=True),
     "channels": Spec(channels),  # absent: all channels (applied below)
@@ -93,32 +97,31 @@ def add_suppressions(
 def upsert_suppressions(
     sql: Sql, entries: Iterable[SuppressionRecord], hasher: KeyedHasher, *, origin: str, now: datetime
 ) -> list[Any]:
-    """``add_suppressions`` on a raw connection, in one statement, for a caller that journals
-    them itself: returns the upserted rows (``journal.SUPPRESSION_COLUMNS``). One row per
-    entry key with its latest date: a statement may not upsert the same row twice."""
+    """``add_suppressions`` on a raw connection, one statement per ``UPSERT_CHUNK`` entries,
+    for a caller that journals them itself: returns the upserted rows
+    (``journal.SUPPRESSION_COLUMNS``). One row per entry key with its latest date: a statement
+    may not upsert the same row twice."""
     latest: dict[tuple[str, str, str], tuple[str, Any]] = {}
     for e in entries:
         key = (hasher.coordinate(e.coord_kind, e.coordinate), e.reason, channels_key(e.channels))
         at = sql.ts(e.occurred_at)
         if key not in latest or at > latest[key][1]:
             latest[key] = (e.coord_kind, at)
-    if not latest:
-        return []
     greatest = "GREATEST" if sql.dialect == "postgresql" else "MAX"
     created = sql.ts(now)
-    params = [
-        value
-        for (h, reason, chans), (kind, at) in latest.items()
-        for value in (h, kind, reason, chans, at, origin, created)
-    ]
-    return sql.all(
-        "INSERT INTO suppressions (coord_hash, coord_kind, reason, channels, occurred_at, origin,"  # noqa: S608
-        f" created_at) VALUES {sql.values(7, len(latest))}"
-        " ON CONFLICT (coord_hash, reason, channels) DO UPDATE SET occurred_at ="
-        f" {greatest}(suppressions.occurred_at, excluded.occurred_at)"
-        " RETURNING id, coord_hash, coord_kind, reason, channels, occurred_at, origin",
-        params,
-    )
+    rows = [(h, kind, why, chans, at, origin, created) for (h, why, chans), (kind, at) in latest.items()]
+    upserted: list[Any] = []
+    for start in range(0, len(rows), UPSERT_CHUNK):
+        chunk = rows[start : start + UPSERT_CHUNK]
+        upserted += sql.all(
+            "INSERT INTO suppressions (coord_hash, coord_kind, reason, channels, occurred_at, origin,"  # noqa: S608
+            f" created_at) VALUES {sql.values(7, len(chunk))}"
+            " ON CONFLICT (coord_hash, reason, channels) DO UPDATE SET occurred_at ="
+            f" {greatest}(suppressions.occurred_at, excluded.occurred_at)"
+            " RETURNING id, coord_hash, coord_kind, reason, channels, occurred_at, origin",
+            [value for row in chunk for value in row],
+        )
+    return upserted
 
 
 def _rows(
