@@ -42,6 +42,7 @@ from webhooks import (
     Adapter,
     AuthenticationError,
     InboundRequest,
+    NormalizedEvent,
     PayloadError,
     ReplayError,
     UpstreamError,
@@ -170,12 +171,13 @@ class WebhookService:
         now, book = utcnow(), TokenBook()
         adapter.verify(inbound, self.credentials.get(provider, []), now=now, guard=book)
         parsed = adapter.parse(inbound)
+        events = _without_nul(parsed.events) if _may_hold_nul(inbound.body) else parsed.events
         if parsed.subscribe_url:
             confirm_subscription(parsed.subscribe_url)
-        if not parsed.events and not book.pending:  # Mandrill's probe, an SNS confirmation
+        if not events and not book.pending:  # Mandrill's probe, an SNS confirmation
             return DeliveryResult(received=0, stored=0)
         with self.connections() as sql:
-            plan = delivery_plan.plan(sql, parsed.events, self.ctx, now)  # reads only
+            plan = delivery_plan.plan(sql, events, self.ctx, now)  # reads only
             with writers_turn(self.sqlite_path):  # the writes, the token first, then commit
                 try:
                     book.record(sql)
@@ -185,6 +187,35 @@ class WebhookService:
                     sql.rollback()  # before the turn passes: no one waits for our teardown
                     raise
         return result
+
+
+def _may_hold_nul(body: bytes) -> bool:
+    # JSON spells a NUL \u0000, a form %00: a byte search keeps the check off the usual path.
+    return b"\\u0000" in body or b"%00" in body or b"\x00" in body
+
+
+def _without_nul(events: list[NormalizedEvent]) -> list[NormalizedEvent]:
+    """PostgreSQL text cannot hold a NUL character: a provider's id or user agent carrying one
+    would fail the whole batch with a retry, forever. It becomes U+FFFD, the same for every
+    redelivery, so the dedupe key still matches; the raw JSON keeps the escape as sent."""
+    return [
+        e._replace(
+            provider_event=_clean(e.provider_event),
+            dedupe_key=_clean(e.dedupe_key),
+            email=_clean_or_none(e.email),
+            url=_clean_or_none(e.url),
+            user_agent=_clean_or_none(e.user_agent),
+        )
+        for e in events
+    ]
+
+
+def _clean(text: str) -> str:
+    return text.replace("\x00", "\ufffd")
+
+
+def _clean_or_none(text: str | None) -> str | None:
+    return None if text is None else _clean(text)
 
 
 @contextmanager

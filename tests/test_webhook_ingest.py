@@ -357,6 +357,19 @@ def test_a_500_event_batch_is_stored_in_one_request_and_only_once(gk: Harness) -
     assert [f.type for f in gk.facts(contact_id)] == ["interest"]
 
 
+def test_a_nul_character_in_an_event_is_stored_replaced_not_retried_forever(gk: Harness) -> None:
+    # PostgreSQL text cannot hold NUL: storing it as sent failed the batch with a 503, retried
+    # by the provider for a day. It becomes U+FFFD, the same on every redelivery.
+    (click,) = payload("sendgrid", "click")
+    (opened,) = payload("sendgrid", "open")
+    batch = [click | {"sg_event_id": "id-\u0000-1", "useragent": "Mozilla\u0000/5.0"}, opened]
+    first = gk.deliver("sendgrid", batch)
+    again = gk.deliver("sendgrid", batch)
+    assert first.status_code == 200, first.json
+    assert (first.json["stored"], again.json["stored"]) == (2, 0)  # type: ignore[index]
+    assert gk.count("webhook_events") == 2
+
+
 def test_a_batch_delivered_twice_at_the_same_time_is_stored_once(gk: Harness) -> None:
     contact_id = gk.contact(RECIPIENT["sendgrid"])
     (click,) = payload("sendgrid", "click")
