@@ -124,3 +124,23 @@ def test_a_suppression_follows_the_contact_whichever_coordinate_names_it(
         reasons = [v["reasons"][0] for v in res.json["verdicts"]]
         expected = ["suppressed.unsubscribe"] * 2 + (["suppressed.complaint"] if channel == "email" else [])
         assert reasons == expected, (channel, reasons)
+
+
+def test_recipients_with_a_nul_character_are_invalid_addresses_not_errors(
+    client: FlaskClient, auth: dict[str, str]
+) -> None:
+    seed(client, auth)
+    recipients = [
+        {"external_id": "consented\x00"},
+        "anne\x00@example.fr",
+        {"phone": "06\x0012"},
+        "anne@example.fr",
+    ]
+    res = client.post(
+        "/api/v1/checks",
+        headers=auth,
+        json={"campaign": CAMPAIGN, "as_of": "2026-11-22", "recipients": recipients},
+    )
+    assert res.status_code == 200, res.json
+    reasons = [v["reasons"][0] for v in res.json["verdicts"]]
+    assert reasons == ["address.invalid"] * 3 + ["basis.consent"]

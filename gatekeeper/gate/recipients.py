@@ -32,7 +32,8 @@ def parse_value(row: int, kind: str, raw: str, region: str) -> Recipient:
             return Recipient(row, kind, normalise_email(text), raw)
         if kind == "phone":
             return Recipient(row, kind, normalise_phone(text, region), raw)
-        return Recipient(row, kind, text or None, raw)
+        # No stored id holds a NUL (and PostgreSQL could not even compare one): invalid.
+        return Recipient(row, kind, text if text and "\x00" not in text else None, raw)
     except CoordinateError:
         return Recipient(row, kind, None, raw)
 
