@@ -3,6 +3,9 @@ file on disk to the last verdict row written, and compare with the CSV baseline 
 the same run (PERFORMANCE.md). SQLite and PostgreSQL.
 
     .venv/bin/python bench/filter.py --rows 1000000
+
+While developing, ``--reuse DIR`` keeps the list, the SQLite register and a PostgreSQL database
+per size (``gk_bench_filter_<rows>``) between runs: the register's setup is the slow part.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import CITIES, FIRST, LAST, email_of, emit, fresh_pg, peak_rss_mib
+from _common import CITIES, FIRST, LAST, PG_ADMIN, email_of, emit, fresh_pg, peak_rss_mib
 
 from gatekeeper.config import load_settings
 from gatekeeper.db import Database
@@ -181,6 +184,25 @@ def decide_main(url: str, list_path: Path, out: Path) -> None:
     print(json.dumps({"elapsed": elapsed, "peak_rss_mib": peak_rss_mib()}))
 
 
+def _register(name: str, work: Path, rows: int, reuse: bool) -> str:
+    """The database URL of the run, populated: with ``--reuse``, the one kept from an earlier
+    run of this size when its population completed (a marker file says so)."""
+    populated = work / f"populated-{name}"
+    kept = reuse and populated.exists()
+    if name == "sqlite":
+        url = f"sqlite:///{work / 'gk.db'}"
+        if not kept:
+            (work / "gk.db").unlink(missing_ok=True)
+    else:
+        db = f"gk_bench_filter_{rows}" if reuse else "gk_bench_filter"
+        url = PG_ADMIN.rsplit("/", 1)[0] + f"/{db}" if kept else fresh_pg(db)
+    if not kept:
+        populated.unlink(missing_ok=True)
+        child("--populate", url, "--rows", str(rows))
+        populated.touch()
+    return url
+
+
 def _settings(url: str) -> Any:
     return load_settings(environ={}, overrides={"env": "bench", "secret_key": "bench", "database_url": url})
 
@@ -189,6 +211,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--skip-pg", action="store_true")
+    parser.add_argument("--skip-sqlite", action="store_true")
+    parser.add_argument(
+        "--reuse", metavar="DIR", type=Path, help="keep the list and registers here between runs"
+    )
     parser.add_argument("--populate", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--decide", nargs=3, metavar=("URL", "LIST", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -198,14 +224,14 @@ def main() -> None:
         return decide_main(args.decide[0], Path(args.decide[1]), Path(args.decide[2]))
     figures = []
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
+        work = Path(tmp) if args.reuse is None else args.reuse / str(args.rows)
+        work.mkdir(parents=True, exist_ok=True)
         list_path = work / "list.csv"
-        write_list(list_path, args.rows)
-        dbs = [("sqlite", f"sqlite:///{work / 'gk.db'}")] + (
-            [] if args.skip_pg else [("postgresql", fresh_pg("gk_bench_filter"))]
-        )
-        for name, url in dbs:
-            child("--populate", url, "--rows", str(args.rows))
+        if args.reuse is None or not list_path.exists():
+            write_list(list_path, args.rows)
+        dbs = ([] if args.skip_sqlite else ["sqlite"]) + ([] if args.skip_pg else ["postgresql"])
+        for name in dbs:
+            url = _register(name, work, args.rows, args.reuse is not None)
             run = child("--decide", url, str(list_path), str(work / f"verdicts-{name}.csv"))
             elapsed = run["elapsed"]
             base = csv_baseline(list_path)
