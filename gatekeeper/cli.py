@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,6 +21,7 @@ from gatekeeper.register.context import context_from
 
 if TYPE_CHECKING:
     from gatekeeper.links.tokens import LinkSigner
+    from gatekeeper.spool import Handler
 
 
 @click.group()
@@ -89,7 +94,6 @@ def apikey_bootstrap() -> None:
 @click.option("--port", default=8025, show_default=True, type=int)
 def mailsink(port: int) -> None:
     """A local SMTP server keeping every message under var/mail/."""
-    import time
 
     from gatekeeper.mailsink import start_sink
 
@@ -105,10 +109,9 @@ def mailsink(port: int) -> None:
 @main.command("run")
 @click.option("--port", default=8000, show_default=True, type=int)
 def run_all(port: int) -> None:
-    """The whole service for development: mail sink, web service (gunicorn), scheduler."""
+    """The whole service for development: mail sink, web service (gunicorn), scheduler, drainer."""
     import signal
     import subprocess
-    import time
 
     load_settings()
     exe = [sys.executable, "-m", "gatekeeper.cli"]
@@ -117,6 +120,8 @@ def run_all(port: int) -> None:
         subprocess.Popen([*exe, "serve", "--port", str(port)]),  # noqa: S603
         # The scheduler is its own process: never inside the web workers.
         subprocess.Popen([*exe, "scheduler"]),  # noqa: S603
+        # Applies the clicks and webhook events the web workers journaled (gatekeeper.spool).
+        subprocess.Popen([*exe, "drain"]),  # noqa: S603
     ]
     click.echo(f"gatekeeper on http://127.0.0.1:{port}/  (OpenAPI: /api/v1/openapi.json; Ctrl-C stops)")
     try:
@@ -130,6 +135,75 @@ def run_all(port: int) -> None:
                 child.send_signal(signal.SIGTERM)
         for child in children:
             child.wait(timeout=15)
+
+
+@main.command("drain")
+@click.option("--once", is_flag=True, help="drain what is journaled now, then exit")
+@click.option("--interval", default=0.2, show_default=True, type=float, help="seconds between passes")
+def drain_command(once: bool, interval: float) -> None:
+    """Apply the journaled clicks and webhook events to the database, in batches."""
+    settings = load_settings()
+    database = Database(settings.database_url)
+    handlers: dict[str, Handler] = {}
+    total: dict[str, int] = {}
+    with _stop_on_sigterm() as stop, contextlib.suppress(KeyboardInterrupt):  # Ctrl-C stops it too
+        total = _drain_loop(settings, database, handlers, stop, once=once, interval=interval)
+    if once:
+        click.echo(f"drained {_summary(total) or 'nothing'}")
+
+
+def _drain_loop(
+    settings: Settings,
+    database: Database,
+    handlers: dict[str, Handler],
+    stop: threading.Event,
+    *,
+    once: bool,
+    interval: float,
+) -> dict[str, int]:
+    total: dict[str, int] = {}
+    last_report = time.monotonic()
+    while True:
+        counts = _drain_pass(settings, database, handlers)
+        for stream, n in counts.items():
+            total[stream] = total.get(stream, 0) + n
+        if once or stop.is_set():
+            break
+        if time.monotonic() - last_report >= 60 and any(total.values()):
+            click.echo(f"drained {_summary(total)} in the last minute")
+            total, last_report = {}, time.monotonic()
+        if not any(counts.values()):
+            stop.wait(interval)
+    return total
+
+
+def _drain_pass(settings: Settings, database: Database, handlers: dict[str, Handler]) -> dict[str, int]:
+    from gatekeeper.spool import drain_all
+
+    try:
+        return drain_all(settings, database, handlers)
+    except Exception:
+        # A database that is down or locked: the records stay journaled; try again shortly.
+        logging.getLogger(__name__).exception("drain pass failed; retrying")
+        time.sleep(1.0)
+        return {}
+
+
+def _summary(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {stream}" for stream, n in sorted(counts.items()) if n)
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm() -> Iterator[threading.Event]:
+    """An event set by SIGTERM, so the pass under way finishes its batch before exiting."""
+    import signal
+
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @main.command("scheduler")

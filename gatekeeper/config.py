@@ -48,6 +48,10 @@ class Settings:
     # Reverse proxies in front of the service whose X-Forwarded-* headers are trusted (0: none).
     # Rate limits and the IP kept as proof of a consent need the client's address, not the proxy's.
     trusted_proxies: int = 0
+    # The local journal of clicks and webhook events applied in batches (gatekeeper/spool.py),
+    # and whether each append also waits for the disk (power-loss durability, much slower).
+    spool_dir: str = str(VAR_DIR / "spool")
+    spool_fsync: bool = False
 
     @property
     def is_dev(self) -> bool:

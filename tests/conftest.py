@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +84,7 @@ def make_settings(db_url: str, tmp_path: Path, **extra: Any) -> Any:
         "database_url": db_url,
         "secret_key": TEST_SECRET,
         "archive_database_url": f"sqlite:///{tmp_path / 'archive.db'}",
+        "spool_dir": str(tmp_path / "spool"),
         **extra,
     }
     return load_settings(environ={}, overrides=overrides)
@@ -101,6 +102,20 @@ def app(db_url: str, tmp_path: Path) -> Iterator[Flask]:
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
+
+
+@pytest.fixture
+def drain(app: Flask) -> Callable[[], dict[str, int]]:
+    """Apply what the app journaled (clicks, webhook events), as ``gatekeeper drain`` does."""
+    from gatekeeper.spool import Handler, drain_all
+
+    handlers: dict[str, Handler] = {}
+
+    def run() -> dict[str, int]:
+        settings = app.extensions["gatekeeper.settings"]
+        return drain_all(settings, app.extensions["gatekeeper.db"], handlers)
+
+    return run
 
 
 @pytest.fixture
