@@ -16,6 +16,16 @@ failure answers the transient code (503) so the provider retries.
 Each worker thread keeps one DB-API connection across requests (``Connections``): a request
 pays neither a pool checkout nor PostgreSQL's pre-ping. A connection that raised a database
 error is closed and replaced by the next request; the provider retries the failed one.
+
+With a spool, a request whose events have no legal urgency (``delivery_plan.may_wait``:
+delivered, open, click, deferred, soft bounce...) skips the transaction: once verified and
+parsed, it becomes one line in the local spool (``deliveries.spool_record``, one ``os.write``)
+and is answered 200 with ``queued``; ``gatekeeper.webhook_spooled`` applies the lines in batches
+through the same plan and apply. A request carrying an unsubscribe, a hard bounce or a
+complaint is stored in its transaction before the 2xx, as above. One-time tokens: a worker
+refuses at once the tokens it accepted lately (``RecentTokens``); the drainer inserts the
+spooled ones with their events, so the unique index decides across workers: one event per
+token, never two.
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ import os
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -36,8 +47,15 @@ from sqlalchemy.exc import SQLAlchemyError
 from gatekeeper.models import utcnow
 from gatekeeper.register import delivery_apply, delivery_plan
 from gatekeeper.register.context import RegisterContext
-from gatekeeper.register.deliveries import DeliveryResult, TokenBook, writers_turn
+from gatekeeper.register.deliveries import (
+    DeliveryResult,
+    RecentTokens,
+    TokenBook,
+    spool_record,
+    writers_turn,
+)
 from gatekeeper.register.rawsql import Sql
+from gatekeeper.spool import Spool, SpoolError
 from webhooks import (
     Adapter,
     AuthenticationError,
@@ -135,8 +153,10 @@ class WebhookService:
         ctx: RegisterContext,
         engine: Engine,
         public_base_url: str,
+        spool: Spool | None = None,
     ) -> None:
         self.adapters, self.credentials, self.ctx = adapters, credentials, ctx
+        self.spool, self.recent = spool, RecentTokens()
         self.connections = Connections(engine)
         url = engine.url
         self.sqlite_path = url.database if url.get_backend_name() == "sqlite" else None
@@ -160,11 +180,13 @@ class WebhookService:
         except WebhookError as exc:
             log.warning("webhook %s refused: %s", provider, exc)
             return adapter.status_for(exc), error_body(_code(exc), str(exc))
-        except SQLAlchemyError:
+        except (SQLAlchemyError, SpoolError):
             log.exception("webhook %s: storage failed, the provider will retry", provider)
             status = adapter.status_for(None, transient=True)
             return status, error_body("storage_unavailable", "events not stored; retry later")
         body = {"received": result.received, "stored": result.stored, "duplicates": result.duplicates}
+        if result.queued:
+            body["queued"] = result.queued
         return adapter.status_for(None), body
 
     def _ingest(self, provider: str, adapter: Adapter, inbound: InboundRequest) -> DeliveryResult:
@@ -176,6 +198,17 @@ class WebhookService:
             confirm_subscription(parsed.subscribe_url)
         if not events and not book.pending:  # Mandrill's probe, an SNS confirmation
             return DeliveryResult(received=0, stored=0)
+        self.recent.refuse_replay(book)
+        if self.spool is not None and events and delivery_plan.may_wait(events):
+            self.spool.append(spool_record(now, book, events))
+            self.recent.remember(book)  # only once journaled: a failed append burns nothing
+            return DeliveryResult(received=len(events), stored=0, queued=len(events))
+        result = self._store(events, book, now)
+        self.recent.remember(book)
+        return result
+
+    def _store(self, events: list[NormalizedEvent], book: TokenBook, now: datetime) -> DeliveryResult:
+        """One transaction: the tokens, the events and their effects, committed."""
         with self.connections() as sql:
             plan = delivery_plan.plan(sql, events, self.ctx, now)  # reads only
             with writers_turn(self.sqlite_path):  # the writes, the token first, then commit

@@ -5,6 +5,8 @@ bytes, with the accounts configured in ``GATEKEEPER_WEBHOOKS``. The ingestion it
 transaction per request, is ``webhook_service``'s; plain POSTs are served by the WSGI fast path
 in front of Flask (``webhook_fastpath``), and this blueprint answers the rest the same way
 (Mandrill's HEAD probe, bodies without a length, unknown providers, bodies over the limit).
+Events without legal urgency are journaled in the spool's ``webhooks`` stream and applied by
+``gatekeeper drain`` (``webhook_spooled``).
 An SNS ``SubscriptionConfirmation`` is confirmed by GETting the URL the adapter vouched for.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, cast
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
@@ -20,8 +23,10 @@ from flask.blueprints import BlueprintSetupState
 from gatekeeper.config import Settings
 from gatekeeper.db import get_database
 from gatekeeper.errors import ConfigError
+from gatekeeper.spool import Spool
 from gatekeeper.webhook_fastpath import FastWebhooks
 from gatekeeper.webhook_service import Credentials, WebhookService
+from gatekeeper.webhook_spooled import STREAM
 from webhooks import Adapter, InboundRequest, load_adapters
 
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
@@ -41,6 +46,7 @@ def _configure(state: BlueprintSetupState) -> None:
         app.extensions["gatekeeper.context"],
         get_database(app).engine,
         settings.public_base_url,
+        Spool(Path(settings.spool_dir), STREAM, fsync=settings.spool_fsync),
     )
     app.extensions[SERVICE] = service
     app.wsgi_app = FastWebhooks(app.wsgi_app, service, app.config.get("MAX_CONTENT_LENGTH"))  # type: ignore[method-assign]

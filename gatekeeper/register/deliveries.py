@@ -19,29 +19,48 @@ phases so that SQLite's single writer is held as briefly as possible:
 Clocks are a maximum over facts and suppressions keep their latest date, so events arriving out
 of order (Brevo often does) never move a clock backwards nor undo a newer suppression.
 Statements run on raw DB-API connections (``rawsql.Sql``).
+
+Events without legal urgency may instead be journaled in the local spool (``gatekeeper.spool``)
+by the service and applied later by ``gatekeeper.webhook_spooled``, through the same two phases:
+one record per request (``spool_record``), its one-time tokens inside it, so the drainer inserts
+them with the events (``insert_tokens``) and the unique index refuses a replay there too.
 """
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
+import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from typing import Any, get_args
 
 from gatekeeper.register.delivery_apply import DeliveryResult
+from gatekeeper.register.delivery_plan import raw_text
 from gatekeeper.register.rawsql import Sql
-from webhooks.base import ReplayError
+from webhooks.base import Kind, NormalizedEvent, ReplayError
 
-__all__ = ["DeliveryResult", "TokenBook", "writers_turn"]
+__all__ = [
+    "DeliveryResult",
+    "RecentTokens",
+    "SpooledRequest",
+    "TokenBook",
+    "insert_tokens",
+    "read_spool_record",
+    "spool_record",
+    "writers_turn",
+]
 
 # Used tokens are kept longer than any adapter accepts a signature (Mailgun: 15 minutes).
 TOKEN_TTL = timedelta(days=1)
 # About one token in this many also forgets expired ones: no scheduler needed, little cost.
 TOKEN_PURGE_EVERY = 64
 MAX_TOKEN_LENGTH = 255
+TOKEN_CHUNK = 1_000  # 3 parameters each: far under every driver's limit
 _INSERT_SEEN = (
     "INSERT INTO webhook_tokens (provider, token, seen_at) VALUES (?, ?, ?)"
     " ON CONFLICT (provider, token) DO NOTHING"
@@ -70,6 +89,152 @@ class TokenBook:
                 raise ReplayError(f"{provider} token already used")
             if zlib.crc32(token.encode()) % TOKEN_PURGE_EVERY == 0:
                 sql.run(_FORGET, (sql.ts(now - TOKEN_TTL),))
+
+
+class RecentTokens:
+    """The one-time tokens this worker accepted lately, to refuse a replay at once (406) even
+    while its first delivery waits in the spool. Bounded (the oldest are forgotten first), so it
+    is only the fast refusal: the unique index on ``webhook_tokens``, which the drainer fills
+    in the events' transaction, is the one that holds across workers and restarts."""
+
+    def __init__(self, capacity: int = 65_536) -> None:
+        self.capacity = capacity
+        self.tokens: dict[tuple[str, str], None] = {}  # insertion-ordered: the oldest first
+        self.lock = threading.Lock()  # a threaded server: eviction iterates
+
+    def refuse_replay(self, book: TokenBook) -> None:
+        for provider, token, _ in book.pending:
+            if (provider, token) in self.tokens:
+                raise ReplayError(f"{provider} token already used")
+
+    def remember(self, book: TokenBook) -> None:
+        if not book.pending:
+            return
+        with self.lock:
+            for provider, token, _ in book.pending:
+                self.tokens[(provider, token)] = None
+            while len(self.tokens) > self.capacity:
+                del self.tokens[next(iter(self.tokens))]
+
+
+def insert_tokens(sql: Sql, tokens: Sequence[tuple[str, str, datetime]]) -> set[tuple[str, str]]:
+    """Insert spooled requests' tokens at once; the (provider, token) pairs that were new. A
+    pair already stored (a replay, or a batch handed again after a crash) is not returned."""
+    if not tokens:
+        return set()
+    fresh: set[tuple[str, str]] = set()
+    for start in range(0, len(tokens), TOKEN_CHUNK):
+        chunk = tokens[start : start + TOKEN_CHUNK]
+        params = [value for provider, token, at in chunk for value in (provider, token, sql.ts(at))]
+        returned = sql.all(
+            f"INSERT INTO webhook_tokens (provider, token, seen_at) VALUES {sql.values(3, len(chunk))}"  # noqa: S608 - marks only
+            " ON CONFLICT (provider, token) DO NOTHING RETURNING provider, token",
+            params,
+        )
+        fresh.update((str(p), str(t)) for p, t in returned)
+    sql.run(_FORGET, (sql.ts(max(at for _, _, at in tokens) - TOKEN_TTL),))
+    return fresh
+
+
+# --- the spool record of one request ---------------------------------------------------------
+
+SPOOL_VERSION = 1
+_KINDS = frozenset(get_args(Kind))
+# ASCII: a provider's lone surrogate (valid JSON escape, invalid UTF-8) survives the line.
+_SPOOL_JSON = json.JSONEncoder(separators=(",", ":"))
+
+
+class SpooledRequest:
+    """One journaled request: when it was received, its tokens and its events."""
+
+    __slots__ = ("events", "received_at", "tokens")
+
+    def __init__(
+        self, received_at: datetime, tokens: list[tuple[str, str]], events: list[NormalizedEvent]
+    ) -> None:
+        self.received_at, self.tokens, self.events = received_at, tokens, events
+
+
+def spool_record(received_at: datetime, book: TokenBook, events: Sequence[NormalizedEvent]) -> bytes:
+    """One compact line: ``[1, received_at, [[provider, token]...], [event...]]``, each event as
+    the fields ``NormalizedEvent`` holds, its raw payload as the JSON text to store."""
+    fields = [
+        [
+            e.provider,
+            e.kind,
+            e.provider_event,
+            e.dedupe_key,
+            e.occurred_at.isoformat(),
+            e.email,
+            e.contact_id,
+            e.campaign_id,
+            e.url,
+            e.user_agent,
+            e.raw_json if e.raw_json is not None else raw_text(e.raw),
+        ]
+        for e in events
+    ]
+    tokens = [[provider, token] for provider, token, _ in book.pending]
+    line: str = _SPOOL_JSON.encode([SPOOL_VERSION, received_at.isoformat(), tokens, fields])
+    return line.encode()
+
+
+def read_spool_record(data: bytes) -> SpooledRequest:
+    """The request a line holds; ``ValueError`` when it is not one this version wrote."""
+    try:
+        version, received, tokens, fields = json.loads(data)
+        if version != SPOOL_VERSION:
+            raise ValueError(f"unknown spool record version {version!r}")
+        return SpooledRequest(
+            _instant(received),
+            [(_str(provider), _str(token)) for provider, token in tokens],
+            [_event(*row) for row in fields],
+        )
+    except (TypeError, KeyError, IndexError, AttributeError, RecursionError) as exc:
+        raise ValueError(f"not a webhook spool record: {exc}") from exc
+
+
+def _event(*row: Any) -> NormalizedEvent:
+    provider, kind, provider_event, key, occurred, email, contact, campaign, url, agent, raw = row
+    if kind not in _KINDS:
+        raise ValueError(f"unknown event kind {kind!r}")
+    return NormalizedEvent(
+        provider=_str(provider),
+        kind=kind,
+        provider_event=_str(provider_event),
+        dedupe_key=_str(key),
+        occurred_at=_instant(occurred),
+        email=_opt_str(email),
+        contact_id=_opt_int(contact),
+        campaign_id=_opt_int(campaign),
+        url=_opt_str(url),
+        user_agent=_opt_str(agent),
+        raw={},
+        raw_json=_str(raw),
+    )
+
+
+def _instant(value: Any) -> datetime:
+    moment = datetime.fromisoformat(_str(value))
+    if moment.tzinfo is None:
+        raise ValueError("a spooled instant without its offset")
+    return moment
+
+
+def _str(value: Any) -> str:
+    if type(value) is not str:
+        raise ValueError(f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value is None else _str(value)
+
+
+def _opt_int(value: Any) -> int | None:
+    if value is None or (type(value) is int):
+        return value
+    raise ValueError(f"expected an id, got {type(value).__name__}")
 
 
 def _bounded(token: str) -> str:

@@ -44,10 +44,11 @@ _INSERT_FACT = (
 class DeliveryResult:
     received: int
     stored: int
+    queued: int = 0  # journaled in the spool: stored once drained, unless duplicates
 
     @property
     def duplicates(self) -> int:
-        return self.received - self.stored
+        return self.received - self.stored - self.queued
 
 
 def apply(sql: Sql, plan: DeliveryPlan, ctx: RegisterContext) -> DeliveryResult:

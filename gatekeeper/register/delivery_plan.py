@@ -54,6 +54,14 @@ EFFECTS: dict[str, Effect] = {
 
 
 _SUPPRESSING = frozenset(kind for kind, effect in EFFECTS.items() if effect.reason)
+# What must reach the database before the 2xx (an objection, a suppression): the rest may wait
+# in the spool (gatekeeper.webhook_spooled) a moment.
+URGENT = _SUPPRESSING | {kind for kind, effect in EFFECTS.items() if effect.event_type == "opposition"}
+
+
+def may_wait(events: Sequence[NormalizedEvent]) -> bool:
+    """True when no event of the request has legal urgency."""
+    return not any(e.kind in URGENT for e in events)
 
 
 @dataclass(slots=True)
@@ -199,7 +207,7 @@ class _Planner:
                 ts(e.occurred_at),
                 contact.id if contact else None,
                 e.campaign_id,
-                e.raw_json if e.raw_json is not None else _encoded(e.raw),
+                e.raw_json if e.raw_json is not None else raw_text(e.raw),
                 created,
             )
             for e, contact in zip(batch, found, strict=True)
@@ -252,5 +260,6 @@ class _Planner:
         return {"occurred_at": when}
 
 
-def _encoded(raw: Mapping[str, Any]) -> str | None:
+def raw_text(raw: Mapping[str, Any]) -> str | None:
+    """The JSON text stored for an event whose adapter kept no slice of the body."""
     return json_value(raw if isinstance(raw, dict) else dict(raw))
