@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -61,7 +62,7 @@ def test_tracked_links_are_minted_for_contacts_named_any_way(
 
 
 def test_a_minted_link_records_a_click_for_its_campaign_and_redirects(
-    app: Flask, client: FlaskClient, auth: dict[str, str]
+    app: Flask, client: FlaskClient, auth: dict[str, str], drain: Callable[[], dict[str, int]]
 ) -> None:
     set_clock(app, TODAY)
     cid = add_contact(client, auth)
@@ -79,6 +80,7 @@ def test_a_minted_link_records_a_click_for_its_campaign_and_redirects(
     tracked = mint(client, auth, body).json["links"][0]["tracked_url"]
     res = client.get(path_of(tracked), headers={"User-Agent": FIREFOX})
     assert res.status_code == 302 and res.headers["Location"] == "https://shop.example/%C3%A9t%C3%A9"
+    assert drain() == {"clicks": 1}
     (interest,) = stored_events(app, cid, "interest")
     assert interest["campaign_id"] == "spring-26" and interest["counts"] is True
 

@@ -1,31 +1,34 @@
-"""The fast path's own machinery, on SQLite and PostgreSQL: its kept connections, and a click's
-compare-and-set clock update, which must leave the contact row exactly as ``clocks.refresh``
-would in every case (fresh card, stale card, refused reconsent, no stored clock, old click)."""
+"""The fast path's own machinery, on SQLite and PostgreSQL: its kept connections, and the
+spooled clicks' batch handler, which must leave the contact row exactly as ``clocks.refresh``
+would in every case (a fresh click, an older one, a batch handed twice, a refused reconsent, no
+stored clock, a running contract, a row changed after the click) and skip what it cannot use."""
 
 from __future__ import annotations
 
 import atexit
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import text
-from test_links_helpers import FIREFOX, TODAY, add_contact, set_clock, signer
+from test_links_helpers import FIREFOX, TODAY, add_contact, erase, set_clock, signer, stored_events
 
-from gatekeeper.links import fastpath
-from gatekeeper.links.clicks import plan_interest, store_at_once, store_interest
+from gatekeeper.links import fastpath, spooled
 from gatekeeper.links.connection import LinkConnections
-from gatekeeper.links.records import ContactCard, Raw, load_card
+from gatekeeper.links.records import USER_AGENT_MAX, ContactCard, Raw, load_card
 from gatekeeper.links.service import Skeleton
-from gatekeeper.links.tokens import LinkClaims
+from gatekeeper.links.spooled import click_record, parse_click
 from gatekeeper.register import clocks
+from gatekeeper.spool import SpoolRecord, pending
 
 SHOP = "https://shop.example/offre?id=42"
+Drain = Callable[[], dict[str, int]]
 
 
 @pytest.fixture
@@ -63,21 +66,30 @@ def refreshed_row(app: Flask, cid: int) -> tuple[Any, ...]:
     return contact_row(app, cid)
 
 
-def claims_for(cid: int, *, sent_hours_ago: int = 1) -> LinkClaims:
-    sent = int((TODAY - timedelta(hours=sent_hours_ago)).timestamp())
-    return LinkClaims("click", cid, 7, sent, sent_at=sent, url=SHOP)
+def hit(
+    cid: int,
+    at: datetime,
+    *,
+    key: str = "f:0",
+    method: str = "GET",
+    agent: str | None = FIREFOX,
+    counts: bool = True,
+    kind: str = "click",
+) -> SpoolRecord:
+    """A spool line as the fast path appends it for a hit at ``at``."""
+    sent = int((TODAY - timedelta(hours=1)).timestamp())
+    line = click_record(kind, cid, 7, SHOP, sent, method=method, user_agent=agent, at=at, counts=counts)
+    return SpoolRecord(key, line)
 
 
-def store_click(app: Flask, card: ContactCard, cid: int, at_offset: timedelta = timedelta(0)) -> None:
-    """A click planned from ``card`` (maybe stale) and stored in one transaction."""
-    policy = app.extensions["gatekeeper.context"].policy
-    with borrowed(app) as raw:
-        interest = plan_interest(
-            raw, policy, card, claims_for(cid), method="GET", user_agent=FIREFOX, now=TODAY + at_offset
-        )
-        raw.begin()
-        store_interest(raw, policy, interest)
-        raw.commit()
+def handle(app: Flask, *records: SpoolRecord) -> None:
+    """Hand a batch to the clicks stream's handler, as ``gatekeeper drain`` does."""
+    settings, database = app.extensions["gatekeeper.settings"], app.extensions["gatekeeper.db"]
+    spooled.handler(settings, database)(list(records))
+
+
+def interests(app: Flask, cid: int) -> list[dict[str, Any]]:
+    return stored_events(app, cid, "interest")
 
 
 def card_of(app: Flask, cid: int) -> ContactCard:
@@ -161,48 +173,72 @@ def test_a_forked_worker_leaves_its_parents_connection_alone_even_at_exit(
     assert parents.one("SELECT id FROM contacts WHERE id = ?", (paul,)) == (paul,)
 
 
-def test_clicks_go_on_after_many_writes_and_checkpoints(
-    app: Flask, client: FlaskClient, paul: int, monkeypatch: pytest.MonkeyPatch
+def test_clicks_go_on_after_many_batches_and_checkpoints(
+    app: Flask, client: FlaskClient, paul: int, drain: Drain
 ) -> None:
-    from gatekeeper.links import connection
-
-    monkeypatch.setattr(connection, "CHECKPOINT_EVERY", 2)
     for minute in range(5):
         set_clock(app, TODAY + timedelta(minutes=minute))
         token = signer(app).tracked("click", paul, 7, SHOP, TODAY - timedelta(hours=1))
         assert client.get(f"/c/{token}", headers={"User-Agent": FIREFOX}).status_code == 302
-    with app.extensions["gatekeeper.db"].engine.connect() as conn:
-        n = conn.execute(text("SELECT COUNT(*) FROM events WHERE type = 'interest'")).scalar_one()
-    assert n == 5
+        if minute % 2:
+            drain()
+    drain()
+    assert len(interests(app, paul)) == 5
+    assert read_anchor(app, paul) == TODAY + timedelta(minutes=4)
     assert contact_row(app, paul) == refreshed_row(app, paul)
+    assert pending(Path(app.extensions["gatekeeper.settings"].spool_dir), "clicks") == 0
 
 
-# --- the click's clock update --------------------------------------------------------------
+# --- the spooled clicks' handler: clocks -----------------------------------------------------
 
 
-def test_a_click_on_a_fresh_card_moves_the_clock_as_the_refresh_would(app: Flask, paul: int) -> None:
-    store_click(app, card_of(app, paul), paul)
+def test_a_click_moves_the_clock_as_the_refresh_would_and_keeps_every_field(app: Flask, paul: int) -> None:
+    handle(app, hit(paul, TODAY, agent="Firefox\nX"))
     after = contact_row(app, paul)
     assert refreshed_row(app, paul) == after
     assert card_of(app, paul).stored_columns[2] == "interest.click"
+    (event,) = interests(app, paul)
+    assert event == {
+        "type": "interest",
+        "origin": "link",
+        "kind": "click",
+        "occurred_at": "2026-11-22T10:00:00Z",
+        "counts": True,
+        "detail": SHOP,
+        "campaign_id": 7,
+        "method": "GET",
+        "user_agent": "Firefox\nX",
+        "sent_at": "2026-11-22T09:00:00Z",
+    }
 
 
-def test_a_click_planned_on_a_stale_card_recomputes_from_all_the_facts(app: Flask, paul: int) -> None:
-    stale = card_of(app, paul)
-    store_click(app, card_of(app, paul), paul, timedelta(minutes=5))  # the other worker's click
-    store_click(app, stale, paul)  # older than the row now says: compare-and-set must fail
-    after = contact_row(app, paul)
-    assert refreshed_row(app, paul) == after
-    assert read_anchor(app, paul) == TODAY + timedelta(minutes=5)
+def test_a_batch_handed_twice_stores_each_click_once(app: Flask, paul: int) -> None:
+    batch = [hit(paul, TODAY, key="f:0"), hit(paul, TODAY + timedelta(seconds=1), key="f:90", method="HEAD")]
+    handle(app, *batch)
+    first = contact_row(app, paul)
+    handle(app, *batch)  # a drainer stopped before saving its progress hands it again
+    assert [e["method"] for e in interests(app, paul)] == ["GET", "HEAD"]
+    assert contact_row(app, paul) == first == refreshed_row(app, paul)
 
 
-def test_an_older_click_writes_no_clock_and_leaves_the_row_as_the_refresh_would(
-    app: Flask, paul: int
-) -> None:
-    store_click(app, card_of(app, paul), paul, timedelta(minutes=5))
-    store_click(app, card_of(app, paul), paul)  # earlier than the anchor: a max, nothing moves
+@pytest.mark.parametrize("together", [False, True], ids=["two batches", "one batch"])
+def test_an_older_click_never_moves_a_clock_back(app: Flask, paul: int, together: bool) -> None:
+    later, earlier = hit(paul, TODAY + timedelta(minutes=5), key="f:1"), hit(paul, TODAY, key="f:0")
+    if together:
+        handle(app, later, earlier)
+    else:
+        handle(app, later)
+        handle(app, earlier)
+    assert len(interests(app, paul)) == 2
     assert read_anchor(app, paul) == TODAY + timedelta(minutes=5)
     assert refreshed_row(app, paul) == contact_row(app, paul)
+
+
+def test_hits_that_do_not_count_are_stored_and_leave_the_clock(app: Flask, paul: int) -> None:
+    before = contact_row(app, paul)
+    handle(app, hit(paul, TODAY, method="HEAD", counts=False), hit(paul, TODAY, agent=None, counts=False))
+    assert [e["counts"] for e in interests(app, paul)] == [False, False]
+    assert contact_row(app, paul) == before
 
 
 @pytest.mark.parametrize("column", ["clock_anchor_at", "refused_at"])
@@ -212,7 +248,7 @@ def test_a_contact_without_a_usable_stored_clock_is_recomputed(app: Flask, paul:
     value = None if column == "clock_anchor_at" else TODAY - timedelta(days=1)
     with app.extensions["gatekeeper.db"].engine.begin() as conn:
         conn.execute(text(f"UPDATE contacts SET {column} = :v WHERE id = :c"), {"v": value, "c": paul})
-    store_click(app, card_of(app, paul), paul)
+    handle(app, hit(paul, TODAY))
     assert read_anchor(app, paul) == TODAY
     assert refreshed_row(app, paul) == contact_row(app, paul)
 
@@ -222,34 +258,108 @@ def add_event(client: FlaskClient, auth: dict[str, str], **event: Any) -> None:
     assert client.post("/api/v1/events", json=body, headers=auth).status_code == 200
 
 
-def test_a_click_planned_before_a_contract_started_recomputes_though_the_anchor_is_unchanged(
+def test_a_click_during_a_running_contract_keeps_the_contract_clock(
     app: Flask, client: FlaskClient, auth: dict[str, str], paul: int
 ) -> None:
-    # A running contract that started before the last purchase keeps the clock, its anchor and
-    # kind, but removes the deadline: the compare-and-set must see that the row moved.
     add_event(client, auth, type="purchase", occurred_at="2026-11-01", seller="ACME SAS")
-    stale = card_of(app, paul)
     add_event(client, auth, type="contract", kind="subscription", starts_at="2026-01-01")
-    assert card_of(app, paul).stored_columns[:3] == stale.stored_columns[:3]
-    store_click(app, stale, paul)
+    handle(app, hit(paul, TODAY))
     assert contact_row(app, paul) == refreshed_row(app, paul)
     assert card_of(app, paul).deadline is None
 
 
-def test_a_click_recomputes_from_the_contact_row_as_it_is_now_not_as_it_was_read(
-    app: Flask, client: FlaskClient, auth: dict[str, str]
+def test_a_click_is_applied_to_the_contact_row_as_it_is_when_drained(
+    app: Flask, client: FlaskClient, auth: dict[str, str], drain: Drain
 ) -> None:
     set_clock(app, TODAY)
     cid = add_contact(client, auth, collected_by="Other Co")
     add_event(client, auth, type="purchase", occurred_at="2026-11-21", seller="ACME SAS")
-    stale = card_of(app, cid)  # a prospect: that purchase was another entity's
+    token = signer(app).tracked("click", cid, 7, SHOP, TODAY - timedelta(hours=1))
+    client.get(f"/c/{token}", headers={"User-Agent": FIREFOX})  # journaled while a prospect
     with app.extensions["gatekeeper.db"].engine.begin() as conn:
         conn.execute(text("UPDATE contacts SET collected_by = 'ACME SAS' WHERE id = :c"), {"c": cid})
     refreshed_row(app, cid)  # the register's update: a client since the 21st
-    store_click(app, stale, cid)  # the compare-and-set misses: recomputed from all the facts
+    drain()
     assert contact_row(app, cid) == refreshed_row(app, cid)
     clock = card_of(app, cid).stored_clock
     assert clock is not None and (clock.clock, clock.anchor_at) == ("client", TODAY)
+
+
+def test_a_batch_of_many_contacts_leaves_each_row_as_the_refresh_would(
+    app: Flask, client: FlaskClient, auth: dict[str, str]
+) -> None:
+    set_clock(app, TODAY)
+    ids = [
+        add_contact(client, auth, external_id=f"crm-{i}", email=f"p{i}@example.fr", phone=None)
+        for i in range(4)
+    ]
+    handle(
+        app,
+        hit(ids[0], TODAY, key="f:0"),
+        hit(ids[1], TODAY, key="f:1", kind="download"),
+        hit(ids[1], TODAY + timedelta(minutes=1), key="f:2"),
+        hit(ids[2], TODAY, key="f:3", method="HEAD", counts=False),
+        hit(ids[0], TODAY - timedelta(minutes=1), key="f:4"),
+    )
+    assert [len(interests(app, cid)) for cid in ids] == [2, 2, 1, 0]
+    for cid in ids:
+        assert contact_row(app, cid) == refreshed_row(app, cid)
+    assert read_anchor(app, ids[1]) == TODAY + timedelta(minutes=1)
+
+
+# --- the spooled clicks' handler: what it refuses ------------------------------------------
+
+
+def test_an_erased_or_unknown_contact_gets_nothing_stored(app: Flask, paul: int) -> None:
+    erase(app, paul)
+    handle(app, hit(paul, TODAY, key="f:0"), hit(paul + 1000, TODAY, key="f:1"))
+    assert interests(app, paul) == [] and interests(app, paul + 1000) == []
+
+
+MALFORMED = {
+    "not json": b"{oops",
+    "not an object": b"[1,2]",
+    "another version": hit(1, TODAY).data.replace(b'"v":1', b'"v":99'),
+    "no contact": hit(1, TODAY).data.replace(b'"c":1,', b""),
+    "contact not an integer": hit(1, TODAY).data.replace(b'"c":1', b'"c":"1"'),
+    "instant not an integer": hit(1, TODAY).data.replace(b'"t":', b'"t":"x","x":'),
+    "another purpose": hit(1, TODAY).data.replace(b'"k":"click"', b'"k":"unsubscribe"'),
+    "not utf-8": b'{"v":1,"k":"click","ua":"\xff"}',
+}
+
+
+def test_a_malformed_line_is_logged_and_skipped_and_never_blocks_the_stream(
+    app: Flask, paul: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    bad = [SpoolRecord(f"bad:{i}", data) for i, data in enumerate(MALFORMED.values())]
+    handle(app, bad[0], hit(paul, TODAY, key="good:0"), *bad[1:])
+    assert len(interests(app, paul)) == 1  # the one good line of the batch
+    for i in range(len(MALFORMED)):
+        assert f"spool record bad:{i} is not a click" in caplog.text
+
+
+def test_a_spooled_line_holds_the_hit_and_never_a_newline() -> None:
+    line = click_record(
+        "download",
+        5,
+        "spring-26",
+        SHOP,
+        None,
+        method="get",
+        user_agent="A\nB" + "x" * 400,
+        at=TODAY,
+        counts=False,
+    )
+    assert b"\n" not in line
+    click = parse_click(line)
+    assert (click.purpose, click.contact_id, click.campaign_id, click.url) == (
+        "download",
+        5,
+        "spring-26",
+        SHOP,
+    )
+    assert (click.sent_at, click.method, click.at, click.counts) == (None, "GET", TODAY, False)
+    assert click.user_agent is not None and len(click.user_agent) == USER_AGENT_MAX
 
 
 def read_anchor(app: Flask, cid: int) -> Any:
@@ -287,38 +397,3 @@ def test_the_kept_connection_sees_what_other_connections_commit(app: Flask, paul
         conn.execute(text("UPDATE contacts SET first_name = 'Pierre' WHERE id = :c"), {"c": paul})
     with borrowed(app) as raw:
         assert raw.one("SELECT first_name FROM contacts WHERE id = ?", (paul,)) == ("Pierre",)
-
-
-def test_on_postgresql_a_click_is_one_statement_and_a_missed_compare_and_set_is_completed(
-    app: Flask, paul: int
-) -> None:
-    policy = app.extensions["gatekeeper.context"].policy
-    stale = card_of(app, paul)
-    with borrowed(app) as raw:
-        fresh = plan_interest(
-            raw, policy, card_of(app, paul), claims_for(paul), method="GET", user_agent=FIREFOX, now=TODAY
-        )
-        late = plan_interest(
-            raw,
-            policy,
-            stale,
-            claims_for(paul),
-            method="GET",
-            user_agent=FIREFOX,
-            now=TODAY - timedelta(minutes=1),
-        )
-        at_once = store_at_once(raw, fresh)
-        assert at_once is (raw.dialect == "postgresql")  # SQLite has no INSERT inside WITH
-        if not at_once:
-            raw.begin()
-            store_interest(raw, policy, fresh)
-            raw.commit()
-        assert not store_at_once(raw, late)  # the row moved since ``stale`` was read
-        raw.begin()
-        store_interest(raw, policy, late)  # completes it: the same event is not stored twice
-        raw.commit()
-    with app.extensions["gatekeeper.db"].engine.connect() as conn:
-        n = conn.execute(text("SELECT COUNT(*) FROM events WHERE type = 'interest'")).scalar_one()
-    assert n == 2
-    assert read_anchor(app, paul) == TODAY
-    assert refreshed_row(app, paul) == contact_row(app, paul)

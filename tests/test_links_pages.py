@@ -4,7 +4,9 @@ on SQLite and PostgreSQL. Browser-driven versions of the same journeys: test_pag
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +21,7 @@ from test_links_helpers import (
     contact_view,
     email_hash,
     erase,
+    links,
     set_clock,
     signer,
     stored_events,
@@ -27,8 +30,10 @@ from test_links_helpers import (
 from werkzeug.test import TestResponse
 
 from gatekeeper.register import clocks
+from gatekeeper.spool import Spool
 
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
+Drain = Callable[[], dict[str, int]]
 
 
 @pytest.fixture
@@ -205,12 +210,13 @@ def test_an_erased_person_gets_a_clear_page_and_nothing_is_recorded(
 
 @pytest.mark.parametrize("prefix", ["c", "d"])
 def test_a_click_of_an_erased_person_still_redirects_but_records_nothing(
-    app: Flask, client: FlaskClient, paul: int, prefix: str
+    app: Flask, client: FlaskClient, paul: int, prefix: str, drain: Drain
 ) -> None:
     token = TOKENS[prefix](app, paul)
     erase(app, paul)
     res = client.get(f"/{prefix}/{token}", headers={"User-Agent": FIREFOX})
     assert res.status_code == 302 and res.headers["Location"].startswith("https://shop.example/")
+    assert drain() == {"clicks": 1}  # handed to the drainer, which stores nothing for them
     assert stored_events(app, paul) == []
 
 
@@ -437,10 +443,12 @@ def click_path(app: Flask, cid: int, kind: str = "click", sent: datetime | None 
 
 @pytest.mark.parametrize("kind", ["click", "download"])
 def test_a_click_records_interest_restarts_the_clock_and_redirects(
-    app: Flask, client: FlaskClient, auth: dict[str, str], paul: int, kind: str
+    app: Flask, client: FlaskClient, auth: dict[str, str], paul: int, kind: str, drain: Drain
 ) -> None:
     res = client.get(click_path(app, paul, kind), headers={"User-Agent": FIREFOX})
     assert res.status_code == 302 and res.headers["Location"] == SHOP
+    assert stored_events(app, paul, "interest") == []  # journaled: stored by the drainer
+    assert drain() == {"clicks": 1}
     (interest,) = stored_events(app, paul, "interest")
     assert (interest["kind"], interest["counts"], interest["campaign_id"]) == (kind, True, 7)
     assert interest["detail"] == SHOP and interest["sent_at"] == "2026-11-22T09:00:00Z"
@@ -460,12 +468,13 @@ SCANNERS = {
 
 @pytest.mark.parametrize("case", list(SCANNERS))
 def test_a_scanner_click_is_recorded_but_never_restarts_the_clock(
-    app: Flask, client: FlaskClient, auth: dict[str, str], paul: int, case: str
+    app: Flask, client: FlaskClient, auth: dict[str, str], paul: int, case: str, drain: Drain
 ) -> None:
     method, agent, since = SCANNERS[case]
     path = click_path(app, paul, sent=TODAY - since)
     res = client.open(path, method=method, headers={"User-Agent": agent})
     assert res.status_code == 302 and res.headers["Location"] == SHOP
+    drain()
     (interest,) = stored_events(app, paul, "interest")
     assert interest["counts"] is False and interest["method"] == method
     assert contact_view(client, auth, paul)["retention"]["deadline"] == "2028-06-09T22:00:00Z"
@@ -482,7 +491,7 @@ def test_the_redirect_goes_only_to_the_signed_url_never_the_query_string(
 
 
 def test_a_click_leaves_the_contact_row_exactly_as_the_register_refresh_would(
-    app: Flask, client: FlaskClient, auth: dict[str, str], paul: int
+    app: Flask, client: FlaskClient, auth: dict[str, str], paul: int, drain: Drain
 ) -> None:
     client.post(
         "/api/v1/events",
@@ -509,6 +518,7 @@ def test_a_click_leaves_the_contact_row_exactly_as_the_register_refresh_would(
         },
     )
     client.get(click_path(app, paul), headers={"User-Agent": FIREFOX})
+    drain()
     database = app.extensions["gatekeeper.db"]
     select = text("SELECT * FROM contacts WHERE id = :c")
     with database.engine.connect() as conn:
@@ -530,23 +540,34 @@ def test_a_url_minted_outside_the_api_is_made_header_safe_or_refused(
     assert res.status_code == 400 and "Set-Cookie" not in res.headers
 
 
-def test_a_click_that_cannot_be_stored_still_takes_the_person_to_the_page(
-    app: Flask, client: FlaskClient, paul: int, caplog: pytest.LogCaptureFixture
+def test_a_click_the_database_cannot_take_yet_stays_journaled_until_a_drain_succeeds(
+    app: Flask, client: FlaskClient, paul: int, drain: Drain
 ) -> None:
     engine = app.extensions["gatekeeper.db"].engine
+    res = client.get(click_path(app, paul), headers={"User-Agent": FIREFOX})
+    head = client.head(click_path(app, paul), headers={"User-Agent": FIREFOX})
+    assert res.status_code == head.status_code == 302 and res.headers["Location"] == SHOP
     with engine.begin() as conn:  # a real failure: the events table is gone for a moment
         conn.execute(text("ALTER TABLE events RENAME TO events_away"))
     try:
-        res = client.get(click_path(app, paul), headers={"User-Agent": FIREFOX})
-        # A scanner's HEAD is stored in an explicit transaction on both databases: it fails
-        # inside it and must be rolled back, not left open on the kept connection.
-        head = client.head(click_path(app, paul), headers={"User-Agent": FIREFOX})
+        with pytest.raises(Exception):  # noqa: B017 - each driver names it differently
+            drain()
     finally:
         with engine.begin() as conn:
             conn.execute(text("ALTER TABLE events_away RENAME TO events"))
-    assert res.status_code == head.status_code == 302 and res.headers["Location"] == SHOP
-    assert caplog.text.count("not recorded") == 2
     assert stored_events(app, paul) == []
-    # The same kept connection records the next click as if nothing had happened.
-    assert client.get(click_path(app, paul), headers={"User-Agent": FIREFOX}).status_code == 302
-    assert [e["counts"] for e in stored_events(app, paul, "interest")] == [True]
+    # The failed batch was rolled back, not left open on the kept connection, and is handed
+    # again whole: both hits are stored once, the HEAD as a scanner's.
+    assert drain() == {"clicks": 2}
+    assert sorted(e["counts"] for e in stored_events(app, paul, "interest")) == [False, True]
+
+
+def test_a_click_that_cannot_be_journaled_still_takes_the_person_to_the_page(
+    app: Flask, client: FlaskClient, paul: int, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("")  # the spool cannot create its directory under a file: a real OSError
+    links(app).spool = Spool(blocked, "clicks")
+    res = client.get(click_path(app, paul), headers={"User-Agent": FIREFOX})
+    assert res.status_code == 302 and res.headers["Location"] == SHOP
+    assert "not recorded" in caplog.text

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -298,7 +298,7 @@ def test_the_preference_page_reads_well_on_a_phone(scene: Scene, browser: Browse
 
 
 def test_a_click_takes_the_person_to_the_page_and_restarts_the_clock(
-    scene: Scene, landing: str, person: BrowserContext
+    scene: Scene, landing: str, person: BrowserContext, drain: Callable[[], dict[str, int]]
 ) -> None:
     token = signer(scene.app).tracked(
         "click", scene.paul, 7, f"{landing}/printemps", TODAY - timedelta(hours=1)
@@ -308,6 +308,7 @@ def test_a_click_takes_the_person_to_the_page_and_restarts_the_clock(
     assert page.url == f"{landing}/printemps"
     assert page.get_by_role("heading").inner_text() == "Offre de printemps"
     shoot(page, "click-landing")
+    assert drain() == {"clicks": 1}  # as `gatekeeper drain` does a moment later
     (interest,) = stored_events(scene.app, scene.paul, "interest")
     assert interest["counts"] is True and interest["user_agent"] == PERSON_UA
     assert (
@@ -316,7 +317,7 @@ def test_a_click_takes_the_person_to_the_page_and_restarts_the_clock(
 
 
 def test_a_headless_browser_is_a_scanner_its_click_is_recorded_but_does_not_count(
-    scene: Scene, landing: str, browser: Browser
+    scene: Scene, landing: str, browser: Browser, drain: Callable[[], dict[str, int]]
 ) -> None:
     context = browser.new_context()  # Chromium's own "HeadlessChrome" user agent
     page = context.new_page()
@@ -324,6 +325,7 @@ def test_a_headless_browser_is_a_scanner_its_click_is_recorded_but_does_not_coun
     page.goto(f"{scene.site}/d/{token}")
     assert page.url == f"{landing}/a.pdf"
     context.close()
+    assert drain() == {"clicks": 1}
     (interest,) = stored_events(scene.app, scene.paul, "interest")
     assert (interest["kind"], interest["counts"]) == ("download", False)
     assert (

@@ -2,7 +2,8 @@
 
 ``tokens`` mints and verifies the links; ``fastpath`` serves ``GET /u`` and the tracked links
 ``/c`` and ``/d`` in front of Flask; ``pages`` is the blueprint for the forms (``POST /u``,
-``/r``, ``/p``); ``records`` holds their SQL; ``ratelimit``, ``csrf`` and ``headers`` protect
+``/r``, ``/p``); ``records`` holds their SQL; ``spooled`` stores the tracked clicks the fast path
+journals, in batches (``gatekeeper drain``); ``ratelimit``, ``csrf`` and ``headers`` protect
 them. Other modules mint links through ``links_of(app)`` (a ``LinkSigner``).
 """
 

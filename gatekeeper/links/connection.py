@@ -3,7 +3,8 @@
 Checking a connection out of SQLAlchemy's pool and handing it back (with its reset rollback)
 costs about as much as the rest of an unsubscribe page (a cProfile of the fast path), so the
 hot links keep raw DB-API connections of their own, in autocommit mode: a read is one statement
-and no transaction, a click's write is an explicit ``BEGIN … COMMIT`` (``Raw.begin``).
+and no transaction; the clicks' drainer (``spooled``) uses the same kind of connection, each
+batch an explicit ``BEGIN … COMMIT`` (``Raw.begin``).
 
 They are closed when the engine is disposed (tests, shutdown); a forked child never touches
 its parent's, not even at exit (closing a psycopg handle ends the parent's session; SQLite
@@ -24,14 +25,6 @@ from sqlalchemy import Engine, event
 from gatekeeper.db import _sqlite_pragmas
 from gatekeeper.links.records import Raw
 
-# An automatic checkpoint runs inside the COMMIT that crosses the threshold: at 10,000 pages
-# that click waited tens of milliseconds for the copy, and with the lock file the links used
-# then, so did every other writer (the click p99). These connections never checkpoint on their
-# own; ``wrote`` copies a few hundred clicks' pages at a time (PASSIVE: it never waits for
-# readers or writers).
-CHECKPOINT_EVERY = 200  # clicks per worker: ~1,900 WAL pages (9.4 a click, measured), a few ms
-
-
 _INHERITED: list[Raw] = []  # a forked child's copies of its parent's: referenced, never closed
 
 
@@ -45,7 +38,6 @@ class LinkConnections:
         # The process whose handles ``_idle`` holds, in a box the finalizer shares: a forked
         # worker that never borrowed still holds its parent's at exit, and must not close them.
         self._owner = [os.getpid()]
-        self._writes = 0
         event.listen(engine, "engine_disposed", self._on_dispose)
         weakref.finalize(self, _close_own, self._idle, self._owner)
 
@@ -67,28 +59,24 @@ class LinkConnections:
             with contextlib.suppress(Exception):
                 raw.connection.close()
 
-    def wrote(self, raw: Raw) -> None:
-        """Count a committed write; at the first and then every ``CHECKPOINT_EVERY``, copy the
-        WAL into the file (the first too, so that short-lived workers still checkpoint)."""
-        self._writes += 1
-        if raw.dialect == "sqlite" and (self._writes - 1) % CHECKPOINT_EVERY == 0:
-            raw.run("PRAGMA wal_checkpoint(PASSIVE)")
-
     def _open(self) -> Any:
         if self.dialect == "sqlite":
             path = self.engine.url.database or ":memory:"
             lite = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
             _sqlite_pragmas(lite, None)  # the engine's settings, but for the checkpoint
+            # An automatic checkpoint runs inside the COMMIT that crosses the threshold and
+            # holds the write lock while it copies: the clicks' drainer (``spooled``)
+            # checkpoints after each batch instead (PASSIVE: it waits for no reader or writer).
             lite.execute("PRAGMA wal_autocheckpoint=0")
             return lite
         # The dialect's own arguments (host, user, its type adapters), as the pool would pass.
         cargs, cparams = self.engine.dialect.create_connect_args(self.engine.url)
         conn: Any = self.engine.dialect.connect(*cargs, **cparams)
         conn.autocommit = True
-        # A click's commit is visible at once but not flushed to disk before the 302, as with
+        # A batch of clicks is visible at its commit but not flushed to disk first, as with
         # SQLite's synchronous=NORMAL: a server crash may lose the last clicks, which only
-        # leaves those clocks a little early (the cautious side); the fsync per click was the
-        # click p99. The objections and consents are written by the pages, fully durable.
+        # leaves those clocks a little early (the cautious side); the spool they came from has
+        # the same guarantee. Objections and consents are written by the pages, fully durable.
         conn.execute("SET synchronous_commit = off")
         return conn
 

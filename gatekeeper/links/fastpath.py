@@ -4,7 +4,7 @@
 page) and ``GET|HEAD /c|d/{token}`` (every click of every recipient, plus the link scanners that
 fetch them all seconds after delivery) are served here without Flask's request machinery, which
 alone costs about a third of a trivial 302 under gunicorn (measured by bench/links.py). They only
-verify a token, read one row, and render a page or record a click and redirect; everything with
+verify a token and read one row to render a page, or journal a click (``spooled``) and redirect; everything with
 a form body (the POSTs, reconsent, preferences) goes on to the Flask blueprint in ``pages``.
 Both use the same signer, limiter, records, templates and security headers.
 """
@@ -19,12 +19,13 @@ from urllib.parse import parse_qs
 
 from werkzeug.urls import iri_to_uri
 
+from gatekeeper.domain.retention import interest_counts
 from gatekeeper.links import i18n
-from gatekeeper.links.clicks import Interest, plan_interest, store_at_once, store_interest
 from gatekeeper.links.connection import LinkConnections
 from gatekeeper.links.headers import security_headers
-from gatekeeper.links.records import ContactCard, PageCard, Raw, load_card, load_page_card
+from gatekeeper.links.records import PageCard, load_page_card
 from gatekeeper.links.service import LinkService, Skeleton
+from gatekeeper.links.spooled import click_record
 from gatekeeper.links.tokens import LinkClaims, TokenExpiredError, TokenInvalidError
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class FastLinks:
         self.connections = LinkConnections(service.database.engine)
         # Answers differ between people by a few values: everything else is computed once.
         self.security = security_headers(https=service.https)
+        self.redirect_headers = [("Content-Length", "0"), *self.security]
         self.page_headers = {
             lang: [
                 ("Content-Type", "text/html; charset=utf-8"),
@@ -122,72 +124,55 @@ class _Request:
                 body_key="e_expired_body",
                 destination=dest,
             )
+        if claims.purpose != "unsubscribe":
+            return self.track(claims)
         raw = self.fast.connections.borrow()
         try:
-            answer = self.with_claims(raw, claims)
+            card = load_page_card(raw, claims.contact_id)
         except BaseException:
             self.fast.connections.give_back(raw, healthy=False)
             raise
         self.fast.connections.give_back(raw)
-        return answer
-
-    def with_claims(self, raw: Raw, claims: LinkClaims) -> Iterable[bytes]:
-        if claims.purpose != "unsubscribe":
-            return self.track(raw, claims, load_card(raw, claims.contact_id))
-        card = load_page_card(raw, claims.contact_id)
         if card is None or not card.recordable:
             return self.page(410, "public/message.html", title_key="e_erased_title", body_key="e_erased_body")
         return self.unsubscribe_page(claims, card)
 
-    def track(self, raw: Raw, claims: LinkClaims, card: ContactCard | None) -> Iterable[bytes]:
+    def track(self, claims: LinkClaims) -> Iterable[bytes]:
         location = _location(str(claims.url))
         if location is None:
             return self.page(
                 400, "public/message.html", title_key="e_invalid_title", body_key="e_invalid_body"
             )
-        # An erased person still reaches the page they clicked; nothing about them is stored.
-        if card is not None and card.recordable:
-            self.record(raw, claims, card)
-        self.start_response(
-            STATUS[302], [("Location", location), ("Content-Length", "0"), *self.fast.security]
-        )
+        self.record(claims)
+        self.start_response(STATUS[302], [("Location", location), *self.fast.redirect_headers])
         return [b""]
 
-    def record(self, raw: Raw, claims: LinkClaims, card: ContactCard) -> None:
-        """One short transaction, committed before the redirect: the gate sees the click at
-        once. Everything is computed before the transaction, which holds four statements."""
+    def record(self, claims: LinkClaims) -> None:
+        """One line appended to the clicks spool; ``gatekeeper drain`` stores it with the
+        others of its batch (``spooled``), and stores nothing for a person erased meanwhile.
+        The person reaches the page they clicked either way."""
+        now = self.s.now()
+        user_agent = self.environ.get("HTTP_USER_AGENT")
+        since_send = None if claims.sent_at is None else now.timestamp() - claims.sent_at
+        policy = self.s.context.policy
+        counts = interest_counts(claims.purpose, user_agent, since_send, self.method, policy=policy)
+        line = click_record(
+            claims.purpose,
+            claims.contact_id,
+            claims.campaign_id,
+            str(claims.url),
+            claims.sent_at,
+            method=self.method,
+            user_agent=user_agent,
+            at=now,
+            counts=counts,
+        )
         try:
-            interest = plan_interest(
-                raw,
-                self.s.context.policy,
-                card,
-                claims,
-                method=self.method,
-                user_agent=self.environ.get("HTTP_USER_AGENT"),
-                now=self.s.now(),
-            )
-            if not store_at_once(raw, interest):
-                self.store(raw, interest)
-            self.fast.connections.wrote(raw)
+            self.s.spool.append(line)
         except Exception:
-            # The person must still reach the page they clicked: a click that could not be
-            # stored (database locked too long, down) only leaves the clock a little early,
-            # which is the cautious side. Logged for the operator.
+            # A full or unwritable disk: the click is lost, which only leaves that clock a
+            # little early (the cautious side). Logged for the operator.
             logger.exception("tracked click of contact %s not recorded", claims.contact_id)
-
-    def store(self, raw: Raw, interest: Interest) -> None:
-        # SQLite: the workers take turns through a lock file (WriterLock) before BEGIN
-        # IMMEDIATE, whose busy handler would sleep 1, 2, 5 ms... on each collision. Measured
-        # alternately (load ~2): 2,750-2,790 clicks/s with it, 2,190-2,660 without. Under heavy
-        # CPU contention a descheduled holder convoys the writers instead (p99 up to ~110 ms).
-        with self.s.writer.held():
-            raw.begin()
-            try:
-                store_interest(raw, self.s.context.policy, interest)
-                raw.commit()
-            except BaseException:
-                raw.rollback()
-                raise
 
     def unsubscribe_page(self, claims: LinkClaims, card: PageCard) -> Iterable[bytes]:
         prefs = self.s.signer.preferences(claims.contact_id, claims.campaign_id)

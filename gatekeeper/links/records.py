@@ -58,6 +58,15 @@ class Raw:
     def run(self, sql: str, params: Sequence[Any] = ()) -> None:
         self._cursor(sql, params).close()
 
+    def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """One statement over many parameter rows (a batch of clicks)."""
+        if rows:
+            cursor = self.connection.cursor()
+            try:
+                cursor.executemany(_placeholders(sql, self.dialect), rows)
+            finally:
+                cursor.close()
+
     def count(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run a write; the number of rows it changed."""
         cursor = self._cursor(sql, params)
@@ -94,12 +103,12 @@ def session_raw(session: Session) -> Raw:
     return Raw(connection.connection.driver_connection, connection.dialect.name)
 
 
-_CARD_COLUMNS = (
+CARD_COLUMNS = (
     "id, external_id, email, phone, first_name, last_name, postal_address, timezone, clock,"
     " deadline, anonymised_at, audience, collected_at, collected_by, source_type, purpose,"
     " profession_tags, refused_at, clock_anchor_at, clock_anchor_kind, reconsent_at"
 )
-_CARD_SQL = f"SELECT {_CARD_COLUMNS} FROM contacts WHERE id = ?"  # noqa: S608 - constant
+_CARD_SQL = f"SELECT {CARD_COLUMNS} FROM contacts WHERE id = ?"  # noqa: S608 - constant
 
 
 class ContactCard:

@@ -4,13 +4,7 @@ the settings the pages need and the page renderer (used by the Flask views and t
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
-import os
-import threading
-import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -23,8 +17,10 @@ from gatekeeper.config import Settings
 from gatekeeper.db import Database
 from gatekeeper.links import i18n
 from gatekeeper.links.ratelimit import RateLimiter
+from gatekeeper.links.spooled import STREAM
 from gatekeeper.links.tokens import Clock, LinkSigner, signer_secrets, utc_clock
 from gatekeeper.register.context import RegisterContext
+from gatekeeper.spool import Spool
 
 STATIC_CSS = "public.css"
 _MARK = "\ue000"  # a private-use character: never in our texts, untouched by escaping
@@ -54,43 +50,6 @@ class Skeleton:
         return b"".join(out)
 
 
-class WriterLock:
-    """Serialises the click writers of all workers on one SQLite file, without polling.
-
-    SQLite's busy handler waits for a held write lock by sleeping 1, 2, 5, 10… ms; two workers
-    recording clicks would spend most of their time asleep. A blocking ``flock`` on a file
-    next to the database wakes the next writer the moment the previous one is done. PostgreSQL
-    queues row locks itself, so there it is a no-op.
-    """
-
-    def __init__(self, database_url: str) -> None:
-        path = database_url.split(":///", 1)[-1] if database_url.startswith("sqlite") else ""
-        self.path = f"{path}.links-lock" if path and path != ":memory:" else None
-        self._threads = threading.Lock()
-        self._fd: tuple[int, int] | None = None  # (pid, fd): a forked worker opens its own
-
-    def _descriptor(self) -> int:
-        if self._fd is None or self._fd[0] != os.getpid():
-            assert self.path is not None
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-            weakref.finalize(self, os.close, fd)
-            self._fd = (os.getpid(), fd)
-        return self._fd[1]
-
-    @contextmanager
-    def held(self) -> Iterator[None]:
-        if self.path is None:
-            yield
-            return
-        with self._threads:
-            fd = self._descriptor()
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-
-
 @dataclass
 class LinkService:
     signer: LinkSigner
@@ -102,7 +61,7 @@ class LinkService:
     https: bool
     csrf_secret: str
     css_url: str
-    writer: WriterLock
+    spool: Spool  # the clicks' journal (``spooled``)
     _templates: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -168,5 +127,5 @@ def build_service(
         https=settings.public_base_url.startswith("https://"),
         csrf_secret=settings.secret_key,
         css_url=css_url(static_folder),
-        writer=WriterLock(settings.database_url),
+        spool=Spool(Path(settings.spool_dir), STREAM, fsync=settings.spool_fsync),
     )
