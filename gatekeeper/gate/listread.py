@@ -1,0 +1,136 @@
+"""Reading a campaign list a chunk of lines at a time, and writing verdict rows as text.
+
+Theory of operation
+-------------------
+``csv.reader`` then ``csv.writer`` cost more than everything else the gate does per row. Most
+lists hold no quote character at all: then a record is one line, its cells are the line split
+on the delimiter, and ``csv.writer`` would write those cells back as the same text. So a chunk
+without a quote (nor a NUL, nor a line longer than the csv module's field limit) is split with
+``str`` methods and its verdict rows are the line plus the appended cells. The first chunk that
+holds any of those hands the rest of the file to ``csv.reader`` and ``csv.writer``: same cells,
+same row numbers, same errors as before.
+
+Cells that would start a spreadsheet formula are neutralised (``csvio.write_safe_cell``): a
+regular expression tells whether a plain chunk holds one; if so its rows are written cell by
+cell.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import chain, islice
+from typing import IO, Any
+
+from gatekeeper.csvio import write_safe_cell
+from gatekeeper.errors import ValidationError
+
+Rows = list[list[str]]
+
+
+@dataclass(slots=True)
+class Chunk:
+    """Consecutive records of the list: their cells, their line numbers as the list counts them
+    (blank lines included) and, for a plain chunk, each record's text without its line end."""
+
+    rows: Rows
+    numbers: range
+    lines: list[str] | None
+
+
+def _formula_cell(delimiter: str) -> re.Pattern[str]:
+    # A cell that write_safe_cell changes: it starts with = @ or a tab, or with + or - not
+    # followed by a plain number up to the cell's end (csvio._PLAIN_NUMBER).
+    d = re.escape(delimiter)
+    return re.compile(rf"(?:^|(?<=[\n\r{d}]))(?:[=@\t]|[+-](?!\d[\d .]*(?:[{d}\r\n]|\Z)))")
+
+
+class ListReader:
+    """The data records of an open list, a chunk at a time (the header already read)."""
+
+    def __init__(self, src: IO[str], delimiter: str) -> None:
+        self.src, self.delimiter = src, delimiter
+        self.row = 0  # records read, as csvio counts them: the first after the header is row 1
+        self.reader: Iterator[list[str]] | None = None  # set once a chunk is not plain
+        self.formula = _formula_cell(delimiter)
+
+    def chunks(self, size: int) -> Iterator[Chunk]:
+        while True:
+            chunk = self._csv_chunk(size) if self.reader else self._plain_chunk(size)
+            if chunk is None:
+                return
+            yield chunk
+
+    def _plain_chunk(self, size: int) -> Chunk | None:
+        lines = list(islice(self.src, size))
+        if not lines:
+            return None
+        text = "".join(lines)
+        limit = csv.field_size_limit()
+        if '"' in text or "\x00" in text or (len(text) > limit and max(map(len, lines)) > limit):
+            self.reader = csv.reader(chain(lines, self.src), delimiter=self.delimiter)
+            return self._csv_chunk(size)
+        if "\r" in text:
+            bare = [line.rstrip("\r\n") for line in lines]
+        else:
+            bare = text.split("\n")
+            if text.endswith("\n"):
+                bare.pop()
+        start = self.row + 1
+        self.row += len(bare)
+        delimiter = self.delimiter
+        rows = [line.split(delimiter) for line in bare]
+        # A plain chunk's verdict rows are its text, unless a cell needs neutralising.
+        plain = bare if self.formula.search(text) is None else None
+        return Chunk(rows, range(start, start + len(rows)), plain)
+
+    def _csv_chunk(self, size: int) -> Chunk | None:
+        assert self.reader is not None
+        rows: Rows = []
+        append = rows.append
+        try:
+            for values in islice(self.reader, size):
+                append(values)
+        except csv.Error as exc:
+            row = self.row + len(rows) + 1
+            detail = {"row": row, "problem": str(exc)}
+            raise ValidationError(f"unreadable CSV at row {row}: {exc}", [detail]) from exc
+        if not rows:
+            return None
+        start = self.row + 1
+        self.row += len(rows)
+        return Chunk(rows, range(start, start + len(rows)), None)
+
+
+# A verdict as written: the delimited cells appended to the row ("suffix"), the decision and
+# the reasons. None in a chunk's list of verdicts: a repeat or a blank record, not written.
+Written = tuple[str, str, str]
+
+
+def verdict_text(
+    chunk: Chunk, delimiter: str, verdicts: list[Written | None], extra: list[list[str]] | None
+) -> str:
+    """The text of the chunk's verdict rows; ``extra`` holds the link cells of each record
+    when links are minted (then every row is written cell by cell)."""
+    if chunk.lines is not None and extra is None:
+        return "".join([line + v[0] for line, v in zip(chunk.lines, verdicts, strict=True) if v is not None])
+    sink = _Sink()
+    out = []
+    for i, (values, v) in enumerate(zip(chunk.rows, verdicts, strict=True)):
+        if v is not None:
+            cells = [write_safe_cell(c) for c in values] + [v[1], v[2]]
+            out.append(cells if extra is None else cells + extra[i])
+    csv.writer(sink, delimiter=delimiter).writerows(out)
+    return "".join(sink.parts)
+
+
+class _Sink:
+    """A file-like target for csv.writer that keeps the text."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+
+    def write(self, text: str) -> Any:
+        self.parts.append(text)
