@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 
 from gatekeeper.domain import Campaign, Verdict, classify_email
 from gatekeeper.gate.engine import LIFTABLE, Decider, _supp
-from gatekeeper.gate.listread import Rows, Written
+from gatekeeper.gate.listread import Chunk, Written
 from gatekeeper.gate.probe import ContactRow
 from gatekeeper.gate.recipients import Recipient, parse_value
 from gatekeeper.register.context import RegisterContext
@@ -112,13 +112,15 @@ class BulkDecider:
         self.counts: Counter[int] = Counter()
         self.delimiter = ","
         self.suppressions = self._preload(expected_rows)
+        self.special = _special_addresses(ctx.policy.generic_local_parts, ctx.policy.personal_mailbox_domains)
+        self.candidates: set[str] | None = None
 
     # -- one chunk ---------------------------------------------------------------------------
 
-    def decide(self, rows: Rows, index: int) -> tuple[list[int | None], list[int | None]]:
+    def decide(self, chunk: Chunk, index: int) -> tuple[list[int | None], list[int | None]]:
         """Per record: the index of its verdict in ``self.written`` (None for a repeat or a
         blank record) and the contact it names (None when unknown or not written)."""
-        fresh, slots = self._fresh(self._values(rows, index))
+        fresh, slots = self._fresh(self._values(chunk, index))
         found = self._contacts([v for v in fresh if v])
         named = [found.get(v) if v else None for v in fresh]
         supps = self._supps(fresh, named)
@@ -133,24 +135,20 @@ class BulkDecider:
         self.counts.update(picked)
         return out, [ids[s] if s >= 0 else None for s in slots]
 
-    def _values(self, rows: Rows, index: int) -> Sequence[str | None]:
+    def _values(self, chunk: Chunk, index: int) -> Sequence[str | None]:
         """Each record's normalised coordinate: None when invalid, "" for a blank record."""
+        cells = chunk.cells(index)
+        self.candidates = None
         if self.kind == "email":
-            try:
-                joined = "\n".join([r[index] for r in rows]).lower()
-            except IndexError:
-                joined = ""
-            if (
-                joined
-                and _EMAILS.fullmatch(joined)
-                and joined.count("\n") == len(rows) - 1
-                and "--" not in joined
-            ):
+            joined = "\n".join(cells).lower()
+            if _EMAILS.fullmatch(joined) and joined.count("\n") == len(cells) - 1 and "--" not in joined:
+                # Only these can be generic or personal: the others are "other" (classify_email).
+                self.candidates = set(self.special.findall(joined))
                 return joined.split("\n")
         kind, region = self.kind, self.region
         return [
-            (parse_value(0, kind, r[index] if index < len(r) else "", region).value if _filled(r) else "")
-            for r in rows
+            (parse_value(0, kind, cell, region).value if _filled(r) else "")
+            for r, cell in zip(chunk.rows, cells, strict=True)
         ]
 
     def _fresh(self, values: Sequence[str | None]) -> tuple[list[str | None], list[int]]:
@@ -265,6 +263,8 @@ class BulkDecider:
             return _INVALID
         if self.kind != "email":
             return (1, 0, 0) if self.usable else _INVALID
+        if self.candidates is not None and v not in self.candidates:
+            return (int(self.usable), 0, 0)
         kind = classify_email(v, self.ctx.policy)
         return (int(self.usable), int(kind == "generic"), int(kind == "personal_domain"))
 
@@ -339,6 +339,15 @@ class BulkDecider:
 
 
 _INVALID = (0, 0, 0)
+
+
+def _special_addresses(generic: Iterable[str], personal: Iterable[str]) -> re.Pattern[str]:
+    """The lines of a chunk of plain addresses that classify_email may not call "other": a
+    generic local part (before any "+tag") or a personal mailbox domain. A superset is enough:
+    each candidate is classified by the domain function itself."""
+    parts = "|".join(re.escape(g) for g in sorted(generic)) or "(?!)"
+    domains = "|".join(re.escape(d) for d in sorted(personal)) or "(?!)"
+    return re.compile(rf"^(?:(?:{parts})[+@][^\n]*|[^\n]*@(?:{domains}))$", re.MULTILINE)
 
 
 def _filled(values: list[str]) -> bool:

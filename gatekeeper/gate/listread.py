@@ -18,9 +18,9 @@ cell.
 from __future__ import annotations
 
 import csv
+import functools
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from itertools import chain, islice
 from typing import IO, Any
 
@@ -30,21 +30,59 @@ from gatekeeper.errors import ValidationError
 Rows = list[list[str]]
 
 
-@dataclass(slots=True)
 class Chunk:
-    """Consecutive records of the list: their cells, their line numbers as the list counts them
-    (blank lines included) and, for a plain chunk, each record's text without its line end."""
+    """Consecutive records of the list. A plain chunk keeps each record's text without its line
+    end (``lines``) and splits it into cells only when asked; ``writable`` says whether those
+    texts are also their verdict rows' beginnings (no cell to neutralise)."""
 
-    rows: Rows
-    numbers: range
-    lines: list[str] | None
+    __slots__ = ("_rows", "delimiter", "joined", "lines", "writable")
+
+    def __init__(
+        self,
+        rows: Rows | None,
+        delimiter: str,
+        lines: list[str] | None = None,
+        joined: str = "",
+        writable: bool = False,
+    ) -> None:
+        self._rows, self.delimiter = rows, delimiter
+        self.lines, self.joined, self.writable = lines, joined, writable
+
+    def __len__(self) -> int:
+        return len(self.lines) if self.lines is not None else len(self.rows)
+
+    @property
+    def rows(self) -> Rows:
+        if self._rows is None:
+            assert self.lines is not None
+            d = self.delimiter
+            self._rows = [line.split(d) for line in self.lines]
+        return self._rows
+
+    def cells(self, index: int) -> list[str]:
+        """The cell at ``index`` of each record ("" when the record is shorter)."""
+        if self.lines is not None:
+            found: list[str] = _cell_pattern(self.delimiter, index).findall(self.joined)
+            if len(found) == len(self.lines):
+                return found
+        return [r[index] if index < len(r) else "" for r in self.rows]
+
+
+@functools.lru_cache(maxsize=64)
+def _cell_pattern(delimiter: str, index: int) -> re.Pattern[str]:
+    # One match per line that has the cell: a shorter line has none, and then the counts differ.
+    d = re.escape(delimiter)
+    if index == 0:
+        return re.compile(rf"^[^{d}\n]*", re.MULTILINE)
+    return re.compile(rf"^(?:[^{d}\n]*{d}){{{index}}}([^{d}\n]*)", re.MULTILINE)
 
 
 def _formula_cell(delimiter: str) -> re.Pattern[str]:
     # A cell that write_safe_cell changes: it starts with = @ or a tab, or with + or - not
-    # followed by a plain number up to the cell's end (csvio._PLAIN_NUMBER).
+    # followed by a plain number up to the cell's end (csvio._PLAIN_NUMBER). Searched in the
+    # chunk's text after a newline put in front, so the first cell has a separator too.
     d = re.escape(delimiter)
-    return re.compile(rf"(?:^|(?<=[\n\r{d}]))(?:[=@\t]|[+-](?!\d[\d .]*(?:[{d}\r\n]|\Z)))")
+    return re.compile(rf"[\n\r{d}](?:[=@\t]|[+-](?!\d[\d .]*(?:[{d}\r\n]|\Z)))")
 
 
 class ListReader:
@@ -74,17 +112,13 @@ class ListReader:
             return self._csv_chunk(size)
         if "\r" in text:
             bare = [line.rstrip("\r\n") for line in lines]
+            joined = "\n".join(bare)
         else:
-            bare = text.split("\n")
-            if text.endswith("\n"):
-                bare.pop()
-        start = self.row + 1
+            joined = text[:-1] if text.endswith("\n") else text
+            bare = joined.split("\n")
         self.row += len(bare)
-        delimiter = self.delimiter
-        rows = [line.split(delimiter) for line in bare]
-        # A plain chunk's verdict rows are its text, unless a cell needs neutralising.
-        plain = bare if self.formula.search(text) is None else None
-        return Chunk(rows, range(start, start + len(rows)), plain)
+        writable = self.formula.search("\n" + text) is None
+        return Chunk(None, self.delimiter, bare, joined, writable)
 
     def _csv_chunk(self, size: int) -> Chunk | None:
         assert self.reader is not None
@@ -99,9 +133,8 @@ class ListReader:
             raise ValidationError(f"unreadable CSV at row {row}: {exc}", [detail]) from exc
         if not rows:
             return None
-        start = self.row + 1
         self.row += len(rows)
-        return Chunk(rows, range(start, start + len(rows)), None)
+        return Chunk(rows, self.delimiter)
 
 
 # A verdict as written: the delimited cells appended to the row ("suffix"), the decision and
@@ -114,7 +147,7 @@ def verdict_text(
 ) -> str:
     """The text of the chunk's verdict rows; ``extra`` holds the link cells of each record
     when links are minted (then every row is written cell by cell)."""
-    if chunk.lines is not None and extra is None:
+    if chunk.lines is not None and chunk.writable and extra is None:
         return "".join([line + v[0] for line, v in zip(chunk.lines, verdicts, strict=True) if v is not None])
     sink = _Sink()
     out = []

@@ -95,7 +95,7 @@ def _decide_file(job: _Job, src: TextIO, out: TextIO, delimiter: str, expected_r
     written = decider.written
     for chunk in ListReader(src, delimiter).chunks(job.chunk):
         read = decider.total
-        picked, contact_ids = decider.decide(chunk.rows, index)
+        picked, contact_ids = decider.decide(chunk, index)
         verdicts = [None if i is None else written[i] for i in picked]
         if job.items is not None:
             job.items.extend(
