@@ -10,11 +10,14 @@ transaction through the very plan and apply a batched request uses (``delivery_p
 
 Idempotent, because a batch may be handed again after a crash: every event lands under its
 unique dedupe key (``ON CONFLICT DO NOTHING``), only new events change the register, clocks
-only move forward and suppressions keep their latest date. Tokens: the batch's tokens are
-inserted first, in the same transaction (``deliveries.insert_tokens``); a request whose token
-was already stored, by an earlier request or a direct (urgent) one, is a replay and its events
-are dropped with a warning — a batch handed again finds its own tokens, and its events already
-stored. A line this version cannot read is logged and skipped: it can never become readable.
+only move forward and suppressions keep their latest date. Tokens: a request whose token is
+already stored (by an earlier request, a direct urgent one, or this very batch handed before)
+or offered by an earlier request of the batch is a replay: its events are dropped, with a
+warning. The batch's tokens are inserted in the events' transaction, in the writers' turn, and
+the unique index has the last word: had a web worker stored one of them since it was read, the
+batch is read and planned again. The reads and the plan run before the turn, as a request's do,
+so an urgent request never waits on the drainer's planning. A line this version cannot read is
+logged and skipped: it can never become readable.
 """
 
 from __future__ import annotations
@@ -32,12 +35,11 @@ from gatekeeper.register.deliveries import (
     SpooledRequest,
     insert_tokens,
     read_spool_record,
+    used_tokens,
     writers_turn,
 )
-from gatekeeper.register.rawsql import Sql
 from gatekeeper.spool import SpoolRecord
 from gatekeeper.webhook_service import Connections, collector_paused
-from webhooks import NormalizedEvent
 
 if TYPE_CHECKING:
     from gatekeeper.config import Settings
@@ -45,6 +47,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gatekeeper.webhook_spooled")
 STREAM = "webhooks"
+# Times a batch is read again when web workers keep storing its tokens meanwhile (a replay
+# racing its original): more would mean a flood, and the drainer retries the batch later.
+TOKEN_RACE_ATTEMPTS = 5
+
+
+class TokenRaceError(RuntimeError):
+    """The batch's tokens kept being taken between their read and their insert."""
+
 
 Handler = Callable[[list[SpoolRecord]], None]
 
@@ -71,24 +81,25 @@ class SpooledWebhooks:
 
     def apply(self, requests: Sequence[SpooledRequest], now: datetime) -> DeliveryResult:
         """Store the requests' events in one transaction; what was stored."""
-        tokens = [(p, t, r.received_at) for r in requests for p, t in r.tokens]
-        with self.connections() as sql, writers_turn(self.sqlite_path):
-            # All inside the turn: on SQLite the tokens' insert opens the write transaction,
-            # and which requests count depends on it.
-            try:
-                events = _not_replayed(requests, insert_tokens(sql, tokens))
-                result = self._store(sql, events, now)
-                sql.commit()
-            except BaseException:
-                sql.rollback()
-                raise
-        return result
-
-    def _store(self, sql: Sql, events: list[NormalizedEvent], now: datetime) -> DeliveryResult:
-        if not events:
-            return DeliveryResult(received=0, stored=0)
-        plan = delivery_plan.plan(sql, events, self.ctx, now)
-        return delivery_apply.apply(sql, plan, self.ctx)
+        offered = [(p, t) for r in requests for p, t in r.tokens]
+        for _ in range(TOKEN_RACE_ATTEMPTS):
+            with self.connections() as sql:
+                kept = _first_uses(requests, used_tokens(sql, offered))  # reads only
+                events = [e for r in kept for e in r.events]
+                plan = delivery_plan.plan(sql, events, self.ctx, now)
+                tokens = [(p, t, r.received_at) for r in kept for p, t in r.tokens]
+                with writers_turn(self.sqlite_path):
+                    try:
+                        if len(insert_tokens(sql, tokens)) < len(tokens):
+                            sql.rollback()  # stored by a web worker since it was read
+                            continue
+                        result = delivery_apply.apply(sql, plan, self.ctx)
+                        sql.commit()
+                    except BaseException:
+                        sql.rollback()
+                        raise
+            return result
+        raise TokenRaceError("webhook spool: tokens kept being taken; the batch waits for the next pass")
 
 
 def readable(records: Sequence[SpoolRecord]) -> list[SpooledRequest]:
@@ -102,14 +113,13 @@ def readable(records: Sequence[SpoolRecord]) -> list[SpooledRequest]:
     return found
 
 
-def _not_replayed(requests: Sequence[SpooledRequest], fresh: set[tuple[str, str]]) -> list[NormalizedEvent]:
-    """The events of the requests whose every token was new here, in spool order. A token
-    offered twice within the batch is new once: the first request keeps it."""
-    events: list[NormalizedEvent] = []
+def _first_uses(requests: Sequence[SpooledRequest], used: set[tuple[str, str]]) -> list[SpooledRequest]:
+    """The requests none of whose tokens is ``used`` or offered by an earlier one, in order."""
+    taken, kept = set(used), []
     for request in requests:
-        if all(token in fresh for token in request.tokens):
-            fresh.difference_update(request.tokens)
-            events += request.events
+        if taken.isdisjoint(request.tokens):
+            taken.update(request.tokens)
+            kept.append(request)
         else:
             log.warning("webhook spool: a request replayed a used token; its events were dropped")
-    return events
+    return kept

@@ -117,6 +117,23 @@ class RecentTokens:
                 del self.tokens[next(iter(self.tokens))]
 
 
+def used_tokens(sql: Sql, tokens: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Which of these (provider, token) pairs are stored already: per provider, the unique
+    (provider, token) index answers."""
+    by_provider: dict[str, set[str]] = {}
+    for provider, token in tokens:
+        by_provider.setdefault(provider, set()).add(token)
+    used: set[tuple[str, str]] = set()
+    for provider, wanted in by_provider.items():
+        names = sorted(wanted)
+        for start in range(0, len(names), TOKEN_CHUNK):
+            chunk = names[start : start + TOKEN_CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            query = f"SELECT token FROM webhook_tokens WHERE provider = ? AND token IN ({marks})"  # noqa: S608 - marks only
+            used.update((provider, str(token)) for (token,) in sql.all(query, [provider, *chunk]))
+    return used
+
+
 def insert_tokens(sql: Sql, tokens: Sequence[tuple[str, str, datetime]]) -> set[tuple[str, str]]:
     """Insert spooled requests' tokens at once; the (provider, token) pairs that were new. A
     pair already stored (a replay, or a batch handed again after a crash) is not returned."""
