@@ -24,10 +24,12 @@ path reads less and keys coarser-grained work on what is shared:
 from __future__ import annotations
 
 import re
+import threading
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy.orm import Session
 
@@ -82,6 +84,13 @@ def _facts_sql(postgres: bool, phone_like: bool) -> str:
     return f"profile_key || '|' || {flags} || CASE WHEN {when} THEN '|' || {instants} ELSE '' END"
 
 
+class ChunkVerdicts(NamedTuple):
+    chunk: Chunk
+    picked: list[int | None]  # per record: its verdict in BulkDecider.written, None if not written
+    contact_ids: list[int | None]  # per record: the contact it names, when written and known
+    recipients: int  # the chunk's records that name a recipient (repeats included)
+
+
 class BulkDecider:
     """Decides the records of one list, chunk by chunk, for one campaign at one instant."""
 
@@ -113,43 +122,75 @@ class BulkDecider:
         self.delimiter = ","
         self.suppressions = self._preload(expected_rows)
         self.special = _special_addresses(ctx.policy.generic_local_parts, ctx.policy.personal_mailbox_domains)
-        self.candidates: set[str] | None = None
+        self.lock = threading.Lock()  # one statement at a time on the connection
 
-    # -- one chunk ---------------------------------------------------------------------------
+    # -- the chunks ------------------------------------------------------------------------
 
-    def decide(self, chunk: Chunk, index: int) -> tuple[list[int | None], list[int | None]]:
-        """Per record: the index of its verdict in ``self.written`` (None for a repeat or a
-        blank record) and the contact it names (None when unknown or not written)."""
-        fresh, slots = self._fresh(self._values(chunk, index))
-        found = self._contacts([v for v in fresh if v])
-        named = [found.get(v) if v else None for v in fresh]
-        supps = self._supps(fresh, named)
-        attempts = self._attempts(named)
-        keys = self._keys(fresh, named, supps, attempts)
+    def run(self, chunks: Iterable[Chunk], index: int) -> Iterator[ChunkVerdicts]:
+        """The verdicts of each chunk, in order.
+
+        The register is read for chunk k+1 on a second thread while chunk k is keyed and
+        written: both drivers release the GIL while the database works (SQLite in this process,
+        PostgreSQL in its server). Every other use of the connection holds ``self.lock``."""
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gate-probe") as pool:
+            pending: _Pending | None = None
+            try:
+                for chunk in chunks:
+                    values, candidates = self._values(chunk, index)
+                    before = self.total
+                    fresh, slots = self._fresh(values)
+                    gathered = pool.submit(self._gather, fresh)
+                    ahead = _Pending(chunk, fresh, slots, candidates, self.total - before, gathered)
+                    if pending is not None:
+                        yield self._finish(pending)
+                    pending = ahead
+                if pending is not None:
+                    yield self._finish(pending)
+            finally:
+                if pending is not None:
+                    pending.gathered.cancel()
+
+    def _gather(self, fresh: list[str | None]) -> _Gathered:
+        """What the register says about a chunk's first occurrences (on the probe thread)."""
+        with self.lock:
+            found = self._contacts([v for v in fresh if v])
+            named = [found.get(v) if v else None for v in fresh]
+            supps = self._supps(fresh, named)
+            return _Gathered(named, supps, self._attempts(named), self._lift_instants(named, supps))
+
+    def _finish(self, work: _Pending) -> ChunkVerdicts:
+        named, supps, attempts, lifted = work.gathered.result()
+        keys = self._keys(work.fresh, named, supps, attempts, lifted, work.candidates)
         memo = self.memo
         if missing := {k: i for i, k in enumerate(keys) if k not in memo}:
-            self._decide_missing(missing, fresh, named, supps, attempts)
+            with self.lock:
+                self._decide_missing(missing, work.fresh, named, supps, attempts)
         picked = [memo[k] for k in keys]
-        out = [picked[s] if s >= 0 else None for s in slots]
-        ids = [None if c is None else c[1] for c in named]
         self.counts.update(picked)
-        return out, [ids[s] if s >= 0 else None for s in slots]
+        slots = work.slots
+        ids = [None if c is None else c[1] for c in named]
+        return ChunkVerdicts(
+            work.chunk,
+            [picked[s] if s >= 0 else None for s in slots],
+            [ids[s] if s >= 0 else None for s in slots],
+            work.recipients,
+        )
 
-    def _values(self, chunk: Chunk, index: int) -> Sequence[str | None]:
-        """Each record's normalised coordinate: None when invalid, "" for a blank record."""
+    def _values(self, chunk: Chunk, index: int) -> tuple[Sequence[str | None], set[str] | None]:
+        """Each record's normalised coordinate (None when invalid, "" for a blank record) and,
+        for a chunk of plain addresses, the only ones that may be generic or personal."""
         cells = chunk.cells(index)
-        self.candidates = None
         if self.kind == "email":
             joined = "\n".join(cells).lower()
             if _EMAILS.fullmatch(joined) and joined.count("\n") == len(cells) - 1 and "--" not in joined:
-                # Only these can be generic or personal: the others are "other" (classify_email).
-                self.candidates = set(self.special.findall(joined))
-                return joined.split("\n")
+                # The others are "other" for classify_email: see _special_addresses.
+                return joined.split("\n"), set(self.special.findall(joined))
         kind, region = self.kind, self.region
-        return [
+        values = [
             (parse_value(0, kind, cell, region).value if _filled(r) else "")
             for r, cell in zip(chunk.rows, cells, strict=True)
         ]
+        return values, None
 
     def _fresh(self, values: Sequence[str | None]) -> tuple[list[str | None], list[int]]:
         """The first occurrences in order (invalid ones included, each its own recipient), and
@@ -230,17 +271,20 @@ class BulkDecider:
         named: list[tuple[Any, ...] | None],
         supps: list[str | None],
         attempts: dict[int, int],
+        lifted: dict[int, Any],
+        candidates: set[str] | None,
     ) -> list[Any]:
-        lifted = self._lift_instants(named, supps)
         address = self._address
         keys: list[Any] = []
         for v, c, s in zip(fresh, named, supps, strict=True):
             if c is None:
-                keys.append((address(v), s))
+                keys.append((address(v, candidates), s))
             else:
                 # No facts: a contact without a gate profile, left to the reference every time.
                 facts = c[4] if c[4] is not None else ("contact", c[1])
-                keys.append((address(v), facts, s, lifted.get(c[1]), min(attempts.get(c[1], 0), 99)))
+                keys.append(
+                    (address(v, candidates), facts, s, lifted.get(c[1]), min(attempts.get(c[1], 0), 99))
+                )
         return keys
 
     def _lift_instants(self, named: list[tuple[Any, ...] | None], supps: list[str | None]) -> dict[int, Any]:
@@ -256,14 +300,14 @@ class BulkDecider:
             sql, params = f"SELECT id, {instants} FROM contacts WHERE id IN ({','.join('?' * len(ids))})", ids  # noqa: S608
         return dict(self._fetch(sql, params))
 
-    def _address(self, v: str | None) -> tuple[int, int, int]:
+    def _address(self, v: str | None, candidates: set[str] | None) -> tuple[int, int, int]:
         """valid, generic, personal as far as the value tells (the reference also checks that a
         contact named by id has the channel's coordinate: that is in the contact's facts)."""
         if v is None:
             return _INVALID
         if self.kind != "email":
             return (1, 0, 0) if self.usable else _INVALID
-        if self.candidates is not None and v not in self.candidates:
+        if candidates is not None and v not in candidates:
             return (int(self.usable), 0, 0)
         kind = classify_email(v, self.ctx.policy)
         return (int(self.usable), int(kind == "generic"), int(kind == "personal_domain"))
@@ -339,6 +383,22 @@ class BulkDecider:
 
 
 _INVALID = (0, 0, 0)
+
+
+class _Gathered(NamedTuple):
+    named: list[tuple[Any, ...] | None]  # per first occurrence: its contact's slim row
+    supps: list[str | None]
+    attempts: dict[int, int]
+    lifted: dict[int, Any]
+
+
+class _Pending(NamedTuple):
+    chunk: Chunk
+    fresh: list[str | None]
+    slots: list[int]
+    candidates: set[str] | None
+    recipients: int
+    gathered: Future[_Gathered]
 
 
 def _special_addresses(generic: Iterable[str], personal: Iterable[str]) -> re.Pattern[str]:

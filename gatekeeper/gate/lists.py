@@ -93,9 +93,10 @@ def _decide_file(job: _Job, src: TextIO, out: TextIO, delimiter: str, expected_r
     )
     decider.delimiter = delimiter
     written = decider.written
-    for chunk in ListReader(src, delimiter).chunks(job.chunk):
-        read = decider.total
-        picked, contact_ids = decider.decide(chunk, index)
+    read = 0
+    for chunk, picked, contact_ids, recipients in decider.run(
+        ListReader(src, delimiter).chunks(job.chunk), index
+    ):
         verdicts = [None if i is None else written[i] for i in picked]
         if job.items is not None:
             job.items.extend(
@@ -103,8 +104,10 @@ def _decide_file(job: _Job, src: TextIO, out: TextIO, delimiter: str, expected_r
             )
         links = _links(job.links, contact_ids, verdicts) if job.links else None
         out.write(verdict_text(chunk, delimiter, verdicts, links))
-        if decider.total // PROGRESS_EVERY > read // PROGRESS_EVERY:
-            job.progress(decider.total)
+        done = read + recipients
+        if done // PROGRESS_EVERY > read // PROGRESS_EVERY:
+            job.progress(done)
+        read = done
     return decider.summary()
 
 
