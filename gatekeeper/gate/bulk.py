@@ -121,6 +121,7 @@ class BulkDecider:
         self.counts: Counter[int] = Counter()
         self.delimiter = ","
         self.suppressions = self._preload(expected_rows)
+        self.single = {h: ";".join(sorted(e)) for h, e in (self.suppressions or {}).items()}
         self.special = _special_addresses(ctx.policy.generic_local_parts, ctx.policy.personal_mailbox_domains)
         self.lock = threading.Lock()  # one statement at a time on the connection
 
@@ -241,13 +242,24 @@ class BulkDecider:
 
     def _supps(self, fresh: list[str | None], named: list[tuple[Any, ...] | None]) -> list[str | None]:
         """Each recipient's suppressions as the reference's canonical string (engine._supp)."""
+        if self.suppressions is not None:
+            if not self.suppressions:
+                return [None] * len(fresh)
+            # Most recipients are a contact found by its own coordinate with one stored hash:
+            # its string was made once, when the suppressions were read.
+            found, single = self.suppressions, self.single.get
+            own, other = (2, 3) if self.kind == "email" else (3, 2)
+            return [
+                single(c[own]) if c is not None and c[own] and not c[other] else self._supp(found, v, c)
+                for v, c in zip(fresh, named, strict=True)
+            ]
         hashes = [self._hashes(v, c) for v, c in zip(fresh, named, strict=True)]
-        found = self.suppressions
-        if found is None:
-            found = self.ref.probe.suppressions(self.ref.as_of_v, {h for hs in hashes for h in hs})
-        if not found:
-            return [None] * len(fresh)
-        return [_supp(found, hs) if hs else None for hs in hashes]
+        found = self.ref.probe.suppressions(self.ref.as_of_v, {h for hs in hashes for h in hs})
+        return [_supp(found, hs) if hs and found else None for hs in hashes]
+
+    def _supp(self, found: dict[str, list[str]], v: str | None, c: tuple[Any, ...] | None) -> str | None:
+        hashes = self._hashes(v, c)
+        return _supp(found, hashes) if hashes else None
 
     def _hashes(self, v: str | None, c: tuple[Any, ...] | None) -> tuple[str, ...]:
         """As Decider._hashes: the contact's stored hashes, and the recipient's own coordinate
@@ -275,16 +287,19 @@ class BulkDecider:
         candidates: set[str] | None,
     ) -> list[Any]:
         address = self._address
+        # A plain address outside the candidates is "other": valid, neither generic nor personal.
+        plain = (int(self.usable), 0, 0) if candidates is not None else None
+        cands = candidates or set()
         keys: list[Any] = []
+        append = keys.append
         for v, c, s in zip(fresh, named, supps, strict=True):
+            a = plain if plain is not None and v not in cands else address(v, candidates)
             if c is None:
-                keys.append((address(v, candidates), s))
+                append((a, s))
             else:
                 # No facts: a contact without a gate profile, left to the reference every time.
                 facts = c[4] if c[4] is not None else ("contact", c[1])
-                keys.append(
-                    (address(v, candidates), facts, s, lifted.get(c[1]), min(attempts.get(c[1], 0), 99))
-                )
+                append((a, facts, s, lifted.get(c[1]), min(attempts.get(c[1], 0), 99) if attempts else 0))
         return keys
 
     def _lift_instants(self, named: list[tuple[Any, ...] | None], supps: list[str | None]) -> dict[int, Any]:

@@ -143,18 +143,26 @@ Written = tuple[str, str, str]
 
 
 def verdict_text(
-    chunk: Chunk, delimiter: str, verdicts: list[Written | None], extra: list[list[str]] | None
+    chunk: Chunk,
+    delimiter: str,
+    picked: list[int | None],
+    written: list[Written],
+    extra: list[list[str]] | None,
 ) -> str:
-    """The text of the chunk's verdict rows; ``extra`` holds the link cells of each record
-    when links are minted (then every row is written cell by cell)."""
+    """The text of the chunk's verdict rows: ``picked`` holds each record's index in
+    ``written`` (None: not written), ``extra`` the link cells of each record when links are
+    minted (then every row is written cell by cell)."""
     if chunk.lines is not None and chunk.writable and extra is None:
-        return "".join([line + v[0] for line, v in zip(chunk.lines, verdicts, strict=True) if v is not None])
+        return "".join(
+            [line + written[i][0] for line, i in zip(chunk.lines, picked, strict=True) if i is not None]
+        )
     sink = _Sink()
     out = []
-    for i, (values, v) in enumerate(zip(chunk.rows, verdicts, strict=True)):
-        if v is not None:
-            cells = [write_safe_cell(c) for c in values] + [v[1], v[2]]
-            out.append(cells if extra is None else cells + extra[i])
+    for n, (values, i) in enumerate(zip(chunk.rows, picked, strict=True)):
+        if i is not None:
+            _suffix, decision, reasons = written[i]
+            cells = [write_safe_cell(c) for c in values] + [decision, reasons]
+            out.append(cells if extra is None else cells + extra[n])
     csv.writer(sink, delimiter=delimiter).writerows(out)
     return "".join(sink.parts)
 

@@ -97,13 +97,18 @@ def _decide_file(job: _Job, src: TextIO, out: TextIO, delimiter: str, expected_r
     for chunk, picked, contact_ids, recipients in decider.run(
         ListReader(src, delimiter).chunks(job.chunk), index
     ):
-        verdicts = [None if i is None else written[i] for i in picked]
         if job.items is not None:
             job.items.extend(
-                (c, v[1], v[2]) for c, v in zip(contact_ids, verdicts, strict=True) if c is not None and v
+                (c, written[i][1], written[i][2])
+                for c, i in zip(contact_ids, picked, strict=True)
+                if c is not None and i is not None
             )
-        links = _links(job.links, contact_ids, verdicts) if job.links else None
-        out.write(verdict_text(chunk, delimiter, verdicts, links))
+        links = (
+            _links(job.links, contact_ids, [None if i is None else written[i] for i in picked])
+            if job.links
+            else None
+        )
+        out.write(verdict_text(chunk, delimiter, picked, written, links))
         done = read + recipients
         if done // PROGRESS_EVERY > read // PROGRESS_EVERY:
             job.progress(done)
