@@ -15,7 +15,10 @@ failure answers the transient code (503) so the provider retries.
 
 Each worker thread keeps one DB-API connection across requests (``Connections``): a request
 pays neither a pool checkout nor PostgreSQL's pre-ping. A connection that raised a database
-error is closed and replaced by the next request; the provider retries the failed one.
+error is closed and replaced by the next request; the provider retries the failed one. On
+SQLite these connections never checkpoint inside their COMMIT (the automatic checkpoint copies
+and syncs megabytes while holding the writers' turn, stalling every other writer): each
+checkpoints after its turn instead, once it has written enough (``Connections.written``).
 
 With a spool, a request whose events have no legal urgency (``delivery_plan.may_wait``:
 delivered, open, click, deferred, soft bounce...) skips the transaction: once verified and
@@ -70,6 +73,10 @@ from webhooks import (
 log = logging.getLogger("gatekeeper.webhook_views")
 # SNS waits on our answer while we confirm: stay well inside its own timeout.
 CONFIRM_TIMEOUT_SECONDS = 5
+# Rows a kept SQLite connection writes between its own WAL checkpoints (a commit counts for a
+# few): about the 10,000 pages of the engine's automatic checkpoint for a newsletter's events.
+CHECKPOINT_ROWS = 5_000
+COMMIT_ROWS = 8
 
 Credentials = dict[str, list[dict[str, str]]]
 Answer = tuple[int, dict[str, Any]]
@@ -112,11 +119,28 @@ class Connections:
         proxied.detach()  # ours now: the pool neither resets nor pings it per request
         dialect = self.engine.dialect
         sql = Sql(connection, dialect.name, dialect.loaded_dbapi.Error)
-        self.local.sql, self.local.pid = sql, os.getpid()
+        if sql.dialect == "sqlite":
+            sql.run("PRAGMA wal_autocheckpoint=0")  # ``written`` checkpoints, out of the turn
+        self.local.sql, self.local.pid, self.local.unchecked = sql, os.getpid(), 0
         with self.lock:
             self._forget_inherited()
             self.opened.append(sql)
         return sql
+
+    def written(self, sql: Sql, rows: int) -> None:
+        """After a commit, outside the writers' turn: checkpoint the WAL once this connection
+        has written about ``CHECKPOINT_ROWS`` rows since its last one. PASSIVE: it waits for no
+        reader or writer, and copies what they allow. A failure here loses nothing (committed)."""
+        if sql.dialect != "sqlite":
+            return
+        self.local.unchecked += rows + COMMIT_ROWS
+        if self.local.unchecked < CHECKPOINT_ROWS:
+            return
+        self.local.unchecked = 0
+        try:
+            sql.run("PRAGMA wal_checkpoint(PASSIVE)")
+        except SQLAlchemyError:
+            log.warning("webhook connection: WAL checkpoint failed; the next one will copy more")
 
     def _discard(self, sql: Sql) -> None:
         self.local.sql = None
@@ -219,6 +243,7 @@ class WebhookService:
                 except BaseException:
                     sql.rollback()  # before the turn passes: no one waits for our teardown
                     raise
+            self.connections.written(sql, len(plan.rows))
         return result
 
 

@@ -98,6 +98,7 @@ class SpooledWebhooks:
                     except BaseException:
                         sql.rollback()
                         raise
+                self.connections.written(sql, len(plan.rows))
             return result
         raise TokenRaceError("webhook spool: tokens kept being taken; the batch waits for the next pass")
 

@@ -3,12 +3,14 @@
 One statement per kind of write, whatever the batch size: the raw events in one multi-row
 ``INSERT … ON CONFLICT (dedupe_key) DO NOTHING RETURNING dedupe_key`` (the keys it returns are
 the events not seen before, exact under concurrency: a concurrent duplicate waits on the unique
-index, then skips); only those change the register (warehouse's recipe: drop duplicates before
-the state change): their facts in one ``INSERT … RETURNING id``, their suppressions in one
-upsert ``RETURNING`` the rows, then every new fact proven in the journal in one executemany
-(RULES.md §6) from what the inserts returned, without reading anything back. Last, the clocks:
-a full recomputation for contacts who objected, and for counting clicks only the clock of a
-contact whose stored anchor the click can still move, computed once per contact.
+index, then skips; on SQLite, one writer, the events without effects go in one
+``executemany`` that returns nothing, only counted); only those change the register
+(warehouse's recipe: drop duplicates before the state change): their facts in one
+``INSERT … RETURNING id``, their suppressions in one upsert ``RETURNING`` the rows, then every
+new fact proven in the journal in one executemany (RULES.md §6) from what the inserts returned,
+without reading anything back. Last, the clocks: a full recomputation for contacts who
+objected, and for counting clicks only the clock of a contact whose stored anchor the click can
+still move, computed once per contact.
 """
 
 from __future__ import annotations
@@ -34,6 +36,11 @@ _INSERT_RAW = (
     " contact_id, campaign_id, raw, created_at) VALUES {values}"
     " ON CONFLICT (dedupe_key) DO NOTHING RETURNING dedupe_key"
 )
+_INSERT_PLAIN = (
+    "INSERT INTO webhook_events (provider, dedupe_key, kind, provider_event, occurred_at,"
+    " contact_id, campaign_id, raw, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (dedupe_key) DO NOTHING"
+)
 _INSERT_FACT = (
     "INSERT INTO events (contact_id, type, occurred_at, data, origin, dedupe_key, created_at)"
     " VALUES {values} ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, dedupe_key"
@@ -55,14 +62,19 @@ def apply(sql: Sql, plan: DeliveryPlan, ctx: RegisterContext) -> DeliveryResult:
     """Store the raw events; let only the new ones change the register."""
     if not plan.rows:  # Mandrill's setup probe, an SNS confirmation: nothing to write
         return DeliveryResult(received=plan.received, stored=0)
-    fresh = store_raw(sql, plan.rows)
+    if sql.dialect == "sqlite":
+        fresh, stored = _store_raw_sqlite(sql, plan)
+    else:
+        fresh = store_raw(sql, plan.rows)
+        stored = len(fresh)
     new = [c for c in plan.consequences if c.key in fresh]
     if new:
         _change_register(sql, new, ctx, plan.now)
-    return DeliveryResult(received=plan.received, stored=len(fresh))
+    return DeliveryResult(received=plan.received, stored=stored)
 
 
 def store_raw(sql: Sql, rows: Sequence[tuple[Any, ...]]) -> set[str]:
+    """Insert the raw events; the dedupe keys of those not stored before."""
     fresh: set[str] = set()
     if sql.dialect == "postgresql":
         # Two redeliveries of one batch insert their keys in one order, so neither can wait on
@@ -73,6 +85,16 @@ def store_raw(sql: Sql, rows: Sequence[tuple[Any, ...]]) -> set[str]:
         params = [value for row in chunk for value in row]
         fresh.update(row[0] for row in sql.all(_INSERT_RAW.format(values=sql.values(9, len(chunk))), params))
     return fresh
+
+
+def _store_raw_sqlite(sql: Sql, plan: DeliveryPlan) -> tuple[set[str], int]:
+    """``store_raw`` for SQLite: only the events with consequences need their keys back; the
+    others (most of a batch: delivered, processed) go in one executemany of the prepared
+    statement, counted by its row count (a skipped duplicate changes no row)."""
+    watched = {c.key for c in plan.consequences}
+    plain = [row for row in plan.rows if row[1] not in watched]
+    fresh = store_raw(sql, [row for row in plan.rows if row[1] in watched]) if watched else set()
+    return fresh, len(fresh) + (sql.many(_INSERT_PLAIN, plain) if plain else 0)
 
 
 def _change_register(sql: Sql, new: list[Consequence], ctx: RegisterContext, now: datetime) -> None:

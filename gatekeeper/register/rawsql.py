@@ -70,13 +70,15 @@ class Sql:
         rows = self.all(sql, params)
         return rows[0] if rows else None
 
-    def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        """Execute one statement per row; the number of rows changed in all."""
         if not rows:
-            return
+            return 0
         try:
             self.cursor.executemany(_marks(sql, self.dialect), rows)
         except self.error as exc:
             raise DBAPIError.instance(sql, None, exc, self.error) from exc
+        return int(self.cursor.rowcount)
 
     def ts(self, value: datetime | None) -> Any:
         """A datetime as the driver stores it."""
