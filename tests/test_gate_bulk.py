@@ -1,0 +1,330 @@
+"""The bulk list path (gate/bulk.py, gate/listread.py) gives every row the verdict the
+per-recipient reference gives it (engine.decide_recipients, the /api/v1/checks path), on both
+databases: a varied register, lists with every kind of row the fast paths treat apart (plain,
+upper-cased, padded, invalid, internationalised, repeated, blank, formula cells, quoted cells
+that hand the rest of the file to the csv module), several campaigns and chunk sizes. The
+verdict file is compared byte for byte with what csv.writer writes for the reference."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from gatekeeper.csvio import write_safe_cell
+from gatekeeper.gate.campaigns import parse_campaign
+from gatekeeper.gate.engine import decide_recipients
+from gatekeeper.gate.lists import decide_list
+from gatekeeper.gate.recipients import coordinate_kind, parse_value
+
+AS_OF = datetime(2026, 11, 22, 9, tzinfo=UTC)
+N = 90
+DOMAINS = ["example.fr", "gmail.com", "acme-corp.fr", "orange.fr", "laposte.net"]
+LOCALS = ["user{i}", "contact", "info+promo{i}", "jean.dupont{i}", "sales"]
+SUPPRESSION_REASONS = ["unsubscribe", "hard_bounce", "complaint", "manual", "erasure"]
+
+
+def _email(i: int) -> str:
+    local = LOCALS[i % 5].format(i=i)
+    # Generic local parts are made unique by their domain.
+    domain = DOMAINS[i % 5] if "{i}" in LOCALS[i % 5] else f"firm{i}.{DOMAINS[i % 5].rsplit('.', 1)[1]}"
+    return f"{local}@{domain}"
+
+
+def _phone(i: int) -> str:
+    return f"+3361234{5000 + i:04d}"
+
+
+def _contact(i: int) -> dict[str, Any]:
+    contact: dict[str, Any] = {
+        "external_id": f"crm-{i}",
+        "collected_at": ["2022-01-10", "2024-03-05", "2025-06-10", "2026-02-01"][i % 4],
+        "collected_by": "ACME SAS" if i % 7 else "Other SARL",
+        "audience": "b2b" if i % 3 == 0 else "b2c",
+        "source": {"type": ["direct", "direct", "broker", "scraped", "purchase"][i % 5]},
+        "purpose": "recruitment" if i % 11 == 0 else "marketing",
+        "timezone": "Europe/Paris",
+    }
+    if i % 3 == 0:
+        contact["profession_tags"] = ["coffee"] if i % 2 else ["purchasing"]
+    if i % 9 != 4:
+        contact["email"] = _email(i)
+    if i % 4 == 0 or i % 9 == 4:
+        contact["phone"] = _phone(i)
+    return contact
+
+
+def _events(i: int) -> list[dict[str, Any]]:
+    who = {"external_id": f"crm-{i}"}
+    events: list[dict[str, Any]] = []
+    for channel in ("email", "sms", "phone"):
+        if (i + len(channel)) % 3 == 0:
+            events.append(
+                {
+                    "contact": who,
+                    "type": "consent",
+                    "channel": channel,
+                    "given": i % 8 != 1,
+                    "occurred_at": ["2025-06-10", "2026-03-01", "2026-10-01"][i % 3],
+                    "method": "checkbox",
+                    "prechecked": i % 10 == 3,
+                    "sender": "ACME SAS" if i % 6 else "Someone Else",
+                }
+            )
+    if i % 4 == 1:
+        events.append(
+            {
+                "contact": who,
+                "type": "purchase",
+                "occurred_at": "2025-07-01",
+                "product_category": ["coffee_machines", "garden_tools"][i % 2],
+                "seller": "ACME SAS",
+            }
+        )
+    if i % 10 == 2:
+        events.append(
+            {
+                "contact": who,
+                "type": "contract",
+                "kind": "subscription",
+                "starts_at": "2026-01-01",
+                "ends_at": None,
+                "product_category": "coffee_capsules",
+            }
+        )
+    if i % 12 == 5:
+        events.append({"contact": who, "type": "opposition", "channels": "all", "occurred_at": "2026-04-01"})
+    if i % 8 == 6:
+        events += [
+            {
+                "contact": who,
+                "type": "call_attempt",
+                "outcome": "no_answer",
+                "occurred_at": f"2026-11-2{d}T10:30:00+01:00",
+            }
+            for d in range(i % 6)
+        ]
+    return events
+
+
+def _suppressions() -> list[dict[str, Any]]:
+    entries = []
+    for i in range(0, N, 4):
+        coordinate = {"email": _email(i)} if i % 9 != 4 else {"phone": _phone(i)}
+        entries.append(
+            {
+                **coordinate,
+                "reason": SUPPRESSION_REASONS[i % 5],
+                "channels": "all" if i % 8 == 0 else ["email", "sms"],
+                # Some objections come before a newer consent (can be lifted), some after.
+                "occurred_at": "2025-01-01" if i % 3 else "2026-11-01",
+            }
+        )
+    for i in range(N, N + 12, 3):  # strangers: suppressed without being in the register
+        entries.append(
+            {
+                "email": f"stranger{i}@example.fr",
+                "reason": "unsubscribe",
+                "channels": "all",
+                "occurred_at": "2026-01-01",
+            }
+        )
+        entries.append(
+            {"phone": _phone(i), "reason": "complaint", "channels": "all", "occurred_at": "2026-01-01"}
+        )
+    return entries
+
+
+# Twins: contacts alike in everything the memo key reads first, apart in what decides.
+# lift-1 objected after its consent, lift-2 consented again after objecting; call-1 was called
+# five times in the D223-9 window, call-2 twice.
+TWINS = {
+    "lift-1": ("lift1@example.fr", "+33612349901", "2026-03-01", 0),
+    "lift-2": ("lift2@example.fr", "+33612349902", "2026-10-01", 0),
+    "call-1": ("call1@example.fr", "+33612349903", "2026-10-01", 5),
+    "call-2": ("call2@example.fr", "+33612349904", "2026-10-01", 2),
+}
+
+
+def _twins() -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    contacts, events, entries = [], [], []
+    for name, (email, phone, consented, calls) in TWINS.items():
+        who = {"external_id": name}
+        contacts.append(
+            {**who, "email": email, "phone": phone, "collected_at": "2025-06-10", "collected_by": "ACME SAS"}
+        )
+        for channel in ("email", "sms", "phone"):
+            events.append(
+                {
+                    "contact": who,
+                    "type": "consent",
+                    "channel": channel,
+                    "given": True,
+                    "occurred_at": consented,
+                    "sender": "ACME SAS",
+                    "method": "oral",
+                }
+            )
+        events += [
+            {
+                "contact": who,
+                "type": "call_attempt",
+                "outcome": "no_answer",
+                "occurred_at": f"2026-11-1{d}T10:30:00+01:00",
+            }
+            for d in range(calls)
+        ]
+        if name.startswith("lift"):
+            for coordinate in ({"email": email}, {"phone": phone}):
+                entries.append(
+                    {**coordinate, "reason": "unsubscribe", "channels": "all", "occurred_at": "2026-05-01"}
+                )
+    return contacts, events, entries
+
+
+def seed_register(client: FlaskClient, auth: dict[str, str]) -> None:
+    twins, twin_events, twin_entries = _twins()
+    contacts = [_contact(i) for i in range(N)] + twins
+    res = client.post("/api/v1/contacts", headers=auth, json={"contacts": contacts})
+    assert res.status_code == 200, res.json
+    events = [e for i in range(N) for e in _events(i)] + twin_events
+    res = client.post("/api/v1/events", headers=auth, json={"events": events})
+    assert res.status_code == 200, res.json
+    res = client.post("/api/v1/suppressions", headers=auth, json={"entries": _suppressions() + twin_entries})
+    assert res.status_code == 200, res.json
+
+
+def _spelling(value: str, i: int) -> str:
+    # Mostly plain (whole chunks take the fast path), sometimes what only the slow path reads.
+    if i % 17 == 0:
+        return f"  {value} "
+    if i % 29 == 0:
+        return "\t" + value
+    return value.upper() if i % 3 == 0 else value
+
+
+def _list_rows(kind: str) -> list[list[str]]:
+    """Recipients in list order, with a note cell; some rows repeat earlier ones."""
+    rows: list[list[str]] = []
+    for i in range(N + 12):
+        if kind == "email":
+            value = _email(i) if i < N else f"stranger{i}@example.fr"
+        elif kind == "phone":
+            value = _phone(i) if i % 2 else f"06 12 34 {50 + i // 100:02d} {i % 100:02d}"
+        else:
+            value = f"crm-{i}"
+        rows.append([_spelling(value, i), f"note {i}"])
+    for name, (email, phone, _consented, _calls) in TWINS.items():
+        rows.append([{"email": email, "phone": phone}.get(kind, name), name])
+    rows += [
+        ["not an address", "x"],
+        ["", "empty coordinate"],
+        ["josé@exämple.fr", "idn"],
+        ["a--b@example.fr", "dashes"],
+    ]
+    rows += [["user7@xn--exmple-cua.fr", "punycode"], ["user7@exämple.fr", "same, unicode"]]
+    rows += [["user@localhost", "no tld"], ["user@example.test", "special"], ["\x00@example.fr", "nul"]]
+    rows += [["+33 6 12 34 50 07", "spaced phone"], ["0033612345008", "00 prefix"], ["12", "short"]]
+    # Repeats, some far from their first row (a later chunk).
+    rows += [rows[3], rows[40], [rows[7][0].upper(), "repeat upper"], rows[95]]
+    return rows
+
+
+def _write(path: Path, header: list[str], rows: list[list[str]], plain_until: int) -> None:
+    """Rows after ``plain_until`` carry formula cells, then quoted cells, so the list goes
+    through the plain, the cell-by-cell and the csv-module paths."""
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        for n, row in enumerate(rows):
+            if n == plain_until // 2:
+                fh.write("\r\n")  # a blank record
+            note = (
+                ["=1+1", "+33 6 12", "-5", "@home", "a,b", 'say "hi"'][n % 6] if n > plain_until else row[1]
+            )
+            w.writerow([row[0], note])
+
+
+CAMPAIGNS = {
+    "email": {"channel": "email", "purpose": "commercial", "product_category": "coffee_capsules"},
+    "email_b2b": {"channel": "email", "purpose": "commercial", "topic_tags": ["coffee"], "partner": None},
+    "sms": {"channel": "sms", "purpose": "commercial", "product_category": "coffee_capsules"},
+    "phone": {"channel": "phone", "purpose": "commercial", "product_category": "coffee_capsules"},
+    "postal": {"channel": "postal", "purpose": "commercial", "product_category": "coffee_capsules"},
+}
+
+
+@pytest.mark.parametrize(
+    ("campaign_name", "column", "chunk", "preload"),
+    [
+        ("email", "email", 7, True),
+        ("email", "email", 7, False),
+        ("email", "email", 5000, True),
+        ("email_b2b", "email", 13, True),
+        ("sms", "phone", 7, True),
+        ("phone", "phone", 11, False),
+        ("email", "external_id", 9, True),
+        ("sms", "external_id", 9, False),
+        ("postal", "email", 17, True),
+    ],
+)
+def test_every_row_gets_the_verdict_of_the_per_recipient_reference(
+    app: Flask,
+    client: FlaskClient,
+    auth: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    campaign_name: str,
+    column: str,
+    chunk: int,
+    preload: bool,
+) -> None:
+    # Suppressions read once for the run, or probed chunk by chunk (a list small next to them).
+    monkeypatch.setattr("gatekeeper.gate.bulk.PRELOAD_RATIO", 0 if preload else 1e9)
+    seed_register(client, auth)
+    raw = {**CAMPAIGNS[campaign_name], "sender": "ACME SAS", "send_at": "2026-11-24T11:00:00+01:00"}
+    campaign, _ = parse_campaign({k: v for k, v in raw.items() if v is not None}, AS_OF)
+    kind = column if column == "external_id" else coordinate_kind(campaign.channel)
+    rows = _list_rows(kind)
+    src, out = tmp_path / "list.csv", tmp_path / "verdicts.csv"
+    _write(src, [column.capitalize(), "Note"], rows, plain_until=len(rows) - 12)
+    ctx = app.extensions["gatekeeper.context"]
+    with app.extensions["gatekeeper.db"].session_scope() as session:
+        items: list[tuple[int, str, str]] = []
+        summary = decide_list(session, ctx, campaign, AS_OF, src, out, items=items, chunk=chunk)
+        expected, reference_items, counts = _reference(session, ctx, campaign, src, kind)
+    assert out.read_bytes().decode("utf-8-sig") == expected
+    assert items == reference_items
+    assert {k: summary[k] for k in counts} == counts
+    decisions = {line.rsplit(",", 2)[1] for line in expected.splitlines()[1:]}
+    assert len(summary["by_reason"]) >= 3 and decisions <= {"allow", "block", "decision"}
+
+
+def _reference(
+    session: Any, ctx: Any, campaign: Any, src: Path, kind: str
+) -> tuple[str, list[tuple[int, str, str]], dict[str, Any]]:
+    """The verdict file, the items and the counts the reference makes of the same list."""
+    with src.open(newline="", encoding="utf-8-sig") as fh:
+        records = list(csv.reader(fh))
+    header, data = records[0], [r for r in records[1:] if r and any(c.strip() for c in r)]
+    recipients = [parse_value(n, kind, r[0], ctx.region) for n, r in enumerate(data)]
+    staged, decided = decide_recipients(session, ctx, campaign, AS_OF, recipients)
+    text = io.StringIO(newline="")
+    w = csv.writer(text)
+    w.writerow([write_safe_cell(h) for h in header] + ["decision", "reasons"])
+    items = []
+    allowed = 0
+    for d in decided:
+        reasons = " ".join(d.verdict.reasons)
+        w.writerow([write_safe_cell(c) for c in data[d.row]] + [d.verdict.decision, reasons])
+        if d.contact_id is not None:
+            items.append((d.contact_id, d.verdict.decision, reasons))
+        allowed += d.verdict.decision == "allow"
+    counts = {"recipients": staged.total, "duplicates": staged.duplicates, "allowed": allowed}
+    return text.getvalue(), items, counts
