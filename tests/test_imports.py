@@ -54,6 +54,20 @@ def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> s
     return str(request.param)
 
 
+@pytest.fixture(params=["plain insert", "index rebuild", "on conflict"])
+def route(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """How new contacts go in: one plain insert (the usual route), the same with the timestamp
+    indexes dropped and built again after it (a large load on SQLite; PostgreSQL keeps them),
+    or the ``ON CONFLICT`` route taken when a unique index refused a row of the plain one."""
+    from gatekeeper.register import contact_import
+
+    if request.param == "index rebuild":
+        monkeypatch.setattr(contact_import, "REBUILD_FROM_ROWS", 0)
+    elif request.param == "on conflict":
+        monkeypatch.setattr(contact_import, "_insert_plain", lambda *_args: None)
+    return str(request.param)
+
+
 ENCODINGS = [
     pytest.param(("utf-8", b"", ","), id="utf-8 comma"),
     pytest.param(("utf-8", b"\xef\xbb\xbf", ","), id="utf-8 with BOM"),
@@ -128,7 +142,7 @@ def test_a_file_with_bad_rows_is_refused_whole_naming_row_and_field(
 
 
 def test_importing_the_same_files_twice_changes_nothing_the_second_time(
-    app: Flask, client: FlaskClient, auth: dict[str, str], reader: str
+    app: Flask, client: FlaskClient, auth: dict[str, str], reader: str, route: str
 ) -> None:
     contacts = (
         HEADER + "c1,a@example.fr,,,,2025-01-01,direct,\nc2,b@example.fr,,,,2025-01-01,direct,\n"
@@ -158,7 +172,7 @@ def test_importing_the_same_files_twice_changes_nothing_the_second_time(
 
 
 def test_duplicate_identities_in_one_file_are_named(
-    app: Flask, client: FlaskClient, auth: dict[str, str], reader: str
+    app: Flask, client: FlaskClient, auth: dict[str, str], reader: str, route: str
 ) -> None:
     body = (
         HEADER + "c1,a@example.fr,,,,2025-01-01,direct,\nc2,A@Example.fr,,,,2025-01-01,direct,\n"
@@ -214,7 +228,7 @@ def contacts_by_external_id(app: Flask) -> dict[str | None, tuple[Any, ...]]:
 
 
 def test_a_file_mixing_new_and_known_contacts_creates_and_updates(
-    app: Flask, client: FlaskClient, auth: dict[str, str], reader: str
+    app: Flask, client: FlaskClient, auth: dict[str, str], reader: str, route: str
 ) -> None:
     first = (
         HEADER + "c1,a@example.fr,,Paul,,2025-01-01,direct,\n,solo@example.fr,,,,2025-01-01,direct,\n"
@@ -235,6 +249,7 @@ def test_a_file_mixing_new_and_known_contacts_creates_and_updates(
     assert stored["c3"][:3] == ("c@example.fr", "Chloé", "prospect") and stored["c3"][3]
 
 
+@pytest.mark.usefixtures("route")
 def test_a_row_naming_another_contacts_email_refuses_the_file(
     app: Flask, client: FlaskClient, auth: dict[str, str]
 ) -> None:
@@ -346,3 +361,94 @@ def test_a_nul_character_is_refused_with_its_row_and_field(
     assert job["state"] == "failed"
     assert job["errors"] == [{"row": 2, "field": field, "problem": "text contains a NUL character"}]
     assert count(app, "contacts") == 0
+
+
+KNOWN = HEADER + "k1,k1@example.fr,,Kim,,2024-03-01,direct,\nk2,,+33612345678,,,2024-03-02,event,\n"
+# k1 renamed, k2 given an e-mail, n1..n6 new (phones, cities, dates and sources varied).
+MIXED = HEADER + "".join(
+    [
+        "n1,n1@example.fr,,Nina,,2025-01-01,direct,Lyon\n",
+        "k1,k1@example.fr,,Kima,,2024-03-01,direct,\n",
+        "n2,n2@example.fr,+33781234567,,,2025-02-03T10:00:00+01:00,event,\n",
+        "k2,k2@example.fr,+33612345678,,,2024-03-02,event,\n",
+        "n3,,+33623456789,,Roy,2025-03-04,purchase,Nice\n",
+        ",n4@example.fr,,,,2025-04-05,direct,Lyon\n",
+        "n5,n5@example.fr,,,,2025-01-01,direct,Lyon\n",
+        "n6,n6@example.fr,,,,2023-12-31,partner,\n",
+    ]
+)
+
+
+def register_rows(app: Flask) -> list[tuple[Any, ...]]:
+    """Every stored column of every contact in id order, except the id and the write times."""
+    with app.extensions["gatekeeper.db"].engine.connect() as conn:
+        names = conn.execute(text("SELECT * FROM contacts")).keys()
+        kept = [c for c in names if c not in ("id", "created_at", "updated_at")]
+        rows = conn.execute(text(f"SELECT {', '.join(kept)} FROM contacts ORDER BY id"))
+        return [
+            tuple(json.dumps(v, sort_keys=True) if isinstance(v, dict | list) else v for v in r) for r in rows
+        ]
+
+
+def contact_indexes(app: Flask) -> list[tuple[str, str]]:
+    database = app.extensions["gatekeeper.db"]
+    sql = (
+        "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'contacts'"
+        if database.dialect == "sqlite"
+        else "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'contacts'"
+    )
+    with database.engine.connect() as conn:
+        return sorted((str(n), str(d)) for n, d in conn.execute(text(sql)))
+
+
+def import_path(app: Flask, path: Any) -> dict[str, Any]:
+    from gatekeeper.register.imports import import_file
+
+    with app.extensions["gatekeeper.db"].session_scope() as session:
+        return import_file(session, "contacts", path, app.extensions["gatekeeper.context"])
+
+
+def test_every_insert_route_stores_the_same_register(
+    app: Flask, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gatekeeper.register import contact_import
+
+    known, mixed = tmp_path / "known.csv", tmp_path / "mixed.csv"
+    known.write_text(KNOWN)
+    mixed.write_text(MIXED)
+    indexes = contact_indexes(app)
+    plain_insert = contact_import._insert_plain
+    stored: dict[str, list[tuple[Any, ...]]] = {}
+    for route in ("on conflict", "plain insert", "index rebuild"):
+        monkeypatch.setattr(contact_import, "REBUILD_FROM_ROWS", 0 if route == "index rebuild" else 10**9)
+        monkeypatch.setattr(
+            contact_import, "_insert_plain", (lambda *_a: None) if route == "on conflict" else plain_insert
+        )
+        with app.extensions["gatekeeper.db"].engine.begin() as conn:
+            conn.execute(text("DELETE FROM contacts"))
+        assert import_path(app, known)["created"] == 2
+        assert import_path(app, mixed) == {"created": 6, "updated": 2, "unchanged": 0}
+        stored[route] = register_rows(app)
+        assert contact_indexes(app) == indexes  # rebuilt as the migrations made them
+    assert stored["plain insert"] == stored["on conflict"]
+    assert stored["index rebuild"] == stored["on conflict"]
+    assert [r[0] for r in stored["on conflict"]] == ["k1", "k2", "n1", "n2", "n3", None, "n5", "n6"]
+
+
+def test_a_repeat_in_a_rebuilt_load_is_named_and_leaves_the_indexes_in_place(
+    app: Flask, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gatekeeper.errors import ValidationError
+    from gatekeeper.register import contact_import
+
+    monkeypatch.setattr(contact_import, "REBUILD_FROM_ROWS", 0)
+    indexes = contact_indexes(app)
+    path = tmp_path / "repeat.csv"
+    path.write_text(MIXED + "n7,N2@example.fr,,,,2025-01-01,direct,\n")
+    with pytest.raises(ValidationError) as caught:
+        import_path(app, path)
+    assert caught.value.details == [
+        {"row": 9, "field": "email", "problem": "same email as row 3: a contact appears once per batch"}
+    ]
+    assert count(app, "contacts") == 0
+    assert contact_indexes(app) == indexes
