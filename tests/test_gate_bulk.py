@@ -328,3 +328,47 @@ def _reference(
         allowed += d.verdict.decision == "allow"
     counts = {"recipients": staged.total, "duplicates": staged.duplicates, "allowed": allowed}
     return text.getvalue(), items, counts
+
+
+TRICKY = [
+    "a@b.fr",
+    "a.b@c.fr",
+    ".a@b.fr",
+    "a.@b.fr",
+    "a..b@c.fr",
+    "a@-b.fr",
+    "a@b-.fr",
+    "a@b.c",
+    "a@b.c0m",
+    "a@b.example",
+    "a@b.test",
+    "a@b.testing",
+    "a@localhost",
+    "a+tag@b.fr",
+    "o'neil@b.fr",
+    "a@" + "b" * 63 + ".fr",
+    "a@" + "b" * 64 + ".fr",
+    "x" * 64 + "@b.fr",
+    "x" * 65 + "@b.fr",
+    "a@" + ".".join(["b" * 60] * 4) + ".fr",
+    "a@" + ".".join(["b" * 61] * 4) + ".fr",
+    "a@xn--bcher-kva.fr",
+    "a--b@c.fr",
+    "a@b..fr",
+    "a@b.fr.",
+    "@b.fr",
+    "a@",
+    "a@b@c.fr",
+]
+
+
+@pytest.mark.parametrize("address", TRICKY)
+def test_the_chunk_pattern_accepts_only_what_normalise_email_returns_unchanged(address: str) -> None:
+    from gatekeeper.gate.bulk import _EMAILS, _MAX_EMAIL
+    from gatekeeper.normalize import normalise_email
+
+    for joined in (address, f"a@b.fr\n{address}", f"{address}\nz@y.fr"):
+        if _EMAILS.fullmatch(joined) and "--" not in joined and len(address) <= _MAX_EMAIL:
+            assert normalise_email(address) == address
+    if address in ("a@b.fr", "a.b@c.fr", "a+tag@b.fr", "o'neil@b.fr"):
+        assert _EMAILS.fullmatch(f"{address}\nz@y.fr")  # the common case takes the fast path

@@ -41,14 +41,16 @@ from gatekeeper.gate.recipients import Recipient, parse_value
 from gatekeeper.register.context import RegisterContext
 
 # normalize.normalise_email's fast path for a whole chunk joined by newlines: the same address
-# pattern, length limit and refused special-use TLDs (the "--" test is made on the chunk).
-_ATEXT = r"[a-z0-9!#$%&'*+/=?^_`{|}~-]+"
+# pattern and refused special-use TLDs (the length limit and the "--" test are made on the
+# chunk). Possessive where no backtracking could find a match: atext holds no "." nor "@".
+_ATEXT = r"[a-z0-9!#$%&'*+/=?^_`{|}~-]"
 _SPECIAL = "arpa|invalid|local|localhost|onion|test|example"
 _ONE = (
-    rf"(?=[^\n]{{1,254}}(?:\n|\Z)){_ATEXT}(?:\.{_ATEXT})*@(?:[a-z0-9](?:[a-z0-9-]{{0,61}}[a-z0-9])?\.)+"
+    rf"{_ATEXT}++(?:\.{_ATEXT}++)*+@(?:[a-z0-9](?:[a-z0-9-]{{0,61}}[a-z0-9])?\.)++"
     rf"(?!(?:{_SPECIAL})(?:\n|\Z))[a-z]{{2,63}}"
 )
-_EMAILS = re.compile(rf"{_ONE}(?:\n{_ONE})*")
+_EMAILS = re.compile(rf"{_ONE}(?:\n{_ONE})*+")
+_MAX_EMAIL = 254
 # Suppressions are read once per run when the list has at least this many rows per
 # suppression of the register (a per-chunk probe costs a few times more per hash than a read).
 PRELOAD_RATIO = 0.25
@@ -122,7 +124,10 @@ class BulkDecider:
         self.delimiter = ","
         self.suppressions = self._preload(expected_rows)
         self.single = {h: ";".join(sorted(e)) for h, e in (self.suppressions or {}).items()}
-        self.special = _special_addresses(ctx.policy.generic_local_parts, ctx.policy.personal_mailbox_domains)
+        generic, personal = ctx.policy.generic_local_parts, ctx.policy.personal_mailbox_domains
+        self.special = _special_addresses(generic, personal)
+        self.generic = _special_addresses(generic, ())
+        self.personal = re.compile(rf"@(?:{_alternatives(personal)})$", re.MULTILINE)
         self.lock = threading.Lock()  # one statement at a time on the connection
 
     # -- the chunks ------------------------------------------------------------------------
@@ -184,14 +189,22 @@ class BulkDecider:
         if self.kind == "email":
             joined = "\n".join(cells).lower()
             if _EMAILS.fullmatch(joined) and joined.count("\n") == len(cells) - 1 and "--" not in joined:
-                # The others are "other" for classify_email: see _special_addresses.
-                return joined.split("\n"), set(self.special.findall(joined))
+                plain = joined.split("\n")
+                if max(map(len, plain)) <= _MAX_EMAIL:
+                    return plain, self._candidates(joined)
         kind, region = self.kind, self.region
         values = [
             (parse_value(0, kind, cell, region).value if _filled(r) else "")
             for r, cell in zip(chunk.rows, cells, strict=True)
         ]
         return values, None
+
+    def _candidates(self, joined: str) -> set[str]:
+        """The plain addresses of a chunk that classify_email may not call "other" (the others
+        are: see _special_addresses); most chunks have no personal mailbox domain at all."""
+        if self.personal.search(joined) is None:
+            return set(self.generic.findall(joined))
+        return set(self.special.findall(joined))
 
     def _fresh(self, values: Sequence[str | None]) -> tuple[list[str | None], list[int]]:
         """The first occurrences in order (invalid ones included, each its own recipient), and
@@ -416,13 +429,16 @@ class _Pending(NamedTuple):
     gathered: Future[_Gathered]
 
 
+def _alternatives(words: Iterable[str]) -> str:
+    return "|".join(re.escape(w) for w in sorted(words)) or "(?!)"
+
+
 def _special_addresses(generic: Iterable[str], personal: Iterable[str]) -> re.Pattern[str]:
     """The lines of a chunk of plain addresses that classify_email may not call "other": a
     generic local part (before any "+tag") or a personal mailbox domain. A superset is enough:
     each candidate is classified by the domain function itself."""
-    parts = "|".join(re.escape(g) for g in sorted(generic)) or "(?!)"
-    domains = "|".join(re.escape(d) for d in sorted(personal)) or "(?!)"
-    return re.compile(rf"^(?:(?:{parts})[+@][^\n]*|[^\n]*@(?:{domains}))$", re.MULTILINE)
+    parts, domains = _alternatives(generic), _alternatives(personal)
+    return re.compile(rf"^(?:(?:{parts})[+@][^\n]*+|[^\n@]*+@(?:{domains}))$", re.MULTILINE)
 
 
 def _filled(values: list[str]) -> bool:

@@ -18,7 +18,6 @@ cell.
 from __future__ import annotations
 
 import csv
-import functools
 import re
 from collections.abc import Iterator
 from itertools import chain, islice
@@ -35,18 +34,17 @@ class Chunk:
     end (``lines``) and splits it into cells only when asked; ``writable`` says whether those
     texts are also their verdict rows' beginnings (no cell to neutralise)."""
 
-    __slots__ = ("_rows", "delimiter", "joined", "lines", "writable")
+    __slots__ = ("_rows", "delimiter", "lines", "writable")
 
     def __init__(
         self,
         rows: Rows | None,
         delimiter: str,
         lines: list[str] | None = None,
-        joined: str = "",
         writable: bool = False,
     ) -> None:
         self._rows, self.delimiter = rows, delimiter
-        self.lines, self.joined, self.writable = lines, joined, writable
+        self.lines, self.writable = lines, writable
 
     def __len__(self) -> int:
         return len(self.lines) if self.lines is not None else len(self.rows)
@@ -61,20 +59,15 @@ class Chunk:
 
     def cells(self, index: int) -> list[str]:
         """The cell at ``index`` of each record ("" when the record is shorter)."""
-        if self.lines is not None:
-            found: list[str] = _cell_pattern(self.delimiter, index).findall(self.joined)
-            if len(found) == len(self.lines):
-                return found
+        if self.lines is not None and self._rows is None:
+            d = self.delimiter
+            if index == 0:
+                return [line.partition(d)[0] for line in self.lines]
+            try:
+                return [line.split(d, index + 1)[index] for line in self.lines]
+            except IndexError:
+                pass  # a shorter record: read it from the split rows
         return [r[index] if index < len(r) else "" for r in self.rows]
-
-
-@functools.lru_cache(maxsize=64)
-def _cell_pattern(delimiter: str, index: int) -> re.Pattern[str]:
-    # One match per line that has the cell: a shorter line has none, and then the counts differ.
-    d = re.escape(delimiter)
-    if index == 0:
-        return re.compile(rf"^[^{d}\n]*", re.MULTILINE)
-    return re.compile(rf"^(?:[^{d}\n]*{d}){{{index}}}([^{d}\n]*)", re.MULTILINE)
 
 
 def _formula_cell(delimiter: str) -> re.Pattern[str]:
@@ -112,13 +105,11 @@ class ListReader:
             return self._csv_chunk(size)
         if "\r" in text:
             bare = [line.rstrip("\r\n") for line in lines]
-            joined = "\n".join(bare)
         else:
-            joined = text[:-1] if text.endswith("\n") else text
-            bare = joined.split("\n")
+            bare = (text[:-1] if text.endswith("\n") else text).split("\n")
         self.row += len(bare)
         writable = self.formula.search("\n" + text) is None
-        return Chunk(None, self.delimiter, bare, joined, writable)
+        return Chunk(None, self.delimiter, bare, writable)
 
     def _csv_chunk(self, size: int) -> Chunk | None:
         assert self.reader is not None
