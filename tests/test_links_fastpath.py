@@ -397,3 +397,23 @@ def test_the_kept_connection_sees_what_other_connections_commit(app: Flask, paul
         conn.execute(text("UPDATE contacts SET first_name = 'Pierre' WHERE id = :c"), {"c": paul})
     with borrowed(app) as raw:
         assert raw.one("SELECT first_name FROM contacts WHERE id = ?", (paul,)) == ("Pierre",)
+
+
+def test_a_user_agents_remembered_answer_still_depends_on_the_time_since_the_send_and_the_method(
+    app: Flask, client: FlaskClient, paul: int, drain: Drain
+) -> None:
+    # The fast path remembers interest_counts per user agent: the grace period and the method
+    # must still decide each hit.
+    hits = [
+        ("GET", FIREFOX, timedelta(hours=1)),
+        ("GET", FIREFOX, timedelta(seconds=3)),  # within the grace period after the send
+        ("HEAD", FIREFOX, timedelta(hours=1)),
+        ("GET", "Mozilla/5.0 (compatible; Mimecast URL protect)", timedelta(hours=1)),
+        ("GET", FIREFOX, timedelta(hours=2)),
+    ]
+    for minute, (method, agent, since) in enumerate(hits):
+        set_clock(app, TODAY + timedelta(minutes=minute))
+        token = signer(app).tracked("click", paul, 7, SHOP, TODAY + timedelta(minutes=minute) - since)
+        assert client.open(f"/c/{token}", method=method, headers={"User-Agent": agent}).status_code == 302
+    drain()
+    assert [e["counts"] for e in interests(app, paul)] == [True, False, False, False, True]

@@ -3,10 +3,15 @@
 ``GET /u/{token}`` (every webmail that opens the List-Unsubscribe URL, every person reading the
 page) and ``GET|HEAD /c|d/{token}`` (every click of every recipient, plus the link scanners that
 fetch them all seconds after delivery) are served here without Flask's request machinery, which
-alone costs about a third of a trivial 302 under gunicorn (measured by bench/links.py). They only
-verify a token and read one row to render a page, or journal a click (``spooled``) and redirect; everything with
-a form body (the POSTs, reconsent, preferences) goes on to the Flask blueprint in ``pages``.
-Both use the same signer, limiter, records, templates and security headers.
+alone costs about a third of a trivial 302 under gunicorn (measured by bench/links.py). The
+unsubscribe page verifies a token, reads one row and fills a pre-rendered page; a tracked link
+verifies its token, journals the click (``spooled``: ``gatekeeper drain`` stores it) and
+redirects. Everything with a form body (the POSTs, reconsent, preferences) goes on to the Flask
+blueprint in ``pages``. Both use the same signer, limiter, records, templates and headers.
+
+Everything that is the same for many answers is computed once per worker: the header lists,
+the pages' skeletons, the language of each ``Accept-Language`` value, the header-safe form of
+each destination, whether a user agent's hit counts.
 """
 
 from __future__ import annotations
@@ -19,10 +24,11 @@ from urllib.parse import parse_qs
 
 from werkzeug.urls import iri_to_uri
 
+from gatekeeper.domain.policy import Policy
 from gatekeeper.domain.retention import interest_counts
 from gatekeeper.links import i18n
 from gatekeeper.links.connection import LinkConnections
-from gatekeeper.links.headers import security_headers
+from gatekeeper.links.headers import redirect_headers, security_headers
 from gatekeeper.links.records import PageCard, load_page_card
 from gatekeeper.links.service import LinkService, Skeleton
 from gatekeeper.links.spooled import click_record
@@ -39,6 +45,7 @@ STATUS = {
     429: "429 Too Many Requests",
 }
 _ROUTES = {"/u/": "unsubscribe", "/c/": "click", "/d/": "download"}
+COUNTS_MEMO = 4096  # (kind, user agent, method, late) answers kept per worker
 
 
 class FastLinks:
@@ -47,17 +54,16 @@ class FastLinks:
         self.service = service
         self.connections = LinkConnections(service.database.engine)
         # Answers differ between people by a few values: everything else is computed once.
-        self.security = security_headers(https=service.https)
-        self.redirect_headers = [("Content-Length", "0"), *self.security]
+        # No Vary: nothing may store these answers (no-store), and Vary only speaks to caches.
+        security = security_headers(https=service.https)
         self.page_headers = {
-            lang: [
-                ("Content-Type", "text/html; charset=utf-8"),
-                ("Content-Language", lang),
-                ("Vary", "Accept-Language"),
-            ]
+            lang: [("Content-Type", "text/html; charset=utf-8"), ("Content-Language", lang), *security]
             for lang in i18n.LANGS
         }
+        self.redirect_headers = [("Content-Length", "0"), *redirect_headers(https=service.https)]
         self.skeletons: dict[tuple[str, str, bool], Skeleton] = {}
+        self._counts: dict[tuple[str, str | None, str, bool], bool] = {}
+        self._counts_policy: Policy | None = None
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path: str = environ.get("PATH_INFO", "")
@@ -78,13 +84,32 @@ class FastLinks:
             self.skeletons[key] = skeleton
         return skeleton
 
+    def counts(self, kind: str, user_agent: str | None, since_send: float | None, method: str) -> bool:
+        """``interest_counts`` (RULES.md §4), remembered per user agent: a campaign's clicks
+        come from a few hundred browsers and scanners, and matching an agent against every
+        scanner name is a tenth of the click. The time since the send only matters as "within
+        the grace period or not", so that yes/no is the key, not the seconds."""
+        policy = self.service.context.policy
+        if policy is not self._counts_policy:  # a policy file reloaded: forget its answers
+            self._counts.clear()
+            self._counts_policy = policy
+        late = since_send is None or since_send >= policy.click_grace_seconds
+        key = (kind, user_agent, method, late)
+        found = self._counts.get(key)
+        if found is None:
+            found = interest_counts(kind, user_agent, since_send, method, policy=policy)
+            if len(self._counts) >= COUNTS_MEMO:
+                self._counts.clear()
+            self._counts[key] = found
+        return found
+
 
 def _query_lang(query: str) -> str | None:
     return parse_qs(query).get("lang", [None])[0] if query else None
 
 
 class _Request:
-    __slots__ = ("environ", "fast", "lang", "method", "purpose", "s", "start_response")
+    __slots__ = ("environ", "fast", "method", "purpose", "s", "start_response")
 
     def __init__(
         self,
@@ -96,8 +121,13 @@ class _Request:
     ) -> None:
         self.fast, self.s, self.environ, self.start_response = fast, fast.service, environ, start_response
         self.purpose, self.method = purpose, method
+
+    @property
+    def lang(self) -> str:
+        # Only pages need it (not the redirects); negotiate remembers each header's answer.
+        environ = self.environ
         asked = _query_lang(environ.get("QUERY_STRING", ""))
-        self.lang = i18n.negotiate(asked, environ.get("HTTP_ACCEPT_LANGUAGE"))
+        return i18n.negotiate(asked, environ.get("HTTP_ACCEPT_LANGUAGE"))
 
     def respond(self, token: str) -> Iterable[bytes]:
         retry = self.s.limiter.hit(self.environ.get("REMOTE_ADDR") or "-")
@@ -126,13 +156,14 @@ class _Request:
             )
         if claims.purpose != "unsubscribe":
             return self.track(claims)
-        raw = self.fast.connections.borrow()
+        connections = self.fast.connections
+        raw = connections.borrow()
         try:
             card = load_page_card(raw, claims.contact_id)
         except BaseException:
-            self.fast.connections.give_back(raw, healthy=False)
+            connections.give_back(raw, healthy=False)
             raise
-        self.fast.connections.give_back(raw)
+        connections.give_back(raw)
         if card is None or not card.recordable:
             return self.page(410, "public/message.html", title_key="e_erased_title", body_key="e_erased_body")
         return self.unsubscribe_page(claims, card)
@@ -153,15 +184,15 @@ class _Request:
         The person reaches the page they clicked either way."""
         now = self.s.now()
         user_agent = self.environ.get("HTTP_USER_AGENT")
-        since_send = None if claims.sent_at is None else now.timestamp() - claims.sent_at
-        policy = self.s.context.policy
-        counts = interest_counts(claims.purpose, user_agent, since_send, self.method, policy=policy)
+        sent_at = claims.sent_at
+        since_send = None if sent_at is None else now.timestamp() - sent_at
+        counts = self.fast.counts(claims.purpose, user_agent, since_send, self.method)
         line = click_record(
             claims.purpose,
             claims.contact_id,
             claims.campaign_id,
             str(claims.url),
-            claims.sent_at,
+            sent_at,
             method=self.method,
             user_agent=user_agent,
             at=now,
@@ -177,22 +208,23 @@ class _Request:
     def unsubscribe_page(self, claims: LinkClaims, card: PageCard) -> Iterable[bytes]:
         prefs = self.s.signer.preferences(claims.contact_id, claims.campaign_id)
         address = _address(card, claims.channel)
-        skeleton = self.fast.unsubscribe_skeleton(self.lang, claims.channel, address is not None)
-        return self.send(200, skeleton.fill_bytes((address or "", f"/p/{prefs}")))
+        lang = self.lang
+        skeleton = self.fast.unsubscribe_skeleton(lang, claims.channel, address is not None)
+        return self.send(200, skeleton.fill_bytes((address or "", f"/p/{prefs}")), lang)
 
     def page(
         self, status: int, template: str, extra: list[tuple[str, str]] | None = None, **values: Any
     ) -> Iterable[bytes]:
-        body = self.s.render(template, self.lang, **values).encode()
-        return self.send(status, body, extra)
+        lang = self.lang
+        body = self.s.render(template, lang, **values).encode()
+        return self.send(status, body, lang, extra)
 
-    def send(self, status: int, body: bytes, extra: list[tuple[str, str]] | None = None) -> Iterable[bytes]:
-        headers = [
-            ("Content-Length", str(len(body))),
-            *self.fast.page_headers[self.lang],
-            *(extra or ()),
-            *self.fast.security,
-        ]
+    def send(
+        self, status: int, body: bytes, lang: str, extra: list[tuple[str, str]] | None = None
+    ) -> Iterable[bytes]:
+        headers = [("Content-Length", str(len(body))), *self.fast.page_headers[lang]]
+        if extra:
+            headers.extend(extra)
         self.start_response(STATUS[status], headers)
         return [b""] if self.method == "HEAD" else [body]
 
