@@ -25,18 +25,19 @@ from __future__ import annotations
 
 import re
 import threading
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, NamedTuple
 
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from gatekeeper.domain import Campaign, Verdict, classify_email
 from gatekeeper.gate.engine import LIFTABLE, Decider, _supp
 from gatekeeper.gate.listread import Chunk, Written
-from gatekeeper.gate.probe import ContactRow
+from gatekeeper.gate.probe import ContactRow, RegisterProbe
 from gatekeeper.gate.recipients import Recipient, parse_value
 from gatekeeper.register.context import RegisterContext
 
@@ -106,8 +107,10 @@ class BulkDecider:
         *,
         chunk: int,
         expected_rows: int,
+        parallel: bool = True,
     ) -> None:
         self.ref = ref = Decider(session, ctx, campaign, as_of, chunk=chunk)
+        self.session, self.parallel = session, parallel
         self.ctx, self.kind, self.region = ctx, kind, ctx.region
         self.postgres = ref.probe.postgres
         self.conn = ref.probe.conn
@@ -135,34 +138,64 @@ class BulkDecider:
     def run(self, chunks: Iterable[Chunk], index: int) -> Iterator[ChunkVerdicts]:
         """The verdicts of each chunk, in order.
 
-        The register is read for chunk k+1 on a second thread while chunk k is keyed and
-        written: both drivers release the GIL while the database works (SQLite in this process,
-        PostgreSQL in its server). Every other use of the connection holds ``self.lock``."""
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gate-probe") as pool:
-            pending: _Pending | None = None
-            try:
-                for chunk in chunks:
-                    values, candidates = self._values(chunk, index)
-                    before = self.total
-                    fresh, slots = self._fresh(values)
-                    gathered = pool.submit(self._gather, fresh)
-                    ahead = _Pending(chunk, fresh, slots, candidates, self.total - before, gathered)
-                    if pending is not None:
-                        yield self._finish(pending)
-                    pending = ahead
-                if pending is not None:
-                    yield self._finish(pending)
-            finally:
-                if pending is not None:
-                    pending.gathered.cancel()
+        The register is read for the next chunks on probe threads while the current one is
+        keyed and written: both drivers release the GIL while the database works (SQLite in
+        this process, PostgreSQL in its server). Chunks alternate between the lanes (the
+        session's connection, and a second one when the session has written nothing, see
+        _second_connection); a lane runs one statement at a time (its lock)."""
+        lanes = [_Lane(self.conn, self.ref.probe, self.lock)]
+        extra = self._second_connection()
+        if extra is not None:
+            conn = extra.driver_connection
+            probe = RegisterProbe(self.session, self.ref.campaign.channel, conn)
+            lanes.append(_Lane(conn, probe, threading.Lock()))
+        pending: deque[_Pending] = deque()
+        try:
+            with ThreadPoolExecutor(max_workers=len(lanes), thread_name_prefix="gate-probe") as pool:
+                try:
+                    for n, chunk in enumerate(chunks):
+                        values, candidates = self._values(chunk, index)
+                        before = self.total
+                        fresh, slots = self._fresh(values)
+                        gathered = pool.submit(self._gather, fresh, lanes[n % len(lanes)])
+                        if len(pending) == len(lanes):
+                            yield self._finish(pending.popleft())
+                        pending.append(
+                            _Pending(chunk, fresh, slots, candidates, self.total - before, gathered)
+                        )
+                    while pending:
+                        yield self._finish(pending.popleft())
+                finally:
+                    for work in pending:
+                        work.gathered.cancel()
+        finally:
+            if extra is not None:
+                extra.close()  # back to the pool, which rolls it back
 
-    def _gather(self, fresh: list[str | None]) -> _Gathered:
-        """What the register says about a chunk's first occurrences (on the probe thread)."""
-        with self.lock:
-            found = self._contacts([v for v in fresh if v])
+    def _second_connection(self) -> Any:
+        """A second pooled connection to read the register with, or None. Only when the
+        session has written nothing yet (a second connection would not see those writes) and
+        the database is shared (not an in-memory SQLite): both drivers read committed data
+        statement by statement already, so a second connection reads what the first would."""
+        if not self.parallel:
+            return None
+        bind = self.session.get_bind()
+        engine = bind if isinstance(bind, Engine) else bind.engine
+        if self.postgres:
+            if self._fetch("SELECT txid_current_if_assigned()", ())[0][0] is not None:
+                return None
+        elif self.conn.in_transaction or engine.url.database in (None, "", ":memory:"):
+            return None
+        return engine.raw_connection()
+
+    def _gather(self, fresh: list[str | None], lane: _Lane) -> _Gathered:
+        """What the register says about a chunk's first occurrences (on a probe thread)."""
+        with lane.lock:
+            found = self._contacts([v for v in fresh if v], lane.conn)
             named = [found.get(v) if v else None for v in fresh]
-            supps = self._supps(fresh, named)
-            return _Gathered(named, supps, self._attempts(named), self._lift_instants(named, supps))
+            supps = self._supps(fresh, named, lane.probe)
+            attempts = self._attempts(named, lane.probe)
+            return _Gathered(named, supps, attempts, self._lift_instants(named, supps, lane.conn))
 
     def _finish(self, work: _Pending) -> ChunkVerdicts:
         named, supps, attempts, lifted = work.gathered.result()
@@ -229,7 +262,7 @@ class BulkDecider:
         self.duplicates += repeats
         return fresh, slots
 
-    def _contacts(self, values: Sequence[str]) -> dict[str, tuple[Any, ...]]:
+    def _contacts(self, values: Sequence[str], conn: Any) -> dict[str, tuple[Any, ...]]:
         """Coordinate -> (coordinate, id, email_hash, phone_hash, facts)."""
         if not values:
             return {}
@@ -242,10 +275,10 @@ class BulkDecider:
         else:
             marks = ",".join("?" * len(values))
             sql, params = self.contacts_sql + f"IN ({marks})", [ref.as_of_v, ref.as_of_v, ref.send_v, *values]
-        return {row[0]: row for row in self._fetch(sql, params)}
+        return {row[0]: row for row in self._fetch(sql, params, conn)}
 
-    def _fetch(self, sql: str, params: Sequence[Any]) -> list[Any]:
-        cur = self.conn.cursor()
+    def _fetch(self, sql: str, params: Sequence[Any], conn: Any = None) -> list[Any]:
+        cur = (conn or self.conn).cursor()
         try:
             cur.execute(sql, params)
             rows: list[Any] = cur.fetchall()
@@ -253,7 +286,9 @@ class BulkDecider:
             cur.close()
         return rows
 
-    def _supps(self, fresh: list[str | None], named: list[tuple[Any, ...] | None]) -> list[str | None]:
+    def _supps(
+        self, fresh: list[str | None], named: list[tuple[Any, ...] | None], probe: RegisterProbe
+    ) -> list[str | None]:
         """Each recipient's suppressions as the reference's canonical string (engine._supp)."""
         if self.suppressions is not None:
             if not self.suppressions:
@@ -267,7 +302,7 @@ class BulkDecider:
                 for v, c in zip(fresh, named, strict=True)
             ]
         hashes = [self._hashes(v, c) for v, c in zip(fresh, named, strict=True)]
-        found = self.ref.probe.suppressions(self.ref.as_of_v, {h for hs in hashes for h in hs})
+        found = probe.suppressions(self.ref.as_of_v, {h for hs in hashes for h in hs})
         return [_supp(found, hs) if hs and found else None for hs in hashes]
 
     def _supp(self, found: dict[str, list[str]], v: str | None, c: tuple[Any, ...] | None) -> str | None:
@@ -284,11 +319,10 @@ class BulkDecider:
             return stored
         return (self.ctx.hasher.coordinate(self.kind, v), *stored)
 
-    def _attempts(self, named: list[tuple[Any, ...] | None]) -> dict[int, int]:
+    def _attempts(self, named: list[tuple[Any, ...] | None], probe: RegisterProbe) -> dict[int, int]:
         if not self.ref.phone_like:
             return {}
-        ref = self.ref
-        return ref.probe.attempts(ref.since_v, ref.send_v, {c[1] for c in named if c})
+        return probe.attempts(self.ref.since_v, self.ref.send_v, {c[1] for c in named if c})
 
     def _keys(
         self,
@@ -315,7 +349,9 @@ class BulkDecider:
                 append((a, facts, s, lifted.get(c[1]), min(attempts.get(c[1], 0), 99) if attempts else 0))
         return keys
 
-    def _lift_instants(self, named: list[tuple[Any, ...] | None], supps: list[str | None]) -> dict[int, Any]:
+    def _lift_instants(
+        self, named: list[tuple[Any, ...] | None], supps: list[str | None], conn: Any
+    ) -> dict[int, Any]:
         """The stored instants of contacts with an objection: a newer consent may lift it, so
         their consents are part of the key (the reference key holds them then too)."""
         ids = [c[1] for c, s in zip(named, supps, strict=True) if c is not None and s and LIFTABLE in s]
@@ -326,7 +362,7 @@ class BulkDecider:
             sql, params = f"SELECT id, {instants} FROM contacts WHERE id = ANY(%s)", [ids]  # noqa: S608 - constants
         else:
             sql, params = f"SELECT id, {instants} FROM contacts WHERE id IN ({','.join('?' * len(ids))})", ids  # noqa: S608
-        return dict(self._fetch(sql, params))
+        return dict(self._fetch(sql, params, conn))
 
     def _address(self, v: str | None, candidates: set[str] | None) -> tuple[int, int, int]:
         """valid, generic, personal as far as the value tells (the reference also checks that a
@@ -411,6 +447,12 @@ class BulkDecider:
 
 
 _INVALID = (0, 0, 0)
+
+
+class _Lane(NamedTuple):
+    conn: Any  # a DBAPI connection
+    probe: RegisterProbe  # on that connection
+    lock: threading.Lock
 
 
 class _Gathered(NamedTuple):

@@ -79,9 +79,11 @@ _RAW_PG = (
 class RegisterProbe:
     """Reads contacts, suppressions and call attempts for a chunk of recipients."""
 
-    def __init__(self, session: Session, channel: str) -> None:
+    def __init__(self, session: Session, channel: str, connection: Any = None) -> None:
+        """On the session's DBAPI connection, or on ``connection`` (another of the same
+        database: the bulk path reads chunks on two connections at once)."""
         self.dialect = dialect_of(session)
-        self.conn: Any = session.connection().connection.driver_connection
+        self.conn: Any = connection or session.connection().connection.driver_connection
         self.channel = channel
         self.postgres = self.dialect == "postgresql"
         at_text = "occurred_at::text" if self.postgres else "occurred_at"
