@@ -338,28 +338,24 @@ def test_a_malformed_line_is_logged_and_skipped_and_never_blocks_the_stream(
         assert f"spool record bad:{i} is not a click" in caplog.text
 
 
-def test_a_spooled_line_holds_the_hit_and_never_a_newline() -> None:
-    line = click_record(
-        "download",
-        5,
-        "spring-26",
-        SHOP,
-        None,
-        method="get",
-        user_agent="A\nB" + "x" * 400,
-        at=TODAY,
-        counts=False,
-    )
+LINES = {
+    "a download, no send time": ("download", "spring-26", None, "A\nB" + "x" * 400, False),
+    "a click, quotes and accents": ("click", 7, 1795338000, 'Mo"zi\\lla/é\u2028', True),
+    "no campaign, no user agent": ("click", None, 0, None, False),
+}
+
+
+@pytest.mark.parametrize("case", list(LINES))
+def test_a_spooled_line_holds_the_hit_and_never_a_newline(case: str) -> None:
+    kind, campaign, sent, agent, counts = LINES[case]
+    url = 'https://shop.example/été?q="x"&r=1'
+    at = TODAY + timedelta(microseconds=123457)
+    line = click_record(kind, 5, campaign, url, sent, method="get", user_agent=agent, at=at, counts=counts)
     assert b"\n" not in line
     click = parse_click(line)
-    assert (click.purpose, click.contact_id, click.campaign_id, click.url) == (
-        "download",
-        5,
-        "spring-26",
-        SHOP,
-    )
-    assert (click.sent_at, click.method, click.at, click.counts) == (None, "GET", TODAY, False)
-    assert click.user_agent is not None and len(click.user_agent) == USER_AGENT_MAX
+    assert (click.purpose, click.contact_id, click.campaign_id, click.url) == (kind, 5, campaign, url)
+    assert (click.sent_at, click.method, click.at, click.counts) == (sent, "GET", at, counts)
+    assert click.user_agent == (None if agent is None else agent[:USER_AGENT_MAX])
 
 
 def read_anchor(app: Flask, cid: int) -> Any:

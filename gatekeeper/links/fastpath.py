@@ -187,18 +187,18 @@ class _Request:
         sent_at = claims.sent_at
         since_send = None if sent_at is None else now.timestamp() - sent_at
         counts = self.fast.counts(claims.purpose, user_agent, since_send, self.method)
-        line = click_record(
-            claims.purpose,
-            claims.contact_id,
-            claims.campaign_id,
-            str(claims.url),
-            sent_at,
-            method=self.method,
-            user_agent=user_agent,
-            at=now,
-            counts=counts,
-        )
         try:
+            line = click_record(
+                claims.purpose,
+                claims.contact_id,
+                claims.campaign_id,
+                str(claims.url),
+                sent_at,
+                method=self.method,
+                user_agent=user_agent,
+                at=now,
+                counts=counts,
+            )
             self.s.spool.append(line)
         except Exception:
             # A full or unwritable disk: the click is lost, which only leaves that clock a
