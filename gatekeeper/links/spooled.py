@@ -46,7 +46,7 @@ from gatekeeper.domain.policy import Policy
 from gatekeeper.domain.retention import clock_after_interest
 from gatekeeper.links.connection import LinkConnections
 from gatekeeper.links.records import CARD_COLUMNS, USER_AGENT_MAX, ContactCard, Raw, from_epoch
-from gatekeeper.links.tokens import TRACKED, CampaignId
+from gatekeeper.links.tokens import TRACKED, CampaignId, json_object
 from gatekeeper.register.clocks import refresh_after_interest
 from gatekeeper.register.context import context_from
 from gatekeeper.register.rawsql import Sql, ints
@@ -130,7 +130,7 @@ def _json_campaign(campaign_id: CampaignId) -> str:
 def parse_click(data: bytes) -> SpooledClick:
     """The hit a line holds; ValueError when it is not one this version wrote."""
     try:
-        line = json.loads(data)
+        line = json_object(data)
         if not isinstance(line, dict) or line.get("v") != VERSION or line.get("k") not in TRACKED:
             raise ValueError("not a click line")
         click = SpooledClick(
@@ -245,7 +245,7 @@ def _event_row(raw: Raw, click: SpooledClick) -> tuple[Any, ...]:
         "campaign_id": click.campaign_id,
         "method": click.method,
         "user_agent": click.user_agent,
-        "sent_at": None if click.sent_at is None else isoformat(from_epoch(click.sent_at)),
+        "sent_at": None if click.sent_at is None else _sent_text(click.sent_at),
     }
     data = {k: v for k, v in data.items() if v is not None}
     at = raw.ts(click.at)
@@ -256,6 +256,12 @@ def _event_row(raw: Raw, click: SpooledClick) -> tuple[Any, ...]:
         dedupe_key("contact_id", click.contact_id, "interest", data),
         at,
     )
+
+
+@lru_cache(maxsize=1024)
+def _sent_text(sent_at: int) -> str | None:
+    # A campaign's clicks carry the same few send times.
+    return isoformat(from_epoch(sent_at))
 
 
 def _plan_clocks(
