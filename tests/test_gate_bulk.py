@@ -372,3 +372,33 @@ def test_the_chunk_pattern_accepts_only_what_normalise_email_returns_unchanged(a
             assert normalise_email(address) == address
     if address in ("a@b.fr", "a.b@c.fr", "a+tag@b.fr", "o'neil@b.fr"):
         assert _EMAILS.fullmatch(f"{address}\nz@y.fr")  # the common case takes the fast path
+
+
+TEXTS = {
+    "unix": "a@b.fr,x\nc@d.fr,y\n\nlast@e.fr,z",
+    "windows": "a@b.fr,x\r\nc@d.fr,y\r\n\r\nlast@e.fr,z\r\n",
+    "old mac": "a@b.fr,x\rc@d.fr,y\r\rlast@e.fr,z\r",
+    "mixed": "a@b.fr,x\r\nc@d.fr,y\n\rlast@e.fr,z\n",
+    "short rows": "a@b.fr\n,\nc@d.fr,y,extra\n",
+    "formulas": "a@b.fr,=SUM(A1)\n+33612345678,-5\n@x,+1 2\nc@d.fr,\t1\n",
+    "quoted later": 'a@b.fr,x\nb@c.fr,y\n"q@r.fr","multi\nline"\nz@y.fr,w\n',
+}
+
+
+@pytest.mark.parametrize("name", sorted(TEXTS))
+def test_the_list_reader_reads_and_writes_what_the_csv_module_would(name: str) -> None:
+    from gatekeeper.gate.listread import ListReader, Written, verdict_text
+
+    text = TEXTS[name]
+    expected_rows = list(csv.reader(io.StringIO(text, newline="")))
+    kept = [r for r in expected_rows if any(c.strip() for c in r)]
+    out = io.StringIO(newline="")
+    csv.writer(out).writerows([[write_safe_cell(v) for v in r] + ["allow", "basis.consent"] for r in kept])
+    written: list[Written] = [(",allow,basis.consent\r\n", "allow", "basis.consent")]
+    for size in (1, 2, 100):
+        chunks = list(ListReader(io.StringIO(text, newline=""), ",").chunks(size))
+        # A blank line is [] for the csv module and [""] split: both are blank, never written.
+        assert [r if r != [""] else [] for c in chunks for r in c.rows] == expected_rows
+        picked = [[0 if any(v.strip() for v in r) else None for r in c.rows] for c in chunks]
+        got = "".join(verdict_text(c, ",", p, written, None) for c, p in zip(chunks, picked, strict=True))
+        assert got == out.getvalue()

@@ -89,7 +89,7 @@ def _facts_sql(postgres: bool, phone_like: bool) -> str:
 
 class ChunkVerdicts(NamedTuple):
     chunk: Chunk
-    picked: list[int | None]  # per record: its verdict in BulkDecider.written, None if not written
+    picked: Sequence[int | None]  # per record: its verdict in BulkDecider.written, None if not written
     contact_ids: list[int | None]  # per record: the contact it names, when written and known
     recipients: int  # the chunk's records that name a recipient (repeats included)
 
@@ -111,6 +111,7 @@ class BulkDecider:
     ) -> None:
         self.ref = ref = Decider(session, ctx, campaign, as_of, chunk=chunk)
         self.session, self.parallel = session, parallel
+        self.want_ids = True  # the contact of each record (for proof items and links)
         self.ctx, self.kind, self.region = ctx, kind, ctx.region
         self.postgres = ref.probe.postgres
         self.conn = ref.probe.conn
@@ -199,19 +200,23 @@ class BulkDecider:
 
     def _finish(self, work: _Pending) -> ChunkVerdicts:
         named, supps, attempts, lifted = work.gathered.result()
-        keys = self._keys(work.fresh, named, supps, attempts, lifted, work.candidates)
+        fresh = work.fresh
+        keys = self._keys(fresh, named, supps, attempts, lifted, work.candidates)
         memo = self.memo
-        if missing := {k: i for i, k in enumerate(keys) if k not in memo}:
+        if not all(map(memo.__contains__, keys)):
+            missing = {k: i for i, k in enumerate(keys) if k not in memo}
             with self.lock:
-                self._decide_missing(missing, work.fresh, named, supps, attempts)
-        picked = [memo[k] for k in keys]
+                self._decide_missing(missing, fresh, named, supps, attempts)
+        picked: list[int] = list(map(memo.__getitem__, keys))
         self.counts.update(picked)
         slots = work.slots
-        ids = [None if c is None else c[1] for c in named]
+        ids = [None if c is None else c[1] for c in named] if self.want_ids else []
+        if len(slots) == len(fresh):  # no repeat, no blank record: one verdict a record
+            return ChunkVerdicts(work.chunk, picked, ids or [None] * len(slots), work.recipients)
         return ChunkVerdicts(
             work.chunk,
             [picked[s] if s >= 0 else None for s in slots],
-            [ids[s] if s >= 0 else None for s in slots],
+            [ids[s] if s >= 0 else None for s in slots] if ids else [None] * len(slots),
             work.recipients,
         )
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from itertools import chain, islice
 from typing import IO, Any
 
@@ -104,7 +104,11 @@ class ListReader:
             self.reader = csv.reader(chain(lines, self.src), delimiter=self.delimiter)
             return self._csv_chunk(size)
         if "\r" in text:
-            bare = [line.rstrip("\r\n") for line in lines]
+            if text.count("\r") == text.count("\r\n"):  # Windows line ends only
+                text = text.replace("\r\n", "\n")
+                bare = (text[:-1] if text.endswith("\n") else text).split("\n")
+            else:
+                bare = [line.rstrip("\r\n") for line in lines]
         else:
             bare = (text[:-1] if text.endswith("\n") else text).split("\n")
         self.row += len(bare)
@@ -136,7 +140,7 @@ Written = tuple[str, str, str]
 def verdict_text(
     chunk: Chunk,
     delimiter: str,
-    picked: list[int | None],
+    picked: Sequence[int | None],
     written: list[Written],
     extra: list[list[str]] | None,
 ) -> str:

@@ -92,6 +92,7 @@ def _decide_file(job: _Job, src: TextIO, out: TextIO, delimiter: str, expected_r
         job.session, job.ctx, job.campaign, job.as_of, kind, chunk=job.chunk, expected_rows=expected_rows
     )
     decider.delimiter = delimiter
+    decider.want_ids = job.items is not None or job.links is not None
     written = decider.written
     read = 0
     for chunk, picked, contact_ids, recipients in decider.run(
