@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import text
 
 from gatekeeper.csvio import write_safe_cell
 from gatekeeper.gate.campaigns import parse_campaign
@@ -402,3 +403,27 @@ def test_the_list_reader_reads_and_writes_what_the_csv_module_would(name: str) -
         picked = [[0 if any(v.strip() for v in r) else None for r in c.rows] for c in chunks]
         got = "".join(verdict_text(c, ",", p, written, None) for c, p in zip(chunks, picked, strict=True))
         assert got == out.getvalue()
+
+
+def test_a_failure_while_writing_stops_the_probe_threads_and_leaves_no_verdict_file(
+    app: Flask, client: FlaskClient, auth: dict[str, str], tmp_path: Path
+) -> None:
+    seed_register(client, auth)
+    src, out = tmp_path / "list.csv", tmp_path / "verdicts.csv"
+    _write(src, ["Email", "Note"], _list_rows("email"), plain_until=10_000)
+    campaign, _ = parse_campaign({**CAMPAIGNS["email"], "sender": "ACME SAS"}, AS_OF)
+    minted: list[int | None] = []
+
+    def minter(contact_id: int | None) -> tuple[str, str]:
+        minted.append(contact_id)
+        if len(minted) > 3:
+            raise RuntimeError("the signer failed")
+        return "u", "p"
+
+    ctx = app.extensions["gatekeeper.context"]
+    with app.extensions["gatekeeper.db"].session_scope() as session:
+        with pytest.raises(RuntimeError, match="signer"):
+            decide_list(session, ctx, campaign, AS_OF, src, out, links=minter, chunk=7)
+        assert not out.exists() and not out.with_suffix(".partial").exists()
+        # The session's connection is free again: no probe thread is still using it.
+        assert session.execute(text("SELECT count(*) FROM contacts")).scalar_one() == N + len(TWINS)

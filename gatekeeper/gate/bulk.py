@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 import threading
 from collections import Counter, deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -136,7 +136,7 @@ class BulkDecider:
 
     # -- the chunks ------------------------------------------------------------------------
 
-    def run(self, chunks: Iterable[Chunk], index: int) -> Iterator[ChunkVerdicts]:
+    def run(self, chunks: Iterable[Chunk], index: int) -> Generator[ChunkVerdicts, None, None]:
         """The verdicts of each chunk, in order.
 
         The register is read for the next chunks on probe threads while the current one is

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -95,25 +96,25 @@ def _decide_file(job: _Job, src: TextIO, out: TextIO, delimiter: str, expected_r
     decider.want_ids = job.items is not None or job.links is not None
     written = decider.written
     read = 0
-    for chunk, picked, contact_ids, recipients in decider.run(
-        ListReader(src, delimiter).chunks(job.chunk), index
-    ):
-        if job.items is not None:
-            job.items.extend(
-                (c, written[i][1], written[i][2])
-                for c, i in zip(contact_ids, picked, strict=True)
-                if c is not None and i is not None
+    # Closed on any error here, so the probe threads are done before the session goes away.
+    with closing(decider.run(ListReader(src, delimiter).chunks(job.chunk), index)) as decided:
+        for chunk, picked, contact_ids, recipients in decided:
+            if job.items is not None:
+                job.items.extend(
+                    (c, written[i][1], written[i][2])
+                    for c, i in zip(contact_ids, picked, strict=True)
+                    if c is not None and i is not None
+                )
+            links = (
+                _links(job.links, contact_ids, [None if i is None else written[i] for i in picked])
+                if job.links
+                else None
             )
-        links = (
-            _links(job.links, contact_ids, [None if i is None else written[i] for i in picked])
-            if job.links
-            else None
-        )
-        out.write(verdict_text(chunk, delimiter, picked, written, links))
-        done = read + recipients
-        if done // PROGRESS_EVERY > read // PROGRESS_EVERY:
-            job.progress(done)
-        read = done
+            out.write(verdict_text(chunk, delimiter, picked, written, links))
+            done = read + recipients
+            if done // PROGRESS_EVERY > read // PROGRESS_EVERY:
+                job.progress(done)
+            read = done
     return decider.summary()
 
 
