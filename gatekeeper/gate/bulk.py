@@ -117,7 +117,17 @@ class BulkDecider:
         self.conn = ref.probe.conn
         p = "%s" if self.postgres else "?"
         facts = _facts_sql(self.postgres, ref.phone_like).format(p=p)
-        self.contacts_sql = f"SELECT {kind}, id, email_hash, phone_hash, {facts} FROM contacts WHERE {kind} "  # noqa: S608 - constants
+        columns = f"{kind}, id, email_hash, phone_hash, {facts}"
+        if self.postgres:
+            # One index lookup per value whatever the statistics say: without them (a register
+            # just imported, autovacuum off) the planner read the whole table for every chunk.
+            # OFFSET 0 keeps the subquery from being flattened into a hash join.
+            self.contacts_sql = (
+                f"SELECT c.* FROM unnest(%s::text[]) AS v(value) CROSS JOIN LATERAL"  # noqa: S608 - constants
+                f" (SELECT {columns} FROM contacts WHERE {kind} = v.value OFFSET 0) AS c"
+            )
+        else:
+            self.contacts_sql = f"SELECT {columns} FROM contacts WHERE {kind} IN "  # noqa: S608 - constants
         self.usable = kind in ref.usable
         self.seen: set[str] = set()
         self.total = self.duplicates = 0
@@ -273,13 +283,10 @@ class BulkDecider:
             return {}
         ref = self.ref
         if self.postgres:
-            sql, params = (
-                self.contacts_sql + "= ANY(%s)",
-                [ref.as_of_v, ref.as_of_v, ref.send_v, list(values)],
-            )
+            sql, params = self.contacts_sql, [list(values), ref.as_of_v, ref.as_of_v, ref.send_v]
         else:
             marks = ",".join("?" * len(values))
-            sql, params = self.contacts_sql + f"IN ({marks})", [ref.as_of_v, ref.as_of_v, ref.send_v, *values]
+            sql, params = self.contacts_sql + f"({marks})", [ref.as_of_v, ref.as_of_v, ref.send_v, *values]
         return {row[0]: row for row in self._fetch(sql, params, conn)}
 
     def _fetch(self, sql: str, params: Sequence[Any], conn: Any = None) -> list[Any]:
