@@ -9,7 +9,7 @@ import atexit
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from gatekeeper.links.service import Skeleton
 from gatekeeper.links.spooled import click_record, parse_click
 from gatekeeper.register import clocks
 from gatekeeper.spool import SpoolRecord, pending
+from gatekeeper.sqlbulk import ts_value
 
 SHOP = "https://shop.example/offre?id=42"
 Drain = Callable[[], dict[str, int]]
@@ -174,8 +175,9 @@ def test_a_forked_worker_leaves_its_parents_connection_alone_even_at_exit(
 
 
 def test_clicks_go_on_after_many_batches_and_checkpoints(
-    app: Flask, client: FlaskClient, paul: int, drain: Drain
+    app: Flask, client: FlaskClient, paul: int, drain: Drain, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(spooled, "CHECKPOINT_CLICKS", 2)
     for minute in range(5):
         set_clock(app, TODAY + timedelta(minutes=minute))
         token = signer(app).tracked("click", paul, 7, SHOP, TODAY - timedelta(hours=1))
@@ -187,6 +189,19 @@ def test_clicks_go_on_after_many_batches_and_checkpoints(
     assert read_anchor(app, paul) == TODAY + timedelta(minutes=4)
     assert contact_row(app, paul) == refreshed_row(app, paul)
     assert pending(Path(app.extensions["gatekeeper.settings"].spool_dir), "clicks") == 0
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime(2026, 11, 22, 10, 0, tzinfo=UTC),
+        datetime(2026, 11, 22, 10, 0, 0, 123456, tzinfo=UTC),
+        datetime(2100, 1, 2, 3, 4, 5, 6, tzinfo=UTC),
+        datetime(2026, 11, 22, 12, 0, 0, 5, tzinfo=timezone(timedelta(hours=2))),
+    ],
+)
+def test_a_raw_timestamp_is_the_text_sqlalchemy_stores(moment: datetime) -> None:
+    assert Raw(None, "sqlite").ts(moment) == ts_value("sqlite", moment)
 
 
 # --- the spooled clicks' handler: clocks -----------------------------------------------------

@@ -88,7 +88,10 @@ class Raw:
     def ts(self, value: datetime | None) -> Any:
         if value is None or self.dialect != "sqlite":
             return ts_value(self.dialect, value)
-        # ts_value's exact text ("%Y-%m-%d %H:%M:%S.%f", naive UTC), without strftime's cost.
+        # ts_value's exact text ("%Y-%m-%d %H:%M:%S.%f", naive UTC), without strftime's cost;
+        # a UTC instant (all of ours) is cut from its own ISO form, without two copies.
+        if value.tzinfo is UTC:
+            return value.isoformat(" ", "microseconds")[:26]
         return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 

@@ -58,6 +58,11 @@ logger = logging.getLogger(__name__)
 STREAM = "clicks"
 VERSION = 1  # of the line's shape; a drainer refuses (logs and skips) shapes it does not know
 CHUNK = 500  # contacts per IN (...) read
+# SQLite: the WAL is copied into the database after this many clicks, not after every batch.
+# A checkpoint copies each page once however often it changed since the last one (the index
+# pages every click touches): every 5,000 clicks instead of every 600-click batch, the copy
+# costs a third as much per click (measured), and the WAL stays around a hundred MB at most.
+CHECKPOINT_CLICKS = 5000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 # json.dumps(..., separators=(",", ":"), ensure_ascii=False) without an encoder built per call;
@@ -167,11 +172,17 @@ def handler(settings: Settings, database: Database) -> Callable[[Sequence[_Recor
     """The ``clicks`` stream's batch handler (registered in ``gatekeeper.spool.STREAMS``)."""
     policy = context_from(settings).policy
     connections = LinkConnections(database.engine)
+    since_checkpoint = [CHECKPOINT_CLICKS]  # the first batch checkpoints: short-lived drainers too
 
     def handle(records: Sequence[_Record]) -> None:
         clicks = parse_batch(records)
-        if clicks:
-            apply_in_transaction(connections, policy, clicks)
+        if not clicks:
+            return
+        since_checkpoint[0] += len(clicks)
+        checkpoint = since_checkpoint[0] >= CHECKPOINT_CLICKS
+        apply_in_transaction(connections, policy, clicks, checkpoint=checkpoint)
+        if checkpoint:
+            since_checkpoint[0] = 0
 
     return handle
 
@@ -186,7 +197,9 @@ def parse_batch(records: Iterable[_Record]) -> list[SpooledClick]:
     return clicks
 
 
-def apply_in_transaction(connections: LinkConnections, policy: Policy, clicks: list[SpooledClick]) -> None:
+def apply_in_transaction(
+    connections: LinkConnections, policy: Policy, clicks: list[SpooledClick], *, checkpoint: bool = True
+) -> None:
     raw = connections.borrow()
     try:
         raw.begin()
@@ -199,9 +212,9 @@ def apply_in_transaction(connections: LinkConnections, policy: Policy, clicks: l
     except BaseException:
         connections.give_back(raw, healthy=False)
         raise
-    if raw.dialect == "sqlite":
-        # The kept connections never checkpoint inside a commit; a batch is a good moment
-        # (PASSIVE: it never waits for the web workers' reads).
+    if checkpoint and raw.dialect == "sqlite":
+        # The kept connections never checkpoint inside a commit; between batches is the
+        # moment (PASSIVE: it never waits for the web workers' reads).
         raw.run("PRAGMA wal_checkpoint(PASSIVE)")
     connections.give_back(raw)
 
