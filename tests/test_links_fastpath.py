@@ -339,6 +339,8 @@ MALFORMED = {
     "contact not an integer": hit(1, TODAY).data.replace(b'"c":1', b'"c":"1"'),
     "instant not an integer": hit(1, TODAY).data.replace(b'"t":', b'"t":"x","x":'),
     "another purpose": hit(1, TODAY).data.replace(b'"k":"click"', b'"k":"unsubscribe"'),
+    "counts not a boolean": hit(1, TODAY).data.replace(b'"n":true', b'"n":"yes"'),
+    "instant out of range": hit(1, TODAY).data.replace(b'"t":', b'"t":9' + b"9" * 20 + b',"x":'),
     "not utf-8": b'{"v":1,"k":"click","ua":"\xff"}',
 }
 

@@ -147,7 +147,7 @@ def parse_click(data: bytes) -> SpooledClick:
             method=_str(line["me"]),
             user_agent=None if line.get("ua") is None else _str(line["ua"]),
             at=_EPOCH + _int(line["t"]) * _MICROSECOND,
-            counts=line["n"] is True,
+            counts=_bool(line["n"]),
         )
     except (KeyError, TypeError, OverflowError, UnicodeDecodeError) as exc:
         raise ValueError(f"incomplete click line: {exc}") from exc
@@ -159,6 +159,12 @@ def parse_click(data: bytes) -> SpooledClick:
 def _int(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError("expected an integer")
+    return value
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError("expected true or false")
     return value
 
 
