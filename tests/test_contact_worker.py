@@ -30,7 +30,7 @@ def ctx(tmp_path_factory: pytest.TempPathFactory) -> RegisterContext:
 
 
 def messages_for(ctx: RegisterContext, path: Path) -> list[tuple[Any, ...]]:
-    sent: list[bytes] = []  # pickled at once, as the pipe does (the child reuses its batch list)
+    sent: list[bytes] = []  # pickled at once, as the pipe does
     contact_worker.read_file(
         str(path), detect_format(path), ctx.policy, ctx.region, lambda m: sent.append(pickle.dumps(m))
     )
@@ -60,8 +60,8 @@ def test_the_parent_merges_what_the_child_found(ctx: RegisterContext, tmp_path: 
     path.write_text("email,collected_at\n" + "".join(f"u{n}@example.fr,2025-01-01\n" for n in range(12)))
     result = (Problems(), FactTable(ctx.policy))
     ticks: list[int] = []
-    rows = list(contact_worker._receive(stream(*messages_for(ctx, path)), result, ticks.append, 5))
-    assert [r[0] for r in rows] == list(range(1, 13))
+    batches = list(contact_worker._receive(stream(*messages_for(ctx, path)), result, ticks.append, 5))
+    assert [r[0] for batch in batches for r in batch] == list(range(1, 13))
     assert ticks == [5, 10] and not result[0] and len(result[1].ids) == 1
 
 
@@ -117,7 +117,7 @@ def test_a_parent_that_stops_reading_leaves_no_process_behind(
     rows = contact_worker.staged_by_child(
         path, detect_format(path), ctx.policy, ctx.region, result, print, 10**9
     )
-    assert next(rows)[0] == 1
+    assert next(rows)[0][0] == 1
     started = time.monotonic()
     rows.close()
     assert children[0].returncode is not None  # reaped: neither running nor a zombie

@@ -24,7 +24,7 @@ Theory of operation.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -36,8 +36,8 @@ from sqlalchemy.orm import Session
 from gatekeeper.csvio import CsvFormat, detect_format, read_header, read_rows
 from gatekeeper.models import Base, utcnow
 from gatekeeper.register.contact_facts import FactTable
-from gatekeeper.register.contact_plan import ContactPlan, staged_rows
-from gatekeeper.register.contact_worker import staged_by_child
+from gatekeeper.register.contact_plan import Batch, ContactPlan, staged_batches
+from gatekeeper.register.contact_worker import report, staged_by_child
 from gatekeeper.register.contacts import parse_contact, refuse_repeats, upsert_contacts
 from gatekeeper.register.context import RegisterContext
 from gatekeeper.register.schema import Problems
@@ -93,8 +93,8 @@ def import_contacts(
     create_temp(session, STAGE, columns)
     # Closed here, not left to the garbage collector: if staging fails, a second reading
     # process is stopped and reaped now rather than whenever the traceback is dropped.
-    with closing(_read(path, fmt, plan, problems, ctx, progress)) as rows:
-        staged = load_rows(session, STAGE, columns, _hashed(rows, plan, ctx.hasher))
+    with closing(_read(path, fmt, plan, problems, ctx, progress)) as batches:
+        staged = sum(load_rows(session, STAGE, columns, _hashed(b, plan, ctx.hasher)) for b in batches)
     refuse(problems)
     created, skipped = _insert_new(session, plan.facts, fields, staged)
     drop_temp(session, STAGE)
@@ -114,18 +114,21 @@ def _read(
     problems: Problems,
     ctx: RegisterContext,
     progress: Progress,
-) -> Generator[tuple[Any, ...], None, None]:
-    """Staging tuples in file order, read here or, for a large file, by a second process."""
+) -> Generator[Batch, None, None]:
+    """Batches of staging tuples in file order, read here or, for a large file, by a second
+    process."""
     if path.stat().st_size >= PARALLEL_FROM_BYTES:
         result = (problems, plan.facts)
         return staged_by_child(path, fmt, ctx.policy, ctx.region, result, progress, PROGRESS_EVERY)
-
-    def tick(row: int) -> None:
-        if row % PROGRESS_EVERY == 0:
-            progress(row)
-
     header, rows = read_rows(path, fmt)
-    return staged_rows(plan, header, rows, problems, tick)
+    return _reported(staged_batches(plan, header, rows, problems), progress)
+
+
+def _reported(batches: Iterator[tuple[int, Batch]], progress: Progress) -> Generator[Batch, None, None]:
+    reported = 0
+    for read, batch in batches:
+        yield batch
+        reported = report(reported, read, PROGRESS_EVERY, progress)
 
 
 def _stage_columns(fields: Fields) -> Fields:
@@ -136,20 +139,14 @@ def _stage_columns(fields: Fields) -> Fields:
     return [("row_no", "pk"), *((c, "int" if k == "int" else "text") for c, k in fields)]
 
 
-def _hashed(
-    rows: Iterable[tuple[Any, ...]], plan: ContactPlan, hasher: KeyedHasher
-) -> Iterator[tuple[Any, ...]]:
+def _hashed(batch: Batch, plan: ContactPlan, hasher: KeyedHasher) -> Batch:
     """Each staging tuple followed by the keyed hash of each coordinate ('' when absent)."""
     coordinate = hasher.coordinate
     slots = [(kind, 1 + n) for n, (kind, _) in enumerate(plan.coordinates)]
     if len(slots) == 1:  # the usual file: one e-mail or one phone column
         ((kind, pos),) = slots
-        for staged in rows:
-            value = staged[pos]
-            yield (*staged, coordinate(kind, value) if value else "")
-    else:
-        for staged in rows:
-            yield staged + tuple(coordinate(k, staged[p]) if staged[p] else "" for k, p in slots)
+        return [(*s, coordinate(kind, s[pos]) if s[pos] else "") for s in batch]
+    return [s + tuple(coordinate(k, s[p]) if s[p] else "" for k, p in slots) for s in batch]
 
 
 def _refuse_repeats(session: Session, fields: Fields) -> None:

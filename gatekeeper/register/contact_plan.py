@@ -19,7 +19,7 @@ core, and the staged row only holds its number.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from operator import itemgetter
 from typing import Any
 
@@ -51,6 +51,10 @@ FACT_FIELDS = (
 FACT_SPECS = {name: CONTACT_SPECS[name] for name in FACT_FIELDS}
 # Address cells repeat (cities, postcodes): their JSON is memoised up to this many spellings.
 ADDRESS_MEMO_MAX = 100_000
+# Rows per batch: large enough to amortise a pipe message or an executemany, small enough to
+# keep the reading and the storing process both busy.
+BATCH = 5_000
+Batch = list[tuple[Any, ...]]
 
 
 class ContactPlan:
@@ -92,7 +96,8 @@ class ContactPlan:
 
     def stage_row(self, row: int, values: list[str]) -> tuple[Any, ...] | None:
         """The staging tuple of a plainly valid row, else None (ask ``parse_contact``)."""
-        if len(values) != self.width or any("\x00" in v for v in values):
+        # One join finds a NUL in any cell about seven times faster than a test per cell.
+        if len(values) != self.width or "\x00" in "".join(values):
             return None  # the reference validator names the cell (a NUL cannot be stored)
         fact_id = self._fact_id(values)
         if fact_id is None:
@@ -189,23 +194,32 @@ class ContactPlan:
         return (r.row, *coordinates, *texts, *json_cells, self.facts.id_of(facts_of(r)))
 
 
-def staged_rows(
+def staged_batches(
     plan: ContactPlan,
     header: list[str],
     rows: Iterator[tuple[int, list[str]]],
     problems: Problems,
-    tick: Callable[[int], None],
-) -> Generator[tuple[Any, ...], None, None]:
-    """Every valid row's staging tuple; problems collected for the others. ``tick(row)`` is
-    called before each row is read (progress)."""
-    for row, values in rows:
-        tick(row)
-        staged = plan.stage_row(row, values)
+    size: int = BATCH,
+) -> Generator[tuple[int, Batch], None, None]:
+    """The staging tuples of every valid row, a fresh list every ``size`` rows read, each with
+    the number of the last row read (progress); problems are collected for the other rows.
+    Batches rather than a tuple at a time: a generator step per row, here and in each layer
+    above, cost as much as validating the row."""
+    stage_row = plan.stage_row
+    batch: Batch = []
+    read = last = 0
+    for last, values in rows:
+        staged = stage_row(last, values)
         if staged is None:
-            staged = _reference(plan, header, row, values, problems)
+            staged = _reference(plan, header, last, values, problems)
         # After the first problem the file will be refused: keep reading only to report.
-        if staged is not None and not problems:
-            yield staged
+        if staged is not None and not problems.total:
+            batch.append(staged)
+        read += 1
+        if read == size:
+            yield last, batch
+            batch, read = [], 0
+    yield last, batch
 
 
 def _reference(

@@ -1,8 +1,8 @@
 """A large contacts file is read and validated in a second process, so the importing process
 only stages rows: on two cores, parsing the next rows overlaps with storing the last ones.
 
-The child (``python -m gatekeeper.register.contact_worker``) runs the same ``staged_rows`` as
-the single-process path and writes pickled messages to its stdout: batches of staging tuples,
+The child (``python -m gatekeeper.register.contact_worker``) runs the same ``staged_batches``
+as the single-process path and writes pickled messages to its stdout: batches of staging tuples,
 then the problems it found and the facts it numbered. Keyed hashes are added by the parent: the
 hashing key stays in the process that owns it. A plain subprocess rather than
 ``multiprocessing``: nothing of the caller's ``__main__`` is re-imported, and a threaded parent
@@ -23,11 +23,11 @@ from gatekeeper.csvio import CsvFormat, read_rows
 from gatekeeper.domain.policy import Policy
 from gatekeeper.errors import GatekeeperError, ValidationError
 from gatekeeper.register.contact_facts import Facts, FactTable
-from gatekeeper.register.contact_plan import ContactPlan, staged_rows
+from gatekeeper.register.contact_plan import Batch, ContactPlan, staged_batches
 from gatekeeper.register.schema import Problems
 
-BATCH = 5_000  # rows per message: large enough to amortise the pipe, small enough to overlap
 Send = Callable[[tuple[Any, ...]], None]
+Progress = Callable[[int], None]
 
 
 class ReaderError(RuntimeError):
@@ -40,11 +40,11 @@ def staged_by_child(
     policy: Policy,
     region: str,
     result: tuple[Problems, FactTable],
-    progress: Callable[[int], None],
+    progress: Progress,
     progress_every: int,
-) -> Generator[tuple[Any, ...], None, None]:
-    """The staging tuples of ``path`` as read by a child process; on exhaustion ``result``
-    holds the child's problems and numbered facts."""
+) -> Generator[Batch, None, None]:
+    """The batches of staging tuples of ``path`` as read by a child process; on exhaustion
+    ``result`` holds the child's problems and numbered facts."""
     child = subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
         [sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE
     )
@@ -62,12 +62,20 @@ def staged_by_child(
             child.wait()
 
 
+def report(reported: int, read: int, every: int, progress: Progress) -> int:
+    """Reports every multiple of ``every`` up to ``read`` rows past ``reported``; returns the last."""
+    while reported + every <= read:
+        reported += every
+        progress(reported)
+    return reported
+
+
 def _receive(
     stream: IO[bytes],
     result: tuple[Problems, FactTable],
-    progress: Callable[[int], None],
+    progress: Progress,
     every: int,
-) -> Iterator[tuple[Any, ...]]:
+) -> Iterator[Batch]:
     reported = 0
     while True:
         try:
@@ -76,10 +84,8 @@ def _receive(
             raise ReaderError("the import's reading process ended without a result") from None
         if kind == "rows":
             rows, read = payload
-            yield from rows
-            while reported + every <= read:
-                reported += every
-                progress(reported)
+            yield rows
+            reported = report(reported, read, every, progress)
         elif kind == "end":
             _merge(result, *payload)
             return
@@ -101,18 +107,8 @@ def read_file(path: str, fmt: CsvFormat, policy: Policy, region: str, send: Send
         header, rows = read_rows(Path(path), fmt)
         plan = ContactPlan(header, FactTable(policy), region)
         problems = Problems()
-        batch: list[tuple[Any, ...]] = []
-        read = [0]
-
-        def tick(row: int) -> None:
-            if row % BATCH == 0:
-                send(("rows", batch, row - 1))
-                batch.clear()  # send() pickled it already
-            read[0] = row
-
-        for staged in staged_rows(plan, header, rows, problems, tick):
-            batch.append(staged)
-        send(("rows", batch, read[0]))
+        for read, batch in staged_batches(plan, header, rows, problems):
+            send(("rows", batch, read))
         send(("end", problems, plan.facts.ids))
     except GatekeeperError as exc:
         send(("invalid", exc.message, exc.details))
