@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from functools import lru_cache
 from http import HTTPStatus
 from typing import Any
 
@@ -48,11 +49,14 @@ class FastWebhooks:
         )
         status, body = self.service.receive(provider, inbound)
         data = _JSON.encode(body).encode()
-        start_response(
-            f"{status} {HTTPStatus(status).phrase}",
-            [("Content-Type", "application/json"), ("Content-Length", str(len(data)))],
-        )
+        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
+        start_response(_status_line(status), headers)
         return [data]
+
+
+@lru_cache(maxsize=64)
+def _status_line(status: int) -> str:
+    return f"{status} {HTTPStatus(status).phrase}"
 
 
 def _length(environ: dict[str, Any]) -> int | None:

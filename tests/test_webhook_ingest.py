@@ -40,7 +40,7 @@ from gatekeeper.register.rawsql import Sql
 from gatekeeper.spool import SpoolRecord, drain
 from gatekeeper.sqlbulk import read_ts, ts_value
 from gatekeeper.timeparse import isoformat
-from gatekeeper.webhook_service import collector_paused
+from gatekeeper.webhook_service import CHECKPOINT_ROWS, collector_paused
 from gatekeeper.webhook_views import service_of
 from webhooks.base import InboundRequest, ReplayError
 
@@ -811,3 +811,18 @@ def test_a_failing_database_leaves_the_spooled_events_for_the_next_drain(
     storage.restore()
     gk.drain()
     assert gk.count("webhook_events") == 1
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_kept_sqlite_connection_checkpoints_after_its_turn_never_inside_a_commit(gk: Harness) -> None:
+    connections = service_of(gk.app).connections
+    database = Path(str(gk.app.extensions["gatekeeper.db"].engine.url.database))
+    with connections() as sql:
+        assert sql.one("PRAGMA wal_autocheckpoint")[0] == 0
+        sql.run("CREATE TABLE gk_filler (x TEXT)")
+        sql.many("INSERT INTO gk_filler VALUES (?)", [("x" * 500,)] * 4_000)  # 2 MB, in the WAL
+        before = database.stat().st_size
+        sql.commit()
+        assert database.stat().st_size == before  # the COMMIT copied nothing into the database
+        connections.written(sql, CHECKPOINT_ROWS)  # enough written: its own checkpoint, now
+    assert database.stat().st_size > before + 1_000_000

@@ -63,8 +63,7 @@ def _decoded(body: bytes) -> Mapping[str, Any]:
     return data
 
 
-def _kind(event_data: Mapping[str, Any]) -> Kind:
-    name = text(event_data, "event") or ""
+def _kind(event_data: Mapping[str, Any], name: str) -> Kind:
     if name == "failed":
         return "hard_bounce" if text(event_data, "severity") == "permanent" else "soft_bounce"
     return KINDS.get(name, "other")
@@ -100,7 +99,7 @@ class MailgunAdapter(BaseAdapter):
             key = cred.get("signing_key", "").encode()
             if not key:
                 continue
-            expected = hmac.new(key, message, hashlib.sha256).hexdigest()
+            expected = hmac.digest(key, message, hashlib.sha256).hex()  # one-shot: no HMAC object
             if any(same(expected, candidate.lower()) for candidate in offered):
                 break
         else:
@@ -120,18 +119,20 @@ class MailgunAdapter(BaseAdapter):
         # The id is only unique within a day, hence the day; the token is the fallback.
         key_parts = (event_id, occurred_at.date().isoformat()) if event_id else (token,)
         contact_id, campaign_id = ids_from(obj(event_data, "user-variables"))
+        name = text(event_data, "event") or ""
+        # Positional, in NormalizedEvent's order: one per request, on the hot path.
         event = NormalizedEvent(
-            provider=self.name,
-            kind=_kind(event_data),
-            provider_event=text(event_data, "event") or "",
-            dedupe_key=dedupe_key(self.name, *key_parts),
-            occurred_at=occurred_at,
-            email=text(event_data, "recipient"),
-            contact_id=contact_id,
-            campaign_id=campaign_id,
-            url=text(event_data, "url"),
-            user_agent=text(obj(event_data, "client-info"), "user-agent"),
-            raw=event_data,
+            self.name,
+            _kind(event_data, name),
+            name,
+            dedupe_key(self.name, *key_parts),
+            occurred_at,
+            text(event_data, "recipient"),
+            contact_id,
+            campaign_id,
+            text(event_data, "url"),
+            text(obj(event_data, "client-info"), "user-agent"),
+            event_data,
         )
         return ParseResult(events=[event])
 

@@ -97,7 +97,7 @@ class RecentTokens:
     is only the fast refusal: the unique index on ``webhook_tokens``, which the drainer fills
     in the events' transaction, is the one that holds across workers and restarts."""
 
-    def __init__(self, capacity: int = 65_536) -> None:
+    def __init__(self, capacity: int = 32_768) -> None:  # about 6 MB of recent tokens
         self.capacity = capacity
         self.tokens: dict[tuple[str, str], None] = {}  # insertion-ordered: the oldest first
         self.lock = threading.Lock()  # a threaded server: eviction iterates
