@@ -96,21 +96,30 @@ class ContactPlan:
 
     def stage_row(self, row: int, values: list[str]) -> tuple[Any, ...] | None:
         """The staging tuple of a plainly valid row, else None (ask ``parse_contact``)."""
+        joined = "".join(values)
         # One join finds a NUL in any cell about seven times faster than a test per cell.
-        if len(values) != self.width or "\x00" in "".join(values):
+        if len(values) != self.width or "\x00" in joined:
             return None  # the reference validator names the cell (a NUL cannot be stored)
-        fact_id = self._fact_id(values)
+        fact_id = self._fact_memo.get(self._fact_cells(values), -1)  # a memo hit without a call
+        if fact_id == -1:
+            fact_id = self._fact_id(values)
         if fact_id is None:
             return None
         texts = [v.strip() for v in self._text_cells(values)]
-        if texts and max(map(len, texts)) > NAME_MAX:
+        # A row no longer than the limit cannot hold a cell longer than it.
+        if len(joined) > NAME_MAX and texts and max(map(len, texts)) > NAME_MAX:
             return None
         coordinates = self._coordinates(values)
         if coordinates is None:
             return None
         if not ((self._has_external_id and texts[0]) or any(coordinates)):
             return None  # "a contact needs an external_id, an email or a phone"
-        return (row, *coordinates, *texts, *self._json_cells(values), fact_id)
+        if self.attributes or not self.address:
+            return (row, *coordinates, *texts, *self._json_cells(values), fact_id)
+        address = self._address_memo.get(self._address_cells(values))  # the usual file
+        if address is None:
+            address = self._address_json(values)
+        return (row, *coordinates, *texts, address, fact_id)
 
     def _coordinates(self, values: list[str]) -> list[str] | None:
         """The normalised value per coordinate column ('' when empty); None if not plain."""
