@@ -349,20 +349,43 @@ class BulkDecider:
         candidates: set[str] | None,
     ) -> list[Any]:
         address = self._address
-        # A plain address outside the candidates is "other": valid, neither generic nor personal.
-        plain = (int(self.usable), 0, 0) if candidates is not None else None
-        cands = candidates or set()
-        keys: list[Any] = []
-        append = keys.append
-        for v, c, s in zip(fresh, named, supps, strict=True):
-            a = plain if plain is not None and v not in cands else address(v, candidates)
-            if c is None:
-                append((a, s))
-            else:
-                # No facts: a contact without a gate profile, left to the reference every time.
-                facts = c[4] if c[4] is not None else ("contact", c[1])
-                append((a, facts, s, lifted.get(c[1]), min(attempts.get(c[1], 0), 99) if attempts else 0))
-        return keys
+        if candidates is not None and not lifted and not attempts:
+            # The common chunk: plain addresses, most of them "other" (see _special_addresses).
+            plain = (int(self.usable), 0, 0)
+            keys: list[Any] = [
+                (plain if v not in candidates else address(v, candidates), c[4], s)
+                if c is not None and c[4] is not None
+                else self._key(v, c, s, attempts, lifted, candidates)
+                for v, c, s in zip(fresh, named, supps, strict=True)
+            ]
+            return keys
+        return [
+            self._key(v, c, s, attempts, lifted, candidates)
+            for v, c, s in zip(fresh, named, supps, strict=True)
+        ]
+
+    def _key(
+        self,
+        v: str | None,
+        c: tuple[Any, ...] | None,
+        s: str | None,
+        attempts: dict[int, int],
+        lifted: dict[int, Any],
+        candidates: set[str] | None,
+    ) -> tuple[Any, ...]:
+        """A recipient's memo key: at least everything the reference key holds. Its shape
+        tells the cases apart: (address, suppressions) for an unknown recipient; (address,
+        facts, suppressions) for a contact whose instants and attempts play no part; else
+        (address, facts, suppressions, instants, attempts)."""
+        a = self._address(v, candidates)
+        if c is None:
+            return (a, s)
+        # No facts: a contact without a gate profile, left to the reference every time.
+        facts = c[4] if c[4] is not None else ("contact", c[1])
+        instants, count = lifted.get(c[1]), min(attempts.get(c[1], 0), 99)
+        if instants is None and count == 0:
+            return (a, facts, s)
+        return (a, facts, s, instants, count)
 
     def _lift_instants(
         self, named: list[tuple[Any, ...] | None], supps: list[str | None], conn: Any
