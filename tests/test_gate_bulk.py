@@ -237,11 +237,13 @@ def _list_rows(kind: str) -> list[list[str]]:
     return rows
 
 
-def _write(path: Path, header: list[str], rows: list[list[str]], plain_until: int) -> None:
+def _write(
+    path: Path, header: list[str], rows: list[list[str]], plain_until: int, delimiter: str = ","
+) -> None:
     """Rows after ``plain_until`` carry formula cells, then quoted cells, so the list goes
     through the plain, the cell-by-cell and the csv-module paths."""
     with path.open("w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
+        w = csv.writer(fh, delimiter=delimiter)
         w.writerow(header)
         for n, row in enumerate(rows):
             if n == plain_until // 2:
@@ -273,6 +275,7 @@ CAMPAIGNS = {
         ("email", "external_id", 9, True),
         ("sms", "external_id", 9, False),
         ("postal", "email", 17, True),
+        ("email", "email;", 7, True),  # a list with ";" for delimiter
     ],
 )
 def test_every_row_gets_the_verdict_of_the_per_recipient_reference(
@@ -291,33 +294,34 @@ def test_every_row_gets_the_verdict_of_the_per_recipient_reference(
     seed_register(client, auth)
     raw = {**CAMPAIGNS[campaign_name], "sender": "ACME SAS", "send_at": "2026-11-24T11:00:00+01:00"}
     campaign, _ = parse_campaign({k: v for k, v in raw.items() if v is not None}, AS_OF)
+    column, delimiter = column.rstrip(";"), ";" if column.endswith(";") else ","
     kind = column if column == "external_id" else coordinate_kind(campaign.channel)
     rows = _list_rows(kind)
     src, out = tmp_path / "list.csv", tmp_path / "verdicts.csv"
-    _write(src, [column.capitalize(), "Note"], rows, plain_until=len(rows) - 12)
+    _write(src, [column.capitalize(), "Note"], rows, plain_until=len(rows) - 12, delimiter=delimiter)
     ctx = app.extensions["gatekeeper.context"]
     with app.extensions["gatekeeper.db"].session_scope() as session:
         items: list[tuple[int, str, str]] = []
         summary = decide_list(session, ctx, campaign, AS_OF, src, out, items=items, chunk=chunk)
-        expected, reference_items, counts = _reference(session, ctx, campaign, src, kind)
+        expected, reference_items, counts = _reference(session, ctx, campaign, src, kind, delimiter)
     assert out.read_bytes().decode("utf-8-sig") == expected
     assert items == reference_items
     assert {k: summary[k] for k in counts} == counts
-    decisions = {line.rsplit(",", 2)[1] for line in expected.splitlines()[1:]}
+    decisions = {line.rsplit(delimiter, 2)[1] for line in expected.splitlines()[1:]}
     assert len(summary["by_reason"]) >= 3 and decisions <= {"allow", "block", "decision"}
 
 
 def _reference(
-    session: Any, ctx: Any, campaign: Any, src: Path, kind: str
+    session: Any, ctx: Any, campaign: Any, src: Path, kind: str, delimiter: str
 ) -> tuple[str, list[tuple[int, str, str]], dict[str, Any]]:
     """The verdict file, the items and the counts the reference makes of the same list."""
     with src.open(newline="", encoding="utf-8-sig") as fh:
-        records = list(csv.reader(fh))
+        records = list(csv.reader(fh, delimiter=delimiter))
     header, data = records[0], [r for r in records[1:] if r and any(c.strip() for c in r)]
     recipients = [parse_value(n, kind, r[0], ctx.region) for n, r in enumerate(data)]
     staged, decided = decide_recipients(session, ctx, campaign, AS_OF, recipients)
     text = io.StringIO(newline="")
-    w = csv.writer(text)
+    w = csv.writer(text, delimiter=delimiter)
     w.writerow([write_safe_cell(h) for h in header] + ["decision", "reasons"])
     items = []
     allowed = 0
