@@ -14,11 +14,11 @@ path reads less and keys coarser-grained work on what is shared:
    coordinates and, when the rules read them (calls, contracts), the stored instants.
 3. The active suppressions of the channel are read once per run when the list is large next to
    the suppressions table (else per chunk, by hash); a recipient's suppressions are the same
-   canonical string the reference builds.
+   canonical string the reference builds (``engine.suppression_key``).
 4. Each row's key holds the address flags, ``facts``, the suppressions (and, when an
    objection could be lifted by a newer consent, the instants) and the call attempts: at least
    everything the reference key holds, so equal keys have equal verdicts. A key seen for the
-   first time is decided by the reference (``Decider._decide``) on the full contact row.
+   first time is decided by the reference (``Decider.decide_one``) on the full contact row.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from gatekeeper.domain import Campaign, Verdict, classify_email
-from gatekeeper.gate.engine import LIFTABLE, Decider, _supp
+from gatekeeper.gate.engine import LIFTABLE, Decider, suppression_key
 from gatekeeper.gate.listread import Chunk, Written
 from gatekeeper.gate.probe import ContactRow, RegisterProbe
 from gatekeeper.gate.recipients import Recipient, parse_value
@@ -304,7 +304,7 @@ class BulkDecider:
     def _supps(
         self, fresh: list[str | None], named: list[tuple[Any, ...] | None], probe: RegisterProbe
     ) -> list[str | None]:
-        """Each recipient's suppressions as the reference's canonical string (engine._supp)."""
+        """Each recipient's suppressions as the reference's canonical string."""
         if self.suppressions is not None:
             if not self.suppressions:
                 return [None] * len(fresh)
@@ -318,11 +318,11 @@ class BulkDecider:
             ]
         hashes = [self._hashes(v, c) for v, c in zip(fresh, named, strict=True)]
         found = probe.suppressions(self.ref.as_of_v, {h for hs in hashes for h in hs})
-        return [_supp(found, hs) if hs and found else None for hs in hashes]
+        return [suppression_key(found, hs) if hs and found else None for hs in hashes]
 
     def _supp(self, found: dict[str, list[str]], v: str | None, c: tuple[Any, ...] | None) -> str | None:
         hashes = self._hashes(v, c)
-        return _supp(found, hashes) if hashes else None
+        return suppression_key(found, hashes) if hashes else None
 
     def _hashes(self, v: str | None, c: tuple[Any, ...] | None) -> tuple[str, ...]:
         """As Decider._hashes: the contact's stored hashes, and the recipient's own coordinate
@@ -431,7 +431,7 @@ class BulkDecider:
         for key, i in missing.items():
             v = fresh[i]
             c = full[v] if v is not None and named[i] is not None else None
-            decided = ref._decide(Recipient(0, self.kind, v, v or ""), c, supps[i], attempts)
+            decided = ref.decide_one(Recipient(0, self.kind, v, v or ""), c, supps[i], attempts)
             self.memo[key] = self._written(decided.verdict)
 
     def _written(self, verdict: Verdict) -> int:

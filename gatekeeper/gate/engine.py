@@ -158,7 +158,7 @@ class Decider:
         decide_one, supp, attempts = self._decide, read.supp, read.attempts
         verdicts = iter(
             [
-                decide_one(r, c, _supp(supp, hs) if supp else None, attempts)
+                decide_one(r, c, suppression_key(supp, hs) if supp else None, attempts)
                 for (r, c), hs in zip(read.named, read.hashes, strict=True)
             ]
         )
@@ -203,6 +203,13 @@ class Decider:
             return valid, 0, 0
         kind = classify_email(r.value, self.ctx.policy)
         return valid, int(kind == "generic"), int(kind == "personal_domain")
+
+    def decide_one(
+        self, r: Recipient, c: ContactRow | None, supp: str | None, attempts: dict[int, int]
+    ) -> Decided:
+        """One recipient, its contact's full row, its suppressions (``suppression_key``) and
+        the call attempts by contact: the bulk path asks this for each new situation."""
+        return self._decide(r, c, supp, attempts)
 
     def _decide(
         self, r: Recipient, c: ContactRow | None, supp: str | None, attempts: dict[int, int]
@@ -325,7 +332,7 @@ def _present(e: str | None, p: str | None) -> tuple[str, ...]:
     return (e, p) if e and p else (e,) if e else (p,) if p else ()
 
 
-def _supp(found: dict[str, list[str]], hashes: tuple[str, ...]) -> str | None:
+def suppression_key(found: dict[str, list[str]], hashes: tuple[str, ...]) -> str | None:
     """The suppressions of these hashes as one canonical string (a memo key part)."""
     entries: list[str] | None = None
     for h in hashes:
