@@ -23,6 +23,7 @@ path reads less and keys coarser-grained work on what is shared:
 
 from __future__ import annotations
 
+import queue
 import re
 import sqlite3
 import threading
@@ -152,7 +153,7 @@ class BulkDecider:
 
         The register is read for the next chunks on probe threads while the current one is
         keyed and written: both drivers release the GIL while the database works (SQLite in
-        this process, PostgreSQL in its server). Chunks alternate between the lanes (the
+        this process, PostgreSQL in its server). A chunk is read on whichever lane is free (the
         session's connection, and a second one when the session has written nothing, see
         _second_connection); a lane runs one statement at a time (its lock)."""
         lanes = [_Lane(self.conn, self.ref.probe, self.lock)]
@@ -161,15 +162,18 @@ class BulkDecider:
             conn = extra.driver_connection
             probe = RegisterProbe(self.session, self.ref.campaign.channel, conn)
             lanes.append(_Lane(conn, probe, threading.Lock()))
+        free: queue.SimpleQueue[_Lane] = queue.SimpleQueue()
+        for lane in lanes:
+            free.put(lane)
         pending: deque[_Pending] = deque()
         try:
             with ThreadPoolExecutor(max_workers=len(lanes), thread_name_prefix="gate-probe") as pool:
                 try:
-                    for n, chunk in enumerate(chunks):
+                    for chunk in chunks:
                         values, candidates = self._values(chunk, index)
                         before = self.total
                         fresh, slots = self._fresh(values)
-                        gathered = pool.submit(self._gather, fresh, lanes[n % len(lanes)])
+                        gathered = pool.submit(self._gather, fresh, free)
                         if len(pending) == len(lanes):
                             yield self._finish(pending.popleft())
                         pending.append(
@@ -202,8 +206,16 @@ class BulkDecider:
             return None
         return _SqliteReader(database)
 
-    def _gather(self, fresh: list[str | None], lane: _Lane) -> _Gathered:
-        """What the register says about a chunk's first occurrences (on a probe thread)."""
+    def _gather(self, fresh: list[str | None], free: queue.SimpleQueue[_Lane]) -> _Gathered:
+        """What the register says about a chunk's first occurrences (on a probe thread, on a
+        lane taken from ``free`` and given back)."""
+        lane = free.get()
+        try:
+            return self._gather_on(fresh, lane)
+        finally:
+            free.put(lane)
+
+    def _gather_on(self, fresh: list[str | None], lane: _Lane) -> _Gathered:
         with lane.lock:
             found = self._contacts([v for v in fresh if v], lane.conn)
             named = [found.get(v) if v else None for v in fresh]
