@@ -82,15 +82,22 @@ class Spool:
         self._size = 0
 
     def append(self, record: bytes) -> None:
-        self.append_many((record,))
+        # One record per tracked click: kept free of the list handling of append_many.
+        if b"\n" in record:
+            raise SpoolError("a spool record cannot contain a newline")
+        self._write(record + b"\n")
 
     def append_many(self, records: Sequence[bytes]) -> None:
         if any(b"\n" in r for r in records):
             raise SpoolError("a spool record cannot contain a newline")
-        data = b"".join(r + b"\n" for r in records)
+        self._write(b"".join(r + b"\n" for r in records))
+
+    def _write(self, data: bytes) -> None:
         fd = self._descriptor()
         try:
-            _write_all(fd, data)
+            written = os.write(fd, data)
+            if written != len(data):  # short only on a full disk or a signal
+                _write_all(fd, data[written:])
             if self.fsync:
                 os.fdatasync(fd)
         except OSError as exc:
