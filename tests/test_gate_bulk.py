@@ -290,7 +290,7 @@ def test_every_row_gets_the_verdict_of_the_per_recipient_reference(
     preload: bool,
 ) -> None:
     # Suppressions read once for the run, or probed chunk by chunk (a list small next to them).
-    monkeypatch.setattr("gatekeeper.gate.bulk.PRELOAD_RATIO", 0 if preload else 1e9)
+    monkeypatch.setattr("gatekeeper.gate.bulkread.PRELOAD_RATIO", 0 if preload else 1e9)
     seed_register(client, auth)
     raw = {**CAMPAIGNS[campaign_name], "sender": "ACME SAS", "send_at": "2026-11-24T11:00:00+01:00"}
     campaign, _ = parse_campaign({k: v for k, v in raw.items() if v is not None}, AS_OF)
@@ -369,14 +369,14 @@ TRICKY = [
 
 @pytest.mark.parametrize("address", TRICKY)
 def test_the_chunk_pattern_accepts_only_what_normalise_email_returns_unchanged(address: str) -> None:
-    from gatekeeper.gate.bulk import _EMAILS, _MAX_EMAIL
+    from gatekeeper.gate.bulkcoords import EMAILS, MAX_EMAIL
     from gatekeeper.normalize import normalise_email
 
     for joined in (address, f"a@b.fr\n{address}", f"{address}\nz@y.fr"):
-        if _EMAILS.fullmatch(joined) and "--" not in joined and len(address) <= _MAX_EMAIL:
+        if EMAILS.fullmatch(joined) and "--" not in joined and len(address) <= MAX_EMAIL:
             assert normalise_email(address) == address
     if address in ("a@b.fr", "a.b@c.fr", "a+tag@b.fr", "o'neil@b.fr"):
-        assert _EMAILS.fullmatch(f"{address}\nz@y.fr")  # the common case takes the fast path
+        assert EMAILS.fullmatch(f"{address}\nz@y.fr")  # the common case takes the fast path
 
 
 TEXTS = {

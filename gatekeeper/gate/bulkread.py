@@ -1,0 +1,171 @@
+"""What the bulk path (gate/bulk.py) reads from the register, and on which connections.
+
+Per chunk one statement reads, per contact named, its id, its keyed hashes and one text
+``facts`` built by the database: the gate profile key, the date comparisons the rules need,
+the contact's reachable coordinates and, when the rules read them (calls, contracts), the
+stored instants. ``engine.Decider`` reads the full row only for a situation not seen before.
+
+The active suppressions of the channel are read once per run when the list is large next to
+the suppressions table; otherwise they are probed per chunk by hash (``probe.RegisterProbe``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from gatekeeper.gate.engine import Decider
+from gatekeeper.gate.probe import RegisterProbe
+
+# Suppressions are read once per run when the list has at least this many rows per
+# suppression of the register (a per-chunk probe costs a few times more per hash than a read).
+PRELOAD_RATIO = 0.25
+PRELOAD_MAX = 2_000_000  # beyond this many suppressions the per-chunk probe keeps memory flat
+
+Slim = tuple[Any, ...]  # (coordinate, id, email_hash, phone_hash, facts)
+
+
+class Lane(NamedTuple):
+    """A connection the register is read on, one statement at a time (its lock)."""
+
+    conn: Any  # a DBAPI connection
+    probe: RegisterProbe  # on that connection
+    lock: threading.Lock
+
+
+def _flag(condition: str) -> str:
+    return f"CASE WHEN {condition} THEN '1' ELSE '0' END"
+
+
+def facts_sql(postgres: bool, phone_like: bool) -> str:
+    """One text per contact holding everything of the reference key except the suppressions."""
+    contracts = (
+        "json_array_length(instants->'contracts')"
+        if postgres
+        else "json_array_length(instants, '$.contracts')"
+    )
+    instants = "instants::text" if postgres else "instants"
+    when = "instants IS NOT NULL" + ("" if phone_like else f" AND COALESCE({contracts}, -1) <> 0")
+    flags = " || ".join(
+        _flag(c)
+        for c in (
+            "deadline IS NULL",
+            "deadline <= {p}",
+            "reconsent_at <= {p}",
+            "deadline <= {p}",
+            "refused_at IS NOT NULL",
+            "anonymised_at IS NOT NULL",
+            "email IS NOT NULL",
+            "phone IS NOT NULL",
+        )
+    )
+    return f"profile_key || '|' || {flags} || CASE WHEN {when} THEN '|' || {instants} ELSE '' END"
+
+
+class BulkReader:
+    """The bulk path's statements, on the session's connection or another lane's."""
+
+    def __init__(self, session: Session, ref: Decider, kind: str) -> None:
+        self.session, self.ref = session, ref
+        self.postgres = ref.probe.postgres
+        self.conn = ref.probe.conn
+        p = "%s" if self.postgres else "?"
+        columns = (
+            f"{kind}, id, email_hash, phone_hash, {facts_sql(self.postgres, ref.phone_like).format(p=p)}"
+        )
+        if self.postgres:
+            # One index lookup per value whatever the statistics say: without them (a register
+            # just imported, autovacuum off) the planner read the whole table for every chunk.
+            # OFFSET 0 keeps the subquery from being flattened into a hash join.
+            self.contacts_sql = (
+                f"SELECT c.* FROM unnest(%s::text[]) AS v(value) CROSS JOIN LATERAL"  # noqa: S608 - constants
+                f" (SELECT {columns} FROM contacts WHERE {kind} = v.value OFFSET 0) AS c"
+            )
+        else:
+            self.contacts_sql = f"SELECT {columns} FROM contacts WHERE {kind} IN "  # noqa: S608 - constants
+
+    def contacts(self, values: Sequence[str], conn: Any) -> dict[str, Slim]:
+        """The contacts named by these coordinates, by coordinate."""
+        if not values:
+            return {}
+        ref = self.ref
+        if self.postgres:
+            sql, params = self.contacts_sql, [list(values), ref.as_of_v, ref.as_of_v, ref.send_v]
+        else:
+            marks = ",".join("?" * len(values))
+            sql, params = self.contacts_sql + f"({marks})", [ref.as_of_v, ref.as_of_v, ref.send_v, *values]
+        return {row[0]: row for row in self.fetch(sql, params, conn)}
+
+    def instants(self, ids: list[int], conn: Any) -> dict[int, Any]:
+        """The stored instants of these contacts, as text."""
+        if not ids:
+            return {}
+        if self.postgres:
+            return dict(self.fetch("SELECT id, instants::text FROM contacts WHERE id = ANY(%s)", [ids], conn))
+        marks = ",".join("?" * len(ids))
+        return dict(self.fetch(f"SELECT id, instants FROM contacts WHERE id IN ({marks})", ids, conn))  # noqa: S608
+
+    def fetch(self, sql: str, params: Sequence[Any], conn: Any = None) -> list[Any]:
+        cur = (conn or self.conn).cursor()
+        try:
+            cur.execute(sql, params)
+            rows: list[Any] = cur.fetchall()
+        finally:
+            cur.close()
+        return rows
+
+    def suppressions(self, expected_rows: int) -> dict[str, list[str]] | None:
+        """All active suppressions of the channel by hash, when the list is large enough next to
+        the suppressions table for one read to cost less than a probe per chunk (else None)."""
+        top = self.fetch("SELECT max(id) FROM suppressions", ())[0][0] or 0
+        if top == 0:
+            return {}
+        if expected_rows < top * PRELOAD_RATIO or top > PRELOAD_MAX:
+            return None
+        at = "occurred_at::text" if self.postgres else "occurred_at"
+        p = "%s" if self.postgres else "?"
+        rows = self.fetch(
+            f"SELECT coord_hash, reason, channels, {at} FROM suppressions WHERE occurred_at <= {p}",  # noqa: S608 - constants
+            [self.ref.as_of_v],
+        )
+        channel = self.ref.campaign.channel
+        found: dict[str, list[str]] = {}
+        for coord_hash, reason, channels, when in rows:  # as RegisterProbe.suppressions
+            if channels == "all" or channel in channels.split(","):
+                found.setdefault(coord_hash, []).append(f"{reason}|{channels}|{when}")
+        return found
+
+    def second_connection(self) -> Any:
+        """A second connection to read the register with (to close after the run), or None.
+        Only when the session has written nothing yet (a second connection would not see
+        those writes) and the database is shared (not an in-memory SQLite): both drivers read
+        committed data statement by statement already, so it reads what the first would."""
+        bind = self.session.get_bind()
+        engine = bind if isinstance(bind, Engine) else bind.engine
+        if self.postgres:
+            if self.fetch("SELECT txid_current_if_assigned()", ())[0][0] is not None:
+                return None
+            return engine.raw_connection()  # pooled; the pool rolls it back when it is closed
+        database = engine.url.database
+        if self.conn.in_transaction or database in (None, "", ":memory:"):
+            return None
+        return _SqliteReader(database)
+
+
+class _SqliteReader:
+    """A read-only SQLite connection of its own (not pooled, so its settings go with it):
+    no memory-mapped reads and a small page cache, because mapped pages count in the process's
+    memory twice when two connections map the same file (1M contacts: +320 MiB peak RSS)."""
+
+    def __init__(self, path: str) -> None:
+        self.driver_connection = sqlite3.connect(path, timeout=30, check_same_thread=False)
+        for pragma in ("query_only=ON", "mmap_size=0", "cache_size=-16384", "busy_timeout=30000"):
+            self.driver_connection.execute(f"PRAGMA {pragma}")
+
+    def close(self) -> None:
+        self.driver_connection.close()
