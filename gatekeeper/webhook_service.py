@@ -2,14 +2,15 @@
 
 Theory of operation
 -------------------
-One transaction per request, in warehouse's order: verify → parse → drop the events already
-stored → apply the state change → store the raw events → commit → 2xx. The adapter verifies on
+A request with legal urgency (below: the others may be journaled first) is one transaction,
+in warehouse's order: verify → parse → drop the events already stored → apply the state change
+→ store the raw events → commit → 2xx. The adapter verifies on
 the raw bytes; its one-time tokens (Mailgun) are only noted (``TokenBook``) and inserted first
 thing in the write phase, in the events' transaction: a replay is refused there by the unique
 index, and a request that fails after verification does not burn its token for the provider's
 retry. Everything that only reads runs first; the writes take a short turn at the end
-(``writers_turn``: one writer at a time on SQLite) and commit before the status is sent, so a
-2xx always means the events are durable and a click has already moved the deadline. Every status
+(``writers_turn``: one writer at a time on SQLite) and commit before the status is sent, so
+such a 2xx means the events are durable and their suppressions in force. Every status
 comes from the adapter (``status_for``): a refused request stores nothing, and a database
 failure answers the transient code (503) so the provider retries.
 
@@ -23,12 +24,13 @@ checkpoints after its turn instead, once it has written enough (``Connections.wr
 With a spool, a request whose events have no legal urgency (``delivery_plan.may_wait``:
 delivered, open, click, deferred, soft bounce...) skips the transaction: once verified and
 parsed, it becomes one line in the local spool (``deliveries.spool_record``, one ``os.write``)
-and is answered 200 with ``queued``; ``gatekeeper.webhook_spooled`` applies the lines in batches
-through the same plan and apply. A request carrying an unsubscribe, a hard bounce or a
-complaint is stored in its transaction before the 2xx, as above. One-time tokens: a worker
-refuses at once the tokens it accepted lately (``RecentTokens``); the drainer inserts the
-spooled ones with their events, so the unique index decides across workers: one event per
-token, never two.
+and is answered 200 with ``queued`` (the spool's line is as durable as a commit with SQLite's
+synchronous=NORMAL); ``gatekeeper.webhook_spooled`` applies the lines in batches through the
+same plan and apply, so a click moves its deadline within a drain pass (0.2 s). A request
+carrying an unsubscribe, a hard bounce or a complaint is stored in its transaction before the
+2xx, as above. One-time tokens: a worker refuses at once the tokens it accepted lately
+(``RecentTokens``); the drainer inserts the spooled ones with their events, so the unique index
+decides across workers: one event per token, never two.
 """
 
 from __future__ import annotations
