@@ -57,8 +57,8 @@ def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> s
 @pytest.fixture(params=["plain insert", "index rebuild", "on conflict"])
 def route(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """How new contacts go in: one plain insert (the usual route), the same with the timestamp
-    indexes dropped and built again after it (a large load on SQLite; PostgreSQL keeps them),
-    or the ``ON CONFLICT`` route taken when a unique index refused a row of the plain one."""
+    indexes dropped and built again after it (a large load into a register at most half its
+    size), or the ``ON CONFLICT`` route taken when a unique index refused a row of the plain one."""
     from gatekeeper.register import contact_import
 
     if request.param == "index rebuild":

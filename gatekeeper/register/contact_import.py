@@ -10,8 +10,8 @@ Theory of operation.
    on SQLite.
 2. Any invalid row refuses the whole file: nothing was written.
 3. One plain ``INSERT … SELECT`` adds every row whose external_id, email and phone are all
-   new, in file order, with clock and profile joined from the facts table; a large SQLite load
-   into a table no larger than itself drops the two timestamp indexes first and builds them
+   new, in file order, with clock and profile joined from the facts table; a large load into
+   a register at most half its size drops the two timestamp indexes first and builds them
    again after it. It runs under a savepoint: if a unique index refuses a row (an identity
    repeated in the file), the savepoint is undone and ``INSERT … ON CONFLICT DO NOTHING``
    inserts the same rows, skipping the others. When every staged row went in, the file had no
@@ -68,7 +68,7 @@ PROGRESS_EVERY = 10_000
 # From this size (about 200,000 rows) a second process reads the file: spawning one costs
 # about half a second, a million rows save several.
 PARALLEL_FROM_BYTES = 16 << 20
-# A SQLite load of at least this many rows, into a table holding no more, rebuilds these
+# A load of at least this many rows, into a table holding at most half as many, rebuilds these
 # indexes after the insert (see ``_insert_plain``).
 REBUILD_FROM_ROWS = 50_000
 REBUILT_INDEXES = ("ix_contacts_deadline", "ix_contacts_reconsent_at")
@@ -189,12 +189,13 @@ def _insert_plain(
     the file, or stored meanwhile): the savepoint is undone and the caller takes the
     ``ON CONFLICT DO NOTHING`` route, which inserts the same rows and skips the others.
 
-    Why: PostgreSQL's ``ON CONFLICT`` is a speculative insertion per row, which cost as much as
-    the rest of the insert. And a SQLite load into a table no larger than itself rebuilds the
-    two timestamp indexes afterwards: sorting a million keys cost half of maintaining them
-    row by row (each insert lands at one of the hundreds of places that share its deadline).
+    Why: PostgreSQL's ``ON CONFLICT`` is a speculative insertion per row: a third of the
+    insert's time at a million rows. And a load at least twice the size of the register
+    rebuilds the two timestamp indexes afterwards: sorting a million keys cost about half of
+    maintaining them row by row (each insert lands at one of the hundreds of places that share
+    its deadline).
     """
-    rebuild = dialect == "sqlite" and staged >= max(REBUILD_FROM_ROWS, before)
+    rebuild = staged >= REBUILD_FROM_ROWS and staged >= 2 * before
     try:
         with session.begin_nested():
             dropped = _drop_indexes(session) if rebuild else []
@@ -207,7 +208,12 @@ def _insert_plain(
 
 
 def _drop_indexes(session: Session) -> list[Index]:
-    """Drops the indexes a bulk load rebuilds; returns them (their definitions are the models')."""
+    """Drops the indexes a bulk load rebuilds; returns them (their definitions are the models').
+    On PostgreSQL the drop locks the table: readers of contacts wait for the import's commit,
+    which is why this waits for a load much larger than the register."""
+    if dialect_of(session) == "postgresql":
+        # Each index is built by one sort: in memory rather than in batches spilled to disk.
+        session.execute(text("SET LOCAL maintenance_work_mem = '256MB'"))
     indexes = [ix for ix in Base.metadata.tables["contacts"].indexes if ix.name in REBUILT_INDEXES]
     for index in indexes:
         index.drop(session.connection())
