@@ -87,13 +87,14 @@ class BulkDecider:
         """The verdicts of each chunk, in order.
 
         The register is read for the next chunks on probe threads while the current one is
-        keyed and written: both drivers release the GIL while the database works (SQLite in
-        this process, PostgreSQL in its server). A chunk is read on whichever lane is free (the
-        session's connection, and a second one when the session has written nothing, see
-        BulkReader.second_connection); a lane runs one statement at a time (its lock)."""
-        lanes = [Lane(self.ref.probe.conn, self.ref.probe, self.lock)]
-        extra = self.reader.second_connection() if self.parallel else None
-        if extra is not None:
+        keyed and written, on whichever lane is free: the session's connection, and when the
+        session has written nothing more connections (BulkReader.more_connections: PostgreSQL
+        works in its server while the thread waits; SQLite in reader processes, the session's
+        connection then only decides new situations). A lane runs one statement at a time."""
+        session_lane = Lane(self.ref.probe.conn, self.ref.probe, self.lock)
+        more = self.reader.more_connections() if self.parallel else []
+        lanes = [] if more and not self.reader.postgres else [session_lane]
+        for extra in more:
             conn = extra.driver_connection
             probe = RegisterProbe(self.session, self.ref.campaign.channel, conn)
             lanes.append(Lane(conn, probe, threading.Lock()))
@@ -120,7 +121,7 @@ class BulkDecider:
                     for work in pending:
                         work.gathered.cancel()
         finally:
-            if extra is not None:
+            for extra in more:
                 extra.close()
 
     def _gather(self, fresh: list[str | None], free: queue.SimpleQueue[Lane]) -> _Gathered:

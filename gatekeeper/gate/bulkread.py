@@ -11,7 +11,9 @@ the suppressions table; otherwise they are probed per chunk by hash (``probe.Reg
 
 from __future__ import annotations
 
-import sqlite3
+import pickle
+import subprocess
+import sys
 import threading
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -19,6 +21,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from gatekeeper.errors import GatekeeperError
 from gatekeeper.gate.engine import Decider
 from gatekeeper.gate.probe import RegisterProbe
 
@@ -27,6 +30,7 @@ from gatekeeper.gate.probe import RegisterProbe
 PRELOAD_RATIO = 0.25
 PRELOAD_MAX = 2_000_000  # beyond this many suppressions the per-chunk probe keeps memory flat
 
+SQLITE_READERS = 2  # reader processes for a SQLite register (the machines have two cores)
 Slim = tuple[Any, ...]  # (coordinate, id, email_hash, phone_hash, facts)
 
 
@@ -140,32 +144,83 @@ class BulkReader:
                 found.setdefault(coord_hash, []).append(f"{reason}|{channels}|{when}")
         return found
 
-    def second_connection(self) -> Any:
-        """A second connection to read the register with (to close after the run), or None.
-        Only when the session has written nothing yet (a second connection would not see
-        those writes) and the database is shared (not an in-memory SQLite): both drivers read
-        committed data statement by statement already, so it reads what the first would."""
+    def more_connections(self) -> list[Any]:
+        """More connections to read the register with (to close after the run), or none. Only
+        when the session has written nothing yet (another connection would not see those
+        writes) and the database is shared (not an in-memory SQLite): both drivers read
+        committed data statement by statement already, so they read what the session would.
+        PostgreSQL: one pooled connection (its server works while a thread waits). SQLite: two
+        reader processes (see gate.sqliteworker), one per core."""
         bind = self.session.get_bind()
         engine = bind if isinstance(bind, Engine) else bind.engine
         if self.postgres:
             if self.fetch("SELECT txid_current_if_assigned()", ())[0][0] is not None:
-                return None
-            return engine.raw_connection()  # pooled; the pool rolls it back when it is closed
+                return []
+            return [engine.raw_connection()]  # the pool rolls it back when it is closed
         database = engine.url.database
         if self.conn.in_transaction or database in (None, "", ":memory:"):
-            return None
-        return _SqliteReader(database)
+            return []
+        readers: list[Any] = []
+        try:
+            while len(readers) < SQLITE_READERS:
+                readers.append(_SqliteProcess(database))
+        except BaseException:
+            for reader in readers:
+                reader.close()
+            raise
+        return readers
 
 
-class _SqliteReader:
-    """A read-only SQLite connection of its own (not pooled, so its settings go with it):
-    no memory-mapped reads and a small page cache, because mapped pages count in the process's
-    memory twice when two connections map the same file (1M contacts: +320 MiB peak RSS)."""
+class _SqliteProcess:
+    """A connection-like handle on a gate.sqliteworker process (see there why a process): a
+    lane calls ``driver_connection.cursor()`` on it as on a DBAPI connection."""
 
     def __init__(self, path: str) -> None:
-        self.driver_connection = sqlite3.connect(path, timeout=30, check_same_thread=False)
-        for pragma in ("query_only=ON", "mmap_size=0", "cache_size=-16384", "busy_timeout=30000"):
-            self.driver_connection.execute(f"PRAGMA {pragma}")
+        self.proc = subprocess.Popen(  # noqa: S603 - our own module, no shell
+            [sys.executable, "-m", "gatekeeper.gate.sqliteworker", path],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        self.driver_connection = self
+
+    def cursor(self) -> _ProcessCursor:
+        return _ProcessCursor(self)
+
+    def call(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        try:
+            pickle.dump((sql, list(params)), self.proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            self.proc.stdin.flush()
+            status, payload = pickle.load(self.proc.stdout)  # noqa: S301 - our own child process
+        except (OSError, EOFError, pickle.UnpicklingError) as exc:
+            raise GatekeeperError(f"the register's reader process failed: {exc!r}") from exc
+        if status != "ok":
+            raise GatekeeperError(f"the register's reader process failed: {payload}")
+        rows: list[Any] = payload
+        return rows
 
     def close(self) -> None:
-        self.driver_connection.close()
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()  # the worker's loop ends at end of input
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+class _ProcessCursor:
+    def __init__(self, owner: _SqliteProcess) -> None:
+        self.owner = owner
+        self.rows: list[Any] = []
+
+    def execute(self, sql: str, params: Sequence[Any]) -> None:
+        self.rows = self.owner.call(sql, params)
+
+    def fetchall(self) -> list[Any]:
+        return self.rows
+
+    def close(self) -> None:
+        self.rows = []
