@@ -431,3 +431,20 @@ def test_a_failure_while_writing_stops_the_probe_threads_and_leaves_no_verdict_f
         assert not out.exists() and not out.with_suffix(".partial").exists()
         # The session's connection is free again: no probe thread is still using it.
         assert session.execute(text("SELECT count(*) FROM contacts")).scalar_one() == N + len(TWINS)
+
+
+def test_only_addresses_the_candidate_pattern_flags_can_be_generic_or_personal(app: Flask) -> None:
+    """The bulk path asks classify_email only about the addresses its pattern flags; every
+    address the domain calls generic or personal must be among them (a broader rule there
+    must broaden the pattern: this test says so)."""
+    from gatekeeper.domain import classify_email
+    from gatekeeper.gate.bulkcoords import Coordinates
+
+    policy = app.extensions["gatekeeper.context"].policy
+    locals_ = [*sorted(policy.generic_local_parts)[:12], "jean", "contactx", "xinfo", "a.b"]
+    domains = [*sorted(policy.personal_mailbox_domains)[:12], "example.fr", "mail.gmail.com", "gmail.com.fr"]
+    addresses = [f"{p}{t}@{d}" for p in locals_ for t in ("", "+promo", ".x") for d in domains]
+    coordinates = Coordinates("email", "FR", policy)
+    candidates = coordinates.candidates("\n".join(addresses))
+    special = [a for a in addresses if classify_email(a, policy) != "other"]
+    assert special and set(special) <= candidates

@@ -51,7 +51,7 @@ class Coordinates:
             if EMAILS.fullmatch(joined) and joined.count("\n") == len(cells) - 1 and "--" not in joined:
                 plain = joined.split("\n")
                 if max(map(len, plain)) <= MAX_EMAIL:
-                    return plain, self._candidates(joined)
+                    return plain, self.candidates(joined)
         kind, region = self.kind, self.region
         values = [
             (parse_value(0, kind, cell, region).value if _filled(r) else "")
@@ -59,7 +59,7 @@ class Coordinates:
         ]
         return values, None
 
-    def _candidates(self, joined: str) -> set[str]:
+    def candidates(self, joined: str) -> set[str]:
         """The plain addresses of a chunk that classify_email may not call "other" (the others
         are: see _special_addresses); most chunks have no personal mailbox domain at all."""
         if self.personal.search(joined) is None:
