@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import resource
 import subprocess
 import sys
 import tempfile
@@ -181,7 +182,9 @@ def decide_main(url: str, list_path: Path, out: Path) -> None:
         f"{summary['duplicates']} duplicates; {top}",
         file=sys.stderr,
     )
-    print(json.dumps({"elapsed": elapsed, "peak_rss_mib": peak_rss_mib()}))
+    # SQLite registers are read by helper processes (gate/sqliteworker.py): their peak too.
+    helpers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024
+    print(json.dumps({"elapsed": elapsed, "peak_rss_mib": peak_rss_mib(), "helper_rss_mib": helpers}))
 
 
 def _register(name: str, work: Path, rows: int, reuse: bool) -> str:
@@ -247,6 +250,7 @@ def main() -> None:
                     "ratio": round(elapsed / base, 2),
                     "target_max": 3.5,
                     "peak_rss_mib": run["peak_rss_mib"],
+                    "helper_peak_rss_mib": run["helper_rss_mib"],
                 }
             )
     emit(figures)
