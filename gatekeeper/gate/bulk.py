@@ -77,6 +77,7 @@ class BulkDecider:
         self.verdicts: list[Verdict] = []
         self.counts: Counter[int] = Counter()
         self.delimiter = ","
+        self.expected_rows = expected_rows
         self.suppressions = self.reader.suppressions(expected_rows)
         self.single = {h: ";".join(sorted(e)) for h, e in (self.suppressions or {}).items()}
         self.lock = threading.Lock()  # one statement at a time on the connection
@@ -92,7 +93,7 @@ class BulkDecider:
         works in its server while the thread waits; SQLite in reader processes, the session's
         connection then only decides new situations). A lane runs one statement at a time."""
         session_lane = Lane(self.ref.probe.conn, self.ref.probe, self.lock)
-        more = self.reader.more_connections() if self.parallel else []
+        more = self.reader.more_connections(self.expected_rows) if self.parallel else []
         lanes = [] if more and not self.reader.postgres else [session_lane]
         for extra in more:
             conn = extra.driver_connection

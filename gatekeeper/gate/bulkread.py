@@ -31,6 +31,8 @@ PRELOAD_RATIO = 0.25
 PRELOAD_MAX = 2_000_000  # beyond this many suppressions the per-chunk probe keeps memory flat
 
 SQLITE_READERS = 2  # reader processes for a SQLite register (the machines have two cores)
+# Below this many rows the processes' start and the rows' pickling cost more than they save.
+SQLITE_READERS_FROM = 200_000
 Slim = tuple[Any, ...]  # (coordinate, id, email_hash, phone_hash, facts)
 
 
@@ -144,13 +146,13 @@ class BulkReader:
                 found.setdefault(coord_hash, []).append(f"{reason}|{channels}|{when}")
         return found
 
-    def more_connections(self) -> list[Any]:
+    def more_connections(self, expected_rows: int) -> list[Any]:
         """More connections to read the register with (to close after the run), or none. Only
         when the session has written nothing yet (another connection would not see those
         writes) and the database is shared (not an in-memory SQLite): both drivers read
         committed data statement by statement already, so they read what the session would.
         PostgreSQL: one pooled connection (its server works while a thread waits). SQLite: two
-        reader processes (see gate.sqliteworker), one per core."""
+        reader processes (see gate.sqliteworker), one per core, for a list large enough."""
         bind = self.session.get_bind()
         engine = bind if isinstance(bind, Engine) else bind.engine
         if self.postgres:
@@ -159,6 +161,8 @@ class BulkReader:
             return [engine.raw_connection()]  # the pool rolls it back when it is closed
         database = engine.url.database
         if self.conn.in_transaction or database in (None, "", ":memory:"):
+            return []
+        if expected_rows < SQLITE_READERS_FROM:
             return []
         readers: list[Any] = []
         try:
