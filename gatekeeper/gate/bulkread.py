@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from sqlalchemy import Engine
@@ -160,7 +161,7 @@ class BulkReader:
                 return []
             return [engine.raw_connection()]  # the pool rolls it back when it is closed
         database = engine.url.database
-        if self.conn.in_transaction or database in (None, "", ":memory:"):
+        if self.conn.in_transaction or database in (None, "", ":memory:") or not Path(database).is_file():
             return []
         if expected_rows < SQLITE_READERS_FROM:
             return []
