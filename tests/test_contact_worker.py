@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import io
 import pickle
 import subprocess
@@ -122,6 +123,22 @@ def test_a_parent_that_stops_reading_leaves_no_process_behind(
     rows.close()
     assert children[0].returncode is not None  # reaped: neither running nor a zombie
     assert time.monotonic() - started < 5
+
+
+@pytest.mark.skipif(not hasattr(fcntl, "F_GETPIPE_SZ"), reason="pipe sizes are a Linux feature")
+def test_the_child_can_write_several_batches_ahead_of_the_parent(
+    ctx: RegisterContext, tmp_path: Path, children: list[subprocess.Popen[bytes]]
+) -> None:
+    path = many_contacts(tmp_path)
+    result = (Problems(), FactTable(ctx.policy))
+    rows = contact_worker.staged_by_child(
+        path, detect_format(path), ctx.policy, ctx.region, result, print, 10**9
+    )
+    first = next(rows)
+    assert children[0].stdout is not None
+    size = fcntl.fcntl(children[0].stdout.fileno(), fcntl.F_GETPIPE_SZ)
+    rows.close()
+    assert size == contact_worker.PIPE_BYTES > 4 * len(pickle.dumps(("rows", first, len(first))))
 
 
 def test_an_import_that_fails_while_staging_stops_its_reading_process(

@@ -11,11 +11,13 @@ hashing key stays in the process that owns it. A plain subprocess rather than
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pickle
 import subprocess
 import sys
 from collections.abc import Callable, Generator, Iterator
+from contextlib import suppress
 from pathlib import Path
 from typing import IO, Any
 
@@ -26,6 +28,8 @@ from gatekeeper.register.contact_facts import Facts, FactTable
 from gatekeeper.register.contact_plan import Batch, ContactPlan, staged_batches
 from gatekeeper.register.schema import Problems
 
+# 1 MiB, the default /proc/sys/fs/pipe-max-size: about three batches of pickled rows.
+PIPE_BYTES = 1 << 20
 Send = Callable[[tuple[Any, ...]], None]
 Progress = Callable[[int], None]
 
@@ -49,6 +53,7 @@ def staged_by_child(
         [sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE
     )
     assert child.stdin is not None and child.stdout is not None  # PIPE was asked for both
+    _widen(child.stdout)
     try:
         with child.stdin:
             pickle.dump((str(path), fmt, policy, region), child.stdin)
@@ -60,6 +65,17 @@ def staged_by_child(
         except subprocess.TimeoutExpired:  # the parent stopped early (an error while storing)
             child.kill()
             child.wait()
+
+
+def _widen(pipe: IO[bytes]) -> None:
+    """Lets the child run a few batches ahead: through the default 64 KiB pipe it waited for
+    the parent to read each batch (a few hundred KiB), so the two processes took turns
+    instead of working at the same time."""
+    if (size := getattr(fcntl, "F_SETPIPE_SZ", None)) is None:
+        return  # not Linux: the default pipe
+    # Above /proc/sys/fs/pipe-max-size for this user: keep the default.
+    with suppress(OSError):
+        fcntl.fcntl(pipe.fileno(), size, PIPE_BYTES)
 
 
 def report(reported: int, read: int, every: int, progress: Progress) -> int:
