@@ -452,3 +452,11 @@ def test_a_repeat_in_a_rebuilt_load_is_named_and_leaves_the_indexes_in_place(
     ]
     assert count(app, "contacts") == 0
     assert contact_indexes(app) == indexes
+
+
+@pytest.mark.usefixtures("route")
+def test_a_file_with_a_header_alone_stores_nothing(app: Flask, tmp_path: Any) -> None:
+    path = tmp_path / "empty.csv"
+    path.write_text(HEADER + "\n")
+    assert import_path(app, path) == {"created": 0, "updated": 0, "unchanged": 0}
+    assert count(app, "contacts") == 0

@@ -159,6 +159,8 @@ def _refuse_repeats(session: Session, fields: Fields) -> None:
 def _insert_new(session: Session, facts: FactTable, fields: Fields, staged: int) -> tuple[int, list[int]]:
     """Inserts the staged rows that name no contact already stored; returns how many went in
     and the row numbers of the others."""
+    if not staged:  # a header alone: nothing to insert (and no savepoint outside a transaction)
+        return 0, []
     dialect = dialect_of(session)
     create_temp(session, FACTS, FACT_COLUMNS)
     load_rows(session, FACTS, FACT_COLUMNS, facts.rows(dialect))
