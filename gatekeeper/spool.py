@@ -34,9 +34,9 @@ import json
 import logging
 import os
 import socket
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from gatekeeper.config import Settings
@@ -63,6 +63,19 @@ class SpoolRecord(NamedTuple):
 
 
 Handler = Callable[[list[SpoolRecord]], None]
+T = TypeVar("T")
+
+
+class KeyedLine(Protocol):
+    """What a handler reads of a record (a ``SpoolRecord``, or a test's stand-in)."""
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def data(self) -> bytes: ...
+
+
 HandlerFactory = Callable[["Settings", "Database"], Handler]
 
 
@@ -302,6 +315,20 @@ def _exclusive(directory: Path) -> Iterator[bool]:
         yield True
     finally:
         os.close(fd)  # closing releases the lock
+
+
+def parse_each(
+    records: Iterable[KeyedLine], parse: Callable[[bytes], T], what: str, log: logging.Logger
+) -> list[T]:
+    """Each record's line parsed. A line ``parse`` refuses (ValueError) is logged and skipped:
+    it would be refused on every pass, so keeping it would block the stream behind it."""
+    parsed = []
+    for record in records:
+        try:
+            parsed.append(parse(record.data))
+        except ValueError as exc:
+            log.error("spool record %s is not %s (%s); skipped", record.key, what, exc)
+    return parsed
 
 
 # --- every registered stream --------------------------------------------------------------

@@ -38,7 +38,7 @@ from gatekeeper.register.deliveries import (
     used_tokens,
     writers_turn,
 )
-from gatekeeper.spool import SpoolRecord
+from gatekeeper.spool import SpoolRecord, parse_each
 from gatekeeper.webhook_service import Connections, collector_paused
 
 if TYPE_CHECKING:
@@ -105,13 +105,7 @@ class SpooledWebhooks:
 
 def readable(records: Sequence[SpoolRecord]) -> list[SpooledRequest]:
     """The requests of the records, without those this version cannot read (logged)."""
-    found = []
-    for record in records:
-        try:
-            found.append(read_spool_record(record.data))
-        except ValueError as exc:
-            log.error("webhook spool record %s unreadable, skipped: %s", record.key, exc)
-    return found
+    return parse_each(records, read_spool_record, "a webhook request", log)
 
 
 def _first_uses(requests: Sequence[SpooledRequest], used: set[tuple[str, str]]) -> list[SpooledRequest]:

@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Any, Protocol
+from typing import Any
 
 from gatekeeper.config import Settings
 from gatekeeper.db import Database
@@ -51,6 +51,7 @@ from gatekeeper.register.clocks import refresh_after_interest
 from gatekeeper.register.context import context_from
 from gatekeeper.register.rawsql import Sql, ints
 from gatekeeper.register.schema import dedupe_key
+from gatekeeper.spool import KeyedLine, parse_each
 from gatekeeper.timeparse import isoformat
 
 logger = logging.getLogger(__name__)
@@ -68,16 +69,6 @@ _MICROSECOND = timedelta(microseconds=1)
 # json.dumps(..., separators=(",", ":"), ensure_ascii=False) without an encoder built per call;
 # JSON escapes every control character, so a line never holds a newline.
 _compact_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-
-
-class _Record(Protocol):
-    """What the handler reads of a ``gatekeeper.spool.SpoolRecord``."""
-
-    @property
-    def key(self) -> str: ...
-
-    @property
-    def data(self) -> bytes: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,13 +165,13 @@ def _str(value: Any) -> str:
     return value
 
 
-def handler(settings: Settings, database: Database) -> Callable[[Sequence[_Record]], None]:
+def handler(settings: Settings, database: Database) -> Callable[[Sequence[KeyedLine]], None]:
     """The ``clicks`` stream's batch handler (registered in ``gatekeeper.spool.STREAMS``)."""
     policy = context_from(settings).policy
     connections = LinkConnections(database.engine)
     since_checkpoint = [CHECKPOINT_CLICKS]  # the first batch checkpoints: short-lived drainers too
 
-    def handle(records: Sequence[_Record]) -> None:
+    def handle(records: Sequence[KeyedLine]) -> None:
         clicks = parse_batch(records)
         if not clicks:
             return
@@ -193,14 +184,8 @@ def handler(settings: Settings, database: Database) -> Callable[[Sequence[_Recor
     return handle
 
 
-def parse_batch(records: Iterable[_Record]) -> list[SpooledClick]:
-    clicks = []
-    for record in records:
-        try:
-            clicks.append(parse_click(record.data))
-        except ValueError as exc:
-            logger.error("spool record %s is not a click (%s); skipped", record.key, exc)
-    return clicks
+def parse_batch(records: Iterable[KeyedLine]) -> list[SpooledClick]:
+    return parse_each(records, parse_click, "a click", logger)
 
 
 def apply_in_transaction(
