@@ -36,7 +36,6 @@ from gatekeeper.sqlbulk import read_json
 NOW = utcnow()
 
 
-
 def count(app: Flask, sql: str) -> int:
     with app.extensions["gatekeeper.db"].engine.connect() as conn:
         return int(conn.execute(text(sql)).scalar_one())
@@ -75,8 +74,9 @@ def test_a_stop_answer_anonymises_at_the_next_purge_and_the_objection_stays(
     assert run(client, auth, "purge_expired", NOW)["done"]["refused"] == 1
     assert contact_row(app, cid)["anonymised_at"] is not None
     with app.extensions["gatekeeper.db"].engine.connect() as conn:
-        reasons = set(conn.execute(text(
-            "SELECT reason FROM suppressions WHERE coord_kind = 'email'")).scalars())
+        reasons = set(
+            conn.execute(text("SELECT reason FROM suppressions WHERE coord_kind = 'email'")).scalars()
+        )
     assert reasons == {"unsubscribe", "erasure"}
 
 
@@ -89,10 +89,16 @@ def test_a_dry_run_reports_what_would_happen_and_changes_nothing(
     client.post("/api/v1/events", json={"events": events}, headers=auth)
     later = NOW + timedelta(days=4)
     assert run(client, auth, "purge_expired", later, dry_run=True) == {
-        "task": "purge_expired", "as_of": later.isoformat().replace("+00:00", "Z"), "dry_run": True,
-        "would_anonymise": 1, "would_archive_invoices": 1}
+        "task": "purge_expired",
+        "as_of": later.isoformat().replace("+00:00", "Z"),
+        "dry_run": True,
+        "would_anonymise": 1,
+        "would_archive_invoices": 1,
+    }
     assert run(client, auth, "plan_reconsent", NOW, dry_run=True)["would_queue"] == {
-        "reconsent": 1, "reconsent_reminder": 0}
+        "reconsent": 1,
+        "reconsent_reminder": 0,
+    }
     assert count(app, "SELECT COUNT(*) FROM contacts WHERE anonymised_at IS NULL") == 1
     assert count(app, "SELECT COUNT(*) FROM outbox") == 0
 
@@ -101,8 +107,15 @@ def test_anonymising_twice_changes_nothing_more_and_without_an_archive_invoices_
     app: Flask, client: FlaskClient, auth: dict[str, str]
 ) -> None:
     cid = add_person(client, auth, ZEPHYRINE | {"collected_at": "2024-01-10"})
-    events = [{"type": "purchase", "contact": {"email": ZEPHYRINE["email"]},
-               "occurred_at": "2024-01-10", "amount": 12, "product_category": "tea"}]
+    events = [
+        {
+            "type": "purchase",
+            "contact": {"email": ZEPHYRINE["email"]},
+            "occurred_at": "2024-01-10",
+            "amount": 12,
+            "product_category": "tea",
+        }
+    ]
     client.post("/api/v1/events", json={"events": events}, headers=auth)
     ctx, database = app.extensions["gatekeeper.context"], app.extensions["gatekeeper.db"]
     for expected in (1, 0):
@@ -121,8 +134,7 @@ def test_the_task_api_names_its_tasks_and_wants_a_json_object(
     assert client.post("/api/v1/tasks/purge_expired/run", json=[1], headers=auth).status_code == 400
     assert client.post("/api/v1/tasks/purge_expired/run", headers=auth).status_code == 200
     with app.extensions["gatekeeper.db"].session_scope() as session:
-        key = create_api_key(session, app.extensions["gatekeeper.context"].hasher, "ro",
-                             ("register:read",))
+        key = create_api_key(session, app.extensions["gatekeeper.context"].hasher, "ro", ("register:read",))
     denied = client.post("/api/v1/tasks/purge_expired/run", headers={"Authorization": f"Bearer {key}"})
     assert denied.status_code == 403
 
@@ -139,23 +151,34 @@ def test_the_forecast_counts_contacts_reaching_each_state_per_month(
     assert res.json["months"] == [
         {"month": "2026-11", "reconsent_due": 0, "expired": 0},
         {"month": "2026-12", "reconsent_due": 3, "expired": 0},
-        {"month": "2027-01", "reconsent_due": 0, "expired": 3}]
+        {"month": "2027-01", "reconsent_due": 0, "expired": 3},
+    ]
     assert res.json["now"] == {"reconsent_due": 0, "expired": 0, "anonymised": 0, "active": 3}
     assert res.json["as_of"] == as_of.isoformat().replace("+00:00", "Z")
     assert client.get("/api/v1/retention/forecast?months=0", headers=auth).status_code == 422
 
 
-@pytest.mark.parametrize(("birth_year", "band"), [
-    (1984, "40-49"), ("1990", "30-39"), (None, None), ("unknown", None), (1800, None),
-])
+@pytest.mark.parametrize(
+    ("birth_year", "band"),
+    [
+        (1984, "40-49"),
+        ("1990", "30-39"),
+        (None, None),
+        ("unknown", None),
+        (1800, None),
+    ],
+)
 def test_an_age_band_is_ten_years_wide(birth_year: object, band: str | None) -> None:
     assert age_band(birth_year, datetime(2026, 11, 22, tzinfo=UTC)) == band
 
 
-@pytest.mark.parametrize(("sold", "until"), [
-    ("2026-03-01T10:00:00+00:00", "2036-12-31T23:00:00+00:00"),
-    ("2026-12-31T23:30:00+00:00", "2037-12-31T23:00:00+00:00"),  # already 2027 in Paris
-])
+@pytest.mark.parametrize(
+    ("sold", "until"),
+    [
+        ("2026-03-01T10:00:00+00:00", "2036-12-31T23:00:00+00:00"),
+        ("2026-12-31T23:30:00+00:00", "2037-12-31T23:00:00+00:00"),  # already 2027 in Paris
+    ],
+)
 def test_an_invoice_is_kept_ten_years_after_the_close_of_its_financial_year(sold: str, until: str) -> None:
     assert invoice_keep_until(datetime.fromisoformat(sold)) == datetime.fromisoformat(until)
 
@@ -176,12 +199,38 @@ def test_the_archive_logs_every_read_and_drops_records_past_their_own_deadline(t
 def test_the_cli_runs_a_task_and_prints_what_it_did(
     db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name, value in {"ENV": "test", "DATABASE_URL": db_url, "SECRET_KEY": "k" * 32,
-                        "ARCHIVE_DATABASE_URL": f"sqlite:///{tmp_path / 'a.db'}"}.items():
+    for name, value in {
+        "ENV": "test",
+        "DATABASE_URL": db_url,
+        "SECRET_KEY": "k" * 32,
+        "ARCHIVE_DATABASE_URL": f"sqlite:///{tmp_path / 'a.db'}",
+    }.items():
         monkeypatch.setenv(f"GATEKEEPER_{name}", value)
-    result = CliRunner().invoke(main, ["task", "run", "purge_expired", "--as-of", "2026-11-22",
-                                       "--dry-run"])
+    result = CliRunner().invoke(main, ["task", "run", "purge_expired", "--as-of", "2026-11-22", "--dry-run"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output) == {"task": "purge_expired", "as_of": "2026-11-21T23:00:00Z",
-                                         "dry_run": True, "would_anonymise": 0,
-                                         "would_archive_invoices": 0}
+    assert json.loads(result.output) == {
+        "task": "purge_expired",
+        "as_of": "2026-11-21T23:00:00Z",
+        "dry_run": True,
+        "would_anonymise": 0,
+        "would_archive_invoices": 0,
+    }
+
+
+def test_the_purge_finds_refusals_through_their_index_not_by_reading_the_register(
+    sqlite_template: Path,
+) -> None:
+    """The daily pass must cost what is due, not what is stored (PERFORMANCE.md): ordered by
+    id, SQLite walked the whole register on every purge batch to find nobody refused."""
+    import sqlite3
+
+    from gatekeeper.retention.tasks import _REFUSED
+
+    conn = sqlite3.connect(sqlite_template)
+    try:
+        plan = conn.execute("EXPLAIN QUERY PLAN " + _REFUSED.replace(":limit", "?"), (100,)).fetchall()
+    finally:
+        conn.close()
+    steps = " | ".join(str(row[-1]) for row in plan)
+    assert "USING INDEX ix_contacts_refused_at" in steps, steps
+    assert "TEMP B-TREE" not in steps, steps  # no sort of every refusal before the limit

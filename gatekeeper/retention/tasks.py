@@ -218,8 +218,12 @@ _EXPIRED = (
     "SELECT id FROM contacts WHERE deadline <= :as_of AND anonymised_at IS NULL"
     " ORDER BY deadline, id LIMIT :limit"
 )
+# Ordered by refused_at so both databases walk ix_contacts_refused_at and stop at the limit:
+# ordered by id, SQLite scanned the whole register in id order on every batch (0.22 s a batch
+# at 1M contacts with nobody refused: two thirds of the daily pass).
 _REFUSED = (
-    "SELECT id FROM contacts WHERE refused_at IS NOT NULL AND anonymised_at IS NULL ORDER BY id LIMIT :limit"
+    "SELECT id FROM contacts WHERE refused_at IS NOT NULL AND anonymised_at IS NULL"
+    " ORDER BY refused_at, id LIMIT :limit"
 )
 
 
