@@ -214,7 +214,7 @@ def write_paths(path: Path, kind: str, contacts: int) -> None:
 
 @contextmanager
 def drainer(env: dict[str, str], log: Path) -> Any:
-    """``gatekeeper drain`` (every 0.2 s), as ``gatekeeper run`` starts it beside the workers."""
+    """``gatekeeper drain`` (a pass every second), as ``gatekeeper run`` starts it beside the workers."""
     args = [sys.executable, "-m", "gatekeeper.cli", "drain"]
     with log.open("wb") as out:
         proc = subprocess.Popen(args, env={**os.environ, **env}, cwd=ROOT, stdout=out, stderr=out)

@@ -368,8 +368,8 @@ def seed_register(url: str, contacts: int, workdir: Path, env: dict[str, str]) -
 
 @contextmanager
 def drainer(env: dict[str, str]) -> Iterator[int]:
-    """``gatekeeper drain`` (every 0.2 s), as ``gatekeeper run`` starts it; yields its pid."""
-    interval = os.environ.get("BENCH_DRAIN_INTERVAL", "0.2")  # the CLI's default
+    """``gatekeeper drain`` (a pass every second), as ``gatekeeper run`` starts it; yields its pid."""
+    interval = os.environ.get("BENCH_DRAIN_INTERVAL", "1.0")  # the CLI's default
     process = subprocess.Popen([sys.executable, "-m", "gatekeeper.cli", "drain", "--interval", interval],
                                env=env, cwd=ROOT)
     try:

@@ -45,7 +45,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 ROTATE_BYTES = 64 * 1024 * 1024  # a drained file can be deleted: keep each one bounded
-READ_BYTES = 4 * 1024 * 1024  # read per step: the drainer's memory stays small
+READ_BYTES = 4 * 1024 * 1024
+BATCH = 2000  # records per transaction of a handler  # read per step: the drainer's memory stays small
 OFFSETS = ".offsets"
 LOCK = ".drain.lock"
 HOST = socket.gethostname().replace("-", "_")
@@ -166,7 +167,7 @@ class _File(NamedTuple):
     seq: int
 
 
-def drain(root: Path, stream: str, handle: Handler, *, batch: int = 2000) -> int:
+def drain(root: Path, stream: str, handle: Handler, *, batch: int = BATCH) -> int:
     """Hand every complete record not yet handled to ``handle``, at most ``batch`` at a time;
     the number handled (0 when another drainer holds the stream)."""
     directory = Path(root) / stream
@@ -345,7 +346,7 @@ def drain_all(
     database: Database,
     handlers: dict[str, Handler] | None = None,
     *,
-    batch: int = 2000,
+    batch: int = BATCH,
 ) -> dict[str, int]:
     """Drain every registered stream once; ``handlers`` caches the built handlers between
     calls. A stream's handler is built only when the stream has something to hand."""

@@ -26,7 +26,7 @@ delivered, open, click, deferred, soft bounce...) skips the transaction: once ve
 parsed, it becomes one line in the local spool (``deliveries.spool_record``, one ``os.write``)
 and is answered 200 with ``queued`` (the spool's line is as durable as a commit with SQLite's
 synchronous=NORMAL); ``gatekeeper.webhook_spooled`` applies the lines in batches through the
-same plan and apply, so a click moves its deadline within a drain pass (0.2 s). A request
+same plan and apply, so a click moves its deadline within a drain pass (a second). A request
 carrying an unsubscribe, a hard bounce or a complaint is stored in its transaction before the
 2xx, as above. One-time tokens: a worker refuses at once the tokens it accepted lately
 (``RecentTokens``); the drainer inserts the spooled ones with their events, so the unique index
