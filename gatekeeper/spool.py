@@ -34,6 +34,7 @@ import json
 import logging
 import os
 import socket
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, Protocol, TypeVar
@@ -90,6 +91,9 @@ class Spool:
     def __init__(self, root: Path, stream: str, *, fsync: bool = False) -> None:
         self.dir = Path(root) / stream
         self.fsync = fsync
+        # Sync workers never contend for it; a threaded server must not interleave two lines
+        # or open two files for one process.
+        self._lock = threading.Lock()
         self._fd = -1
         self._pid = 0
         self._seq = 0
@@ -107,6 +111,10 @@ class Spool:
         self._write(b"".join(r + b"\n" for r in records))
 
     def _write(self, data: bytes) -> None:
+        with self._lock:
+            self._write_locked(data)
+
+    def _write_locked(self, data: bytes) -> None:
         fd = self._descriptor()
         try:
             written = os.write(fd, data)

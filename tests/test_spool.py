@@ -232,3 +232,24 @@ def test_the_drainer_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err.decode()
+
+
+def test_threads_of_one_process_share_its_file_without_mixing_lines(tmp_path: Path) -> None:
+    import threading
+
+    writer = Spool(tmp_path, "s")
+    payloads = [[f'{{"t":{t},"n":{n},"pad":"{"x" * 300}"}}'.encode() for n in range(300)] for t in range(4)]
+
+    def write(records: list[bytes]) -> None:
+        for record in records:
+            writer.append(record)
+
+    threads = [threading.Thread(target=write, args=(p,)) for p in payloads]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    got = Collect()
+    drain(tmp_path, "s", got)
+    assert len(files(tmp_path)) == 1
+    assert sorted(got.data) == sorted(r for p in payloads for r in p)
