@@ -43,6 +43,9 @@ def create_app(settings: Settings | None = None, overrides: Mapping[str, Any] | 
     links.init_app(app)  # fast path for GET /u, /c, /d and the pages' security headers
     jobs.runner(app).services["links"] = links.links_of(app)
     app.register_blueprint(webhook_views.bp)
+    from gatekeeper import health
+
+    app.register_blueprint(health.bp)  # GET /healthz: database and drainer, for monitoring
     _register_errors(app)
     if settings.trusted_proxies:
         # Outermost, so every layer below (the links' fast path included) sees the client.

@@ -50,6 +50,11 @@ READ_BYTES = 4 * 1024 * 1024
 BATCH = 2000  # records per transaction of a handler  # read per step: the drainer's memory stays small
 OFFSETS = ".offsets"
 LOCK = ".drain.lock"
+# Touched after every drain pass that ended well (created by the first writer, so the time a
+# stream has waited for its first drain counts too): what /healthz reads to tell a stalled or
+# missing drainer from a busy one.
+HEARTBEAT = ".drained"
+STALLED_AFTER = 60.0  # seconds with records waiting and no pass: the drainer is not running
 HOST = socket.gethostname().replace("-", "_")
 
 # Stream name -> "module:function"; function(settings, database) builds the batch handler.
@@ -140,6 +145,9 @@ class Spool:
         if pid != self._pid:  # first use, or a child after fork: never share the parent's file
             self._fd, self._pid, self._seq = -1, pid, 0
         self.dir.mkdir(parents=True, exist_ok=True)
+        heartbeat = self.dir / HEARTBEAT
+        if not heartbeat.exists():
+            heartbeat.touch()
         while True:
             path = self.dir / f"{HOST}-{pid}-{self._seq:06d}.log"
             if not path.exists():  # a previous process with this pid may have left its files
@@ -191,6 +199,7 @@ def drain(root: Path, stream: str, handle: Handler, *, batch: int = BATCH) -> in
         for f in files:
             total += _drain_file(directory, f, offsets, handle, batch)
             _forget_if_done(directory, f, files, offsets)
+        (directory / HEARTBEAT).touch()
         return total
 
 
@@ -205,6 +214,24 @@ def pending(root: Path, stream: str) -> int:
         with contextlib.suppress(FileNotFoundError):  # deleted by a drainer meanwhile
             total += max(0, f.path.stat().st_size - offsets.get(f.path.name, 0))
     return total
+
+
+class Backlog(NamedTuple):
+    pending_bytes: int
+    last_drain_seconds_ago: float | None  # None: the stream was never written
+    stalled: bool  # records waiting, and no drain pass for STALLED_AFTER seconds
+
+
+def backlog(root: Path, stream: str, now: float) -> Backlog:
+    """How far the drainer is behind on a stream (``now``: ``time.time()``)."""
+    directory = Path(root) / stream
+    waiting = pending(root, stream)
+    try:
+        ago: float | None = max(0.0, now - (directory / HEARTBEAT).stat().st_mtime)
+    except FileNotFoundError:
+        ago = None
+    stalled = waiting > 0 and (ago is None or ago > STALLED_AFTER)
+    return Backlog(waiting, None if ago is None else round(ago, 1), stalled)
 
 
 def _drain_file(directory: Path, f: _File, offsets: dict[str, int], handle: Handler, batch: int) -> int:
