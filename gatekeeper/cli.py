@@ -140,8 +140,19 @@ def run_all(port: int) -> None:
 @main.command("drain")
 @click.option("--once", is_flag=True, help="drain what is journaled now, then exit")
 @click.option("--interval", default=1.0, show_default=True, type=float, help="seconds between passes")
-def drain_command(once: bool, interval: float) -> None:
+@click.option(
+    "--nice",
+    "niceness",
+    default=10,
+    show_default=True,
+    type=click.IntRange(0, 19),
+    help="lower CPU priority than the web workers",
+)
+def drain_command(once: bool, interval: float, niceness: int) -> None:
     """Apply the journaled clicks and webhook events to the database, in batches."""
+    # Background work: on a busy machine the people waiting for a page or a redirect go first;
+    # the journal absorbs the difference and the drainer catches up in the gaps.
+    os.nice(niceness)
     settings = load_settings()
     database = Database(settings.database_url)
     handlers: dict[str, Handler] = {}

@@ -206,12 +206,12 @@ def _env(tmp_path: Path) -> dict[str, str]:
 @pytest.mark.usefixtures("test_stream")
 def test_drain_once_applies_every_registered_stream(tmp_path: Path) -> None:
     runner = CliRunner()
-    result = runner.invoke(main, ["drain", "--once"], env=_env(tmp_path))
+    result = runner.invoke(main, ["drain", "--once", "--nice", "0"], env=_env(tmp_path))
     assert result.exit_code == 0, result.output
     assert "drained nothing" in result.output
     assert built == []  # nothing journaled: the handler is not even built
     Spool(tmp_path / "spool", "s").append_many([b"a", b"b"])
-    result = runner.invoke(main, ["drain", "--once"], env=_env(tmp_path))
+    result = runner.invoke(main, ["drain", "--once", "--nice", "0"], env=_env(tmp_path))
     assert result.exit_code == 0, result.output
     assert "drained 2 s" in result.output
     assert handed == [b"a", b"b"]
