@@ -38,7 +38,7 @@ from gatekeeper.models import Base, utcnow
 from gatekeeper.register.contact_facts import FactTable
 from gatekeeper.register.contact_plan import Batch, ContactPlan, staged_batches
 from gatekeeper.register.contact_worker import report, staged_by_child
-from gatekeeper.register.contacts import parse_contact, refuse_repeats, upsert_contacts
+from gatekeeper.register.contacts import CLOCK_COLUMNS, parse_contact, refuse_repeats, upsert_contacts
 from gatekeeper.register.context import RegisterContext
 from gatekeeper.register.schema import Problems
 from gatekeeper.security import KeyedHasher
@@ -55,13 +55,7 @@ FACT_COLUMNS: list[tuple[str, str]] = [
     ("source_type", "text"),
     ("purpose", "text"),
     ("timezone", "text"),
-    ("clock", "text"),
-    ("clock_anchor_at", "ts"),
-    ("clock_anchor_kind", "text"),
-    ("deadline", "ts"),
-    ("reconsent_at", "ts"),
-    ("profile_key", "text"),
-    ("instants", "json"),
+    *CLOCK_COLUMNS,
 ]
 IDENTITIES = ("external_id", "email", "phone")
 PROGRESS_EVERY = 10_000
