@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from gatekeeper.errors import GatekeeperError
 from gatekeeper.gate.engine import Decider
-from gatekeeper.gate.probe import RegisterProbe
+from gatekeeper.gate.probe import RegisterProbe, fetch_rows
 
 # Suppressions are read once per run when the list has at least this many rows per
 # suppression of the register (a per-chunk probe costs a few times more per hash than a read).
@@ -118,13 +118,7 @@ class BulkReader:
         return dict(self.fetch(f"SELECT id, instants FROM contacts WHERE id IN ({marks})", ids, conn))  # noqa: S608
 
     def fetch(self, sql: str, params: Sequence[Any], conn: Any = None) -> list[Any]:
-        cur = (conn or self.conn).cursor()
-        try:
-            cur.execute(sql, params)
-            rows: list[Any] = cur.fetchall()
-        finally:
-            cur.close()
-        return rows
+        return fetch_rows(conn or self.conn, sql, params)
 
     def suppressions(self, expected_rows: int) -> dict[str, list[str]] | None:
         """All active suppressions of the channel by hash, when the list is large enough next to

@@ -110,13 +110,7 @@ class RegisterProbe:
             marks = ",".join("?" * len(values))
             sql = self._sql[name].format(p=p, **{"in": f"IN ({marks})"})
             params = [*fixed, *values]
-        cur = self.conn.cursor()
-        try:
-            cur.execute(sql, params)
-            rows: list[Any] = cur.fetchall()
-        finally:
-            cur.close()
-        return rows
+        return fetch_rows(self.conn, sql, params)
 
     def contacts(self, kind: str, values: Collection[str], as_of: Any, send_at: Any) -> dict[str, ContactRow]:
         """The contacts named by these coordinates of one kind, by coordinate, with their
@@ -144,3 +138,14 @@ class RegisterProbe:
         if not contact_ids:
             return {}
         return dict(self._fetch("attempts", (since, until), contact_ids))
+
+
+def fetch_rows(conn: Any, sql: str, params: Sequence[Any]) -> list[Any]:
+    """Every row of one statement on a DB-API connection, the cursor closed either way."""
+    cur = conn.cursor()
+    try:
+        cur.execute(sql, params)
+        rows: list[Any] = cur.fetchall()
+    finally:
+        cur.close()
+    return rows
