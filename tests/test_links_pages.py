@@ -72,6 +72,37 @@ def test_the_unsubscribe_page_shows_one_button_and_a_get_records_nothing(
     assert stored_events(app, paul, "opposition") == [] and suppressions(app) == []
 
 
+def test_the_unsubscribe_page_links_to_the_preference_centre_of_the_same_person_and_campaign(
+    app: Flask, client: FlaskClient, paul: int
+) -> None:
+    token = signer(app).unsubscribe(paul, 7)
+    html = page(client.get(f"/u/{token}?lang=en"))
+    link = re.search(r'<a href="([^"]+)">Manage my preferences</a>', html)
+    assert link is not None and link.group(1) == f"/u/{token}/preferences?lang=en"
+    res = client.get(link.group(1))
+    assert res.status_code == 303
+    location = res.headers["Location"]
+    assert location.startswith("/p/") and location.endswith("?lang=en")
+    claims = signer(app).load("preferences", location[3:].split("?")[0])
+    assert (claims.contact_id, claims.campaign_id) == (paul, 7)
+    preferences = client.get(location)
+    assert preferences.status_code == 200 and "Your contact preferences" in page(preferences)
+    assert stored_events(app, paul, "opposition") == [] and suppressions(app) == []
+
+
+def test_the_preference_link_of_a_bad_or_erased_unsubscribe_token_leads_nowhere(
+    app: Flask, client: FlaskClient, paul: int
+) -> None:
+    token = signer(app).unsubscribe(paul, 7)
+    tampered = client.get(f"/u/{token[:-4]}AAAA/preferences")
+    assert tampered.status_code == 400 and "Location" not in tampered.headers
+    other = client.get(f"/u/{signer(app).preferences(paul, 7)}/preferences")  # not an unsubscribe token
+    assert other.status_code == 400
+    erase(app, paul)
+    gone = client.get(f"/u/{token}/preferences")
+    assert gone.status_code == 410 and "Location" not in gone.headers
+
+
 @pytest.mark.parametrize("encoding", ["urlencoded", "multipart"])
 def test_a_one_click_post_unsubscribes_at_once_and_keeps_the_proof(
     app: Flask, client: FlaskClient, auth: dict[str, str], paul: int, encoding: str

@@ -174,6 +174,18 @@ def test_a_person_unsubscribes_with_one_keyboard_press_and_it_is_stored(
     assert len(suppressions(scene.app)) == 2
 
 
+def test_a_person_goes_from_the_unsubscribe_page_to_the_preference_centre(
+    scene: Scene, person: BrowserContext
+) -> None:
+    page = person.new_page()
+    errors = watch_csp(page)
+    page.goto(f"{scene.site}/u/{signer(scene.app).unsubscribe(scene.paul, 7)}")
+    page.get_by_role("link", name="Gérer mes préférences").click()
+    page.get_by_role("heading", level=1, name="Vos préférences de contact").wait_for()
+    assert "/p/" in page.url and errors == []
+    assert stored_events(scene.app, scene.paul) == []  # following a link records nothing
+
+
 def test_the_unsubscribe_page_reads_well_on_a_phone(scene: Scene, browser: Browser) -> None:
     context = browser.new_context(
         viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True, locale="fr-FR"

@@ -166,7 +166,7 @@ class _Request:
         connections.give_back(raw)
         if card is None or not card.recordable:
             return self.page(410, "public/message.html", title_key="e_erased_title", body_key="e_erased_body")
-        return self.unsubscribe_page(claims, card)
+        return self.unsubscribe_page(token, claims, card)
 
     def track(self, claims: LinkClaims) -> Iterable[bytes]:
         location = _location(str(claims.url))
@@ -205,12 +205,13 @@ class _Request:
             # little early (the cautious side). Logged for the operator.
             logger.exception("tracked click of contact %s not recorded", claims.contact_id)
 
-    def unsubscribe_page(self, claims: LinkClaims, card: PageCard) -> Iterable[bytes]:
-        prefs = self.s.signer.preferences(claims.contact_id, claims.campaign_id)
+    def unsubscribe_page(self, token: str, claims: LinkClaims, card: PageCard) -> Iterable[bytes]:
+        # The preference centre's own token is minted only when someone follows the link
+        # (``pages.preferences_from_unsubscribe``): minting it here cost a sixth of every view.
         address = _address(card, claims.channel)
         lang = self.lang
         skeleton = self.fast.unsubscribe_skeleton(lang, claims.channel, address is not None)
-        return self.send(200, skeleton.fill_bytes((address or "", f"/p/{prefs}")), lang)
+        return self.send(200, skeleton.fill_bytes((address or "", f"/u/{token}/preferences")), lang)
 
     def page(
         self, status: int, template: str, extra: list[tuple[str, str]] | None = None, **values: Any

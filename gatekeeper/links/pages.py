@@ -209,6 +209,16 @@ def unsubscribe(link: Link) -> Response:
     )
 
 
+@bp.route("/u/<token>/preferences", methods=["GET", "HEAD"])
+@public_link("unsubscribe")
+def preferences_from_unsubscribe(link: Link) -> Response:
+    """The unsubscribe page's link to the preference centre: the same person and campaign,
+    with a preferences token minted now. A relative Location on our own host, never the
+    query's: nothing here can send anyone elsewhere."""
+    prefs = service().signer.preferences(link.card.id, link.claims.campaign_id)
+    return Response(status=303, headers={"Location": f"/p/{prefs}?lang={link.lang}"})
+
+
 def reconsent_deadline_passed(link: Link) -> bool:
     deadline = link.card.deadline
     return deadline is not None and service().now() >= deadline
