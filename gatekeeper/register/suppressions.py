@@ -78,7 +78,9 @@ def add_suppressions(
 ) -> int:
     dialect = dialect_of(session)
     latest = "GREATEST" if dialect == "postgresql" else "MAX"
-    rows = list(_rows(entries, hasher, dialect, origin))
+    # In key order: concurrent writers (two workers' webhook batches, an import) then lock
+    # the rows they share in the same order, and PostgreSQL never aborts one as a deadlock.
+    rows = sorted(_rows(entries, hasher, dialect, origin), key=_row_key)
     if not rows:
         return 0
     session.execute(
@@ -109,7 +111,10 @@ def upsert_suppressions(
             latest[key] = (e.coord_kind, at)
     greatest = "GREATEST" if sql.dialect == "postgresql" else "MAX"
     created = sql.ts(now)
-    rows = [(h, kind, why, chans, at, origin, created) for (h, why, chans), (kind, at) in latest.items()]
+    # In key order, for the same reason as ``add_suppressions`` (no deadlock between writers).
+    rows = [
+        (h, kind, why, chans, at, origin, created) for (h, why, chans), (kind, at) in sorted(latest.items())
+    ]
     upserted: list[Any] = []
     for start in range(0, len(rows), UPSERT_CHUNK):
         chunk = rows[start : start + UPSERT_CHUNK]
@@ -122,6 +127,10 @@ def upsert_suppressions(
             [value for row in chunk for value in row],
         )
     return upserted
+
+
+def _row_key(row: Mapping[str, Any]) -> tuple[str, str, str]:
+    return row["h"], row["r"], row["c"]  # the unique key (coord_hash, reason, channels)
 
 
 def _rows(
