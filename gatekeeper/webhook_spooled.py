@@ -39,7 +39,7 @@ from gatekeeper.register.deliveries import (
     writers_turn,
 )
 from gatekeeper.spool import SpoolRecord, parse_each
-from gatekeeper.webhook_service import Connections, collector_paused
+from gatekeeper.webhook_service import Connections, begin_writes, collector_paused
 
 if TYPE_CHECKING:
     from gatekeeper.config import Settings
@@ -74,9 +74,9 @@ class SpooledWebhooks:
         self.ctx, self.connections, self.sqlite_path = ctx, connections, sqlite_path
 
     def __call__(self, records: list[SpoolRecord]) -> None:
-        requests = readable(records)
-        if requests:
-            with collector_paused():
+        with collector_paused():  # reading the lines too: tens of thousands of containers
+            requests = readable(records)
+            if requests:
                 self.apply(requests, utcnow())
 
     def apply(self, requests: Sequence[SpooledRequest], now: datetime) -> DeliveryResult:
@@ -90,6 +90,7 @@ class SpooledWebhooks:
                 tokens = [(p, t, r.received_at) for r in kept for p, t in r.tokens]
                 with writers_turn(self.sqlite_path):
                     try:
+                        begin_writes(sql)
                         if len(insert_tokens(sql, tokens)) < len(tokens):
                             sql.rollback()  # stored by a web worker since it was read
                             continue

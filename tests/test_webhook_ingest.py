@@ -29,13 +29,13 @@ from sqlalchemy.exc import DBAPIError
 from webhook_signing import PROVIDERS, PUBLIC_BASE_URL, Signer, make_signer
 from werkzeug.test import TestResponse
 
-from gatekeeper import webhook_spooled
+from gatekeeper import webhook_service, webhook_spooled
 from gatekeeper.app import create_app
 from gatekeeper.config import Settings, load_settings
 from gatekeeper.domain.retention import add_years
 from gatekeeper.errors import ConfigError
 from gatekeeper.proof.verify import verify
-from gatekeeper.register.deliveries import TokenBook, spool_record
+from gatekeeper.register.deliveries import TokenBook, read_spool_record, spool_record
 from gatekeeper.register.rawsql import Sql
 from gatekeeper.spool import SpoolRecord, drain
 from gatekeeper.sqlbulk import read_ts, ts_value
@@ -415,6 +415,20 @@ def test_a_batch_delivered_twice_at_the_same_time_is_stored_once(gk: Harness) ->
     assert gk.deadline(contact_id) == isoformat(add_years(datetime.fromtimestamp(1_715_000_298, UTC), 3))
 
 
+def test_a_request_too_long_for_one_spool_read_is_stored_at_once(
+    gk: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The drainer reads the journal in steps of spool.READ_BYTES and skips a longer line as
+    # corrupt: such a request (a huge batch) is stored by the request itself instead.
+    (opened,) = payload("sendgrid", "open")
+    batch = [opened | {"sg_event_id": f"o{i}"} for i in range(20)]
+    monkeypatch.setattr(webhook_service, "READ_BYTES", len(json.dumps(batch)))
+    data, headers = gk.signer.sign("sendgrid", batch)
+    res = gk.client.post("/webhooks/sendgrid", data=data, headers=headers)
+    assert res.json == {"received": 20, "stored": 20, "duplicates": 0}
+    assert gk.count("webhook_events") == 20
+
+
 def test_a_mailgun_request_replayed_byte_for_byte_is_dropped_with_406(gk: Harness) -> None:
     data, headers = gk.signer.sign("mailgun", payload("mailgun", "click"))
     assert gk.post("mailgun", data, headers).status_code == 200
@@ -726,6 +740,40 @@ def spooled(gk: Harness, batch: list[dict[str, Any]], key: str = "test:0") -> Sp
     return SpoolRecord(key, spool_record(datetime.now(UTC), TokenBook(), events))
 
 
+def spooled_line(**fields: str) -> bytes:
+    """A version-1 line of one open event, some of its fields replaced by raw JSON."""
+    row = {
+        "provider": '"sendgrid"',
+        "kind": '"open"',
+        "provider_event": '"open"',
+        "key": '"sendgrid:k1"',
+        "occurred": '"2024-05-06T13:00:00+00:00"',
+        "email": '"jane@example.com"',
+        "contact": "null",
+        "campaign": "7",
+        "url": "null",
+        "agent": "null",
+        "raw": '"{}"',
+    } | fields
+    return f'[1, "2024-05-06T13:00:00+00:00", [], [[{", ".join(row.values())}]]]'.encode()
+
+
+def test_a_spool_line_reads_back_the_events_it_was_written_from(gk: Harness) -> None:
+    (click,) = payload("sendgrid", "click")
+    (opened,) = payload("sendgrid", "open")
+    batch = [click, opened | {"sg_event_id": "o1", "timestamp": click["timestamp"]}, opened]
+    adapter = service_of(gk.app).adapters["sendgrid"]
+    events = adapter.parse(InboundRequest("POST", PUBLIC_BASE_URL, {}, json.dumps(batch).encode())).events
+    book = TokenBook()
+    book.seen("mailgun", "token-1", now=datetime.now(UTC))
+    received = datetime(2024, 5, 6, 13, 0, tzinfo=UTC)
+    read = read_spool_record(spool_record(received, book, events))
+    assert (read.received_at, read.tokens) == (received, [("mailgun", "token-1")])
+    assert [e._replace(raw={}) for e in read.events] == [e._replace(raw={}) for e in events]
+    assert read.events[0].occurred_at is read.events[1].occurred_at  # one instant, read once
+    assert spooled_line() and read_spool_record(spooled_line()).events[0].campaign_id == 7
+
+
 def spool_handler(gk: Harness) -> Callable[[list[SpoolRecord]], None]:
     return webhook_spooled.handler(
         gk.app.extensions["gatekeeper.settings"], gk.app.extensions["gatekeeper.db"]
@@ -788,8 +836,24 @@ def test_a_spooled_older_unsubscribe_never_undoes_a_newer_suppression(gk: Harnes
         b'[2, "2024-05-06T13:00:00+00:00", [], []]',
         b'[1, "yesterday", [], []]',
         b'[1, "2024-05-06T13:00:00+00:00", [], [["sendgrid", "explosion"]]]',
+        spooled_line(contact='"42"'),
+        spooled_line(kind='"teleport"'),
+        spooled_line(raw="null"),
+        spooled_line(occurred='"2024-05-06T13:00:00"'),
+        spooled_line(url="[]"),
     ],
-    ids=["not JSON", "an object", "unknown version", "bad instant", "bad event"],
+    ids=[
+        "not JSON",
+        "an object",
+        "unknown version",
+        "bad instant",
+        "bad event",
+        "contact id as text",
+        "unknown kind",
+        "no raw JSON",
+        "instant without offset",
+        "URL not text",
+    ],
 )
 def test_a_malformed_spool_line_is_logged_and_skipped_and_the_rest_stored(
     gk: Harness, caplog: pytest.LogCaptureFixture, line: bytes

@@ -175,13 +175,15 @@ class SpooledRequest:
 def spool_record(received_at: datetime, book: TokenBook, events: Sequence[NormalizedEvent]) -> bytes:
     """One compact line: ``[1, received_at, [[provider, token]...], [event...]]``, each event as
     the fields ``NormalizedEvent`` holds, its raw payload as the JSON text to store."""
+    # A batch's events share a few instants: each is formatted once.
+    instants = {at: at.isoformat() for at in {e.occurred_at for e in events}}
     fields = [
         [
             e.provider,
             e.kind,
             e.provider_event,
             e.dedupe_key,
-            e.occurred_at.isoformat(),
+            instants[e.occurred_at],
             e.email,
             e.contact_id,
             e.campaign_id,
@@ -205,30 +207,47 @@ def read_spool_record(data: bytes) -> SpooledRequest:
         return SpooledRequest(
             _instant(received),
             [(_str(provider), _str(token)) for provider, token in tokens],
-            [_event(*row) for row in fields],
+            _events(fields),
         )
     except (TypeError, KeyError, IndexError, AttributeError, RecursionError) as exc:
         raise ValueError(f"not a webhook spool record: {exc}") from exc
 
 
-def _event(*row: Any) -> NormalizedEvent:
-    provider, kind, provider_event, key, occurred, email, contact, campaign, url, agent, raw = row
-    if kind not in _KINDS:
-        raise ValueError(f"unknown event kind {kind!r}")
-    return NormalizedEvent(
-        provider=_str(provider),
-        kind=kind,
-        provider_event=_str(provider_event),
-        dedupe_key=_str(key),
-        occurred_at=_instant(occurred),
-        email=_opt_str(email),
-        contact_id=_opt_int(contact),
-        campaign_id=_opt_int(campaign),
-        url=_opt_str(url),
-        user_agent=_opt_str(agent),
-        raw={},
-        raw_json=_str(raw),
-    )
+_NO_RAW: dict[str, Any] = {}  # spooled events carry their raw JSON text; nothing writes here
+
+
+def _events(fields: list[Any]) -> list[NormalizedEvent]:
+    """The events of a record, each field's type checked. One loop without a call per field:
+    the drainer reads hundreds of events per line, and a batch's events share a few instants,
+    each read once."""
+    instants: dict[str, datetime] = {}
+    events: list[NormalizedEvent] = []
+    for row in fields:
+        provider, kind, provider_event, key, occurred, email, contact, campaign, url, agent, raw = row
+        if kind not in _KINDS:  # an unhashable kind raises TypeError: not a record either
+            raise ValueError(f"unknown event kind {kind!r}")
+        if not (
+            type(provider) is str
+            and type(provider_event) is str
+            and type(key) is str
+            and type(raw) is str
+            and (email is None or type(email) is str)
+            and (url is None or type(url) is str)
+            and (agent is None or type(agent) is str)
+            and (contact is None or type(contact) is int)
+            and (campaign is None or type(campaign) is int)
+        ):
+            raise ValueError(f"a spooled event of unexpected field types: {key!r}")
+        at = instants.get(occurred)
+        if at is None:
+            at = instants[occurred] = _instant(occurred)
+        # Positional, in NormalizedEvent's order.
+        events.append(
+            NormalizedEvent(
+                provider, kind, provider_event, key, at, email, contact, campaign, url, agent, _NO_RAW, raw
+            )
+        )
+    return events
 
 
 def _instant(value: Any) -> datetime:
@@ -242,16 +261,6 @@ def _str(value: Any) -> str:
     if type(value) is not str:
         raise ValueError(f"expected a string, got {type(value).__name__}")
     return value
-
-
-def _opt_str(value: Any) -> str | None:
-    return None if value is None else _str(value)
-
-
-def _opt_int(value: Any) -> int | None:
-    if value is None or (type(value) is int):
-        return value
-    raise ValueError(f"expected an id, got {type(value).__name__}")
 
 
 def _bounded(token: str) -> str:

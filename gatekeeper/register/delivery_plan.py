@@ -13,7 +13,7 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from gatekeeper.domain.retention import interest_counts
 from gatekeeper.normalize import CoordinateError, normalise_email
@@ -64,6 +64,11 @@ def may_wait(events: Sequence[NormalizedEvent]) -> bool:
     return not any(e.kind in URGENT for e in events)
 
 
+def unique_events(events: Sequence[NormalizedEvent]) -> list[NormalizedEvent]:
+    """The first event of each dedupe key, in order: a provider may repeat one in a batch."""
+    return list({e.dedupe_key: e for e in reversed(events)}.values())[::-1]
+
+
 @dataclass(slots=True)
 class FactRow:
     """A register fact an event makes for its contact; its id comes back from the insert."""
@@ -97,8 +102,10 @@ class DeliveryPlan:
     now: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class Contact:
+class Contact(NamedTuple):
+    """A matched contact: a named tuple, built several times faster than a frozen dataclass
+    (one per contact of a batch), and truthy like any non-empty tuple."""
+
     id: int
     email: str | None
     phone: str | None
@@ -109,7 +116,7 @@ class Contact:
         return coordinate_of(self.email, self.phone, self.external_id)
 
 
-Contacts = dict[int | str, Contact]  # by id and by e-mail
+Contacts = dict[int | str | None, Contact]  # by id and by e-mail (None: a look-up that finds none)
 _MATCH = (
     "SELECT id, email, phone, external_id FROM contacts WHERE anonymised_at IS NULL AND {column} IN ({marks})"
 )
@@ -117,7 +124,7 @@ _SEND_TIMES = "SELECT id, send_at FROM campaigns WHERE send_at IS NOT NULL AND i
 
 
 def plan(sql: Sql, events: Sequence[NormalizedEvent], ctx: RegisterContext, now: datetime) -> DeliveryPlan:
-    batch = list({e.dedupe_key: e for e in reversed(events)}.values())[::-1] if len(events) > 1 else events
+    batch = unique_events(events) if len(events) > 1 else events
     contacts: Contacts = {}
     _add(sql, contacts, "id", sorted({e.contact_id for e in batch if e.contact_id is not None}))
     # An address is normalised only where it serves: to match an event our id did not, or to
@@ -192,19 +199,21 @@ class _Planner:
     def __init__(self, ctx: RegisterContext, sql: Sql, now: datetime, sent_at: dict[int, datetime]) -> None:
         self.ctx, self.sql, self.now, self.sent_at = ctx, sql, now, sent_at
         self.created = sql.ts(now)
+        self.texts: dict[datetime, str | None] = {}
 
     def rows(
         self, batch: Sequence[NormalizedEvent], found: Sequence[Contact | None]
     ) -> list[tuple[Any, ...]]:
         """The ``webhook_events`` rows, as the driver takes them (one loop, no call per event)."""
         ts, created = self.sql.ts, self.created
+        stamps = {at: ts(at) for at in {e.occurred_at for e in batch}}  # a batch shares a few
         return [
             (
                 e.provider,
                 e.dedupe_key,
                 e.kind,
                 e.provider_event[:MAX_PROVIDER_EVENT_LENGTH],
-                ts(e.occurred_at),
+                stamps[e.occurred_at],
                 contact.id if contact else None,
                 e.campaign_id,
                 e.raw_json if e.raw_json is not None else raw_text(e.raw),
@@ -241,7 +250,9 @@ class _Planner:
         return planned
 
     def _data(self, event_type: str, e: NormalizedEvent, at: datetime) -> dict[str, Any]:
-        when = isoformat(at)
+        when = self.texts.get(at)
+        if when is None:  # a batch's events share a few instants: each formatted once
+            when = self.texts[at] = isoformat(at)
         if event_type == "interest":
             send = self.sent_at.get(e.campaign_id) if e.campaign_id is not None else None
             after_send = None if send is None else (e.occurred_at - send).total_seconds()
