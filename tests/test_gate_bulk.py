@@ -291,8 +291,11 @@ def test_every_row_gets_the_verdict_of_the_per_recipient_reference(
 ) -> None:
     # Suppressions read once for the run, or probed chunk by chunk (a list small next to them).
     monkeypatch.setattr("gatekeeper.gate.bulkread.PRELOAD_RATIO", 0 if preload else 1e9)
-    # SQLite: the register read by reader processes (as for a large list), or in this process.
+    # SQLite: the register read by reader processes (as for a large list), or in this process;
+    # the processes read it whole (a list about as long as the register: chunks of 7) or look
+    # each chunk up by index (chunks of 11).
     monkeypatch.setattr("gatekeeper.gate.bulkread.SQLITE_READERS_FROM", 0 if chunk in (7, 11) else 10**9)
+    monkeypatch.setattr("gatekeeper.gate.bulkread.SCAN_RATIO", 0 if chunk == 7 else 1e9)
     seed_register(client, auth)
     raw = {**CAMPAIGNS[campaign_name], "sender": "ACME SAS", "send_at": "2026-11-24T11:00:00+01:00"}
     campaign, _ = parse_campaign({k: v for k, v in raw.items() if v is not None}, AS_OF)

@@ -27,7 +27,7 @@ from collections import Counter, deque
 from collections.abc import Generator, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy.orm import Session
 
@@ -42,10 +42,24 @@ from gatekeeper.register.context import RegisterContext
 
 
 class ChunkVerdicts(NamedTuple):
+    """The verdicts of a chunk's written records (first occurrences), in record order."""
+
     chunk: Chunk
-    picked: Sequence[int | None]  # per record: its verdict in BulkDecider.written, None if not written
-    contact_ids: list[int | None]  # per record: the contact it names, when written and known
+    records: list[int] | None  # per written record: its index in the chunk; None: every record
+    picked: list[int]  # per written record: its verdict in BulkDecider.written
+    contact_ids: list[int | None]  # per written record: its contact (empty unless want_ids)
     recipients: int  # the chunk's records that name a recipient (repeats included)
+
+    def per_record(self) -> tuple[list[int | None], list[int | None]]:
+        """The verdict and the contact of each record of the chunk (None: not written)."""
+        ids: list[int | None] = self.contact_ids or [None] * len(self.picked)
+        if self.records is None:
+            return list(self.picked), ids
+        picked: list[int | None] = [None] * len(self.chunk)
+        contacts: list[int | None] = [None] * len(self.chunk)
+        for r, i, c in zip(self.records, self.picked, ids, strict=True):
+            picked[r], contacts[r] = i, c
+        return picked, contacts
 
 
 class BulkDecider:
@@ -74,6 +88,7 @@ class BulkDecider:
         self.total = self.duplicates = 0
         self.memo: dict[Any, int] = {}
         self.written: list[Written] = []
+        self.suffixes: list[str] = []  # written[i][0] for each i: what a plain row appends
         self.verdicts: list[Verdict] = []
         self.counts: Counter[int] = Counter()
         self.delimiter = ","
@@ -93,12 +108,13 @@ class BulkDecider:
         works in its server while the thread waits; SQLite in reader processes, the session's
         connection then only decides new situations). A lane runs one statement at a time."""
         session_lane = Lane(self.ref.probe.conn, self.ref.probe, self.lock)
-        more = self.reader.more_connections(self.expected_rows) if self.parallel else []
+        more = self.reader.more_connections(self.expected_rows, self.suppressions) if self.parallel else []
         lanes = [] if more and not self.reader.postgres else [session_lane]
         for extra in more:
             conn = extra.driver_connection
             probe = RegisterProbe(self.session, self.ref.campaign.channel, conn)
-            lanes.append(Lane(conn, probe, threading.Lock()))
+            # A register read whole by reader processes serves two lanes (see ScannedRegister).
+            lanes += [Lane(conn, probe, threading.Lock()) for _ in range(getattr(extra, "lanes", 1))]
         free: queue.SimpleQueue[Lane] = queue.SimpleQueue()
         for lane in lanes:
             free.put(lane)
@@ -109,12 +125,12 @@ class BulkDecider:
                     for chunk in chunks:
                         values, candidates = self.coordinates.of(chunk, index)
                         before = self.total
-                        fresh, slots = self._fresh(values)
+                        fresh, records = self._fresh(values)
                         gathered = pool.submit(self._gather, fresh, free)
                         if len(pending) == len(lanes):
                             yield self._finish(pending.popleft())
                         pending.append(
-                            _Pending(chunk, fresh, slots, candidates, self.total - before, gathered)
+                            _Pending(chunk, fresh, records, candidates, self.total - before, gathered)
                         )
                     while pending:
                         yield self._finish(pending.popleft())
@@ -136,8 +152,7 @@ class BulkDecider:
 
     def _gather_on(self, fresh: list[str | None], lane: Lane) -> _Gathered:
         with lane.lock:
-            found = self.reader.contacts([v for v in fresh if v], lane.conn)
-            named = [found.get(v) if v else None for v in fresh]
+            named = self.reader.contacts(fresh, lane.conn)
             supps = self._supps(fresh, named, lane.probe)
             attempts = self._attempts(named, lane.probe)
             # A newer consent may lift an objection: the reference key then holds the instants.
@@ -151,45 +166,54 @@ class BulkDecider:
         fresh = work.fresh
         keys = self._keys(fresh, named, supps, attempts, lifted, work.candidates)
         memo = self.memo
-        if not all(map(memo.__contains__, keys)):
+        known = list(map(memo.get, keys))
+        if None in known:
             missing = {k: i for i, k in enumerate(keys) if k not in memo}
             with self.lock:
                 self._decide_missing(missing, fresh, named, supps, attempts)
-        picked: list[int] = list(map(memo.__getitem__, keys))
+        picked: list[int] = list(map(memo.__getitem__, keys)) if None in known else cast(list[int], known)
         self.counts.update(picked)
-        slots = work.slots
         ids: list[int | None] = [None if c is None else c[1] for c in named] if self.want_ids else []
-        if len(slots) == len(fresh):  # no repeat, no blank record: one verdict a record
-            return ChunkVerdicts(work.chunk, picked, ids or [None] * len(slots), work.recipients)
-        return ChunkVerdicts(
-            work.chunk,
-            [picked[s] if s >= 0 else None for s in slots],
-            [ids[s] if s >= 0 else None for s in slots] if ids else [None] * len(slots),
-            work.recipients,
-        )
+        return ChunkVerdicts(work.chunk, work.records, picked, ids, work.recipients)
 
-    def _fresh(self, values: Sequence[str | None]) -> tuple[list[str | None], list[int]]:
+    def _fresh(self, values: Sequence[str | None]) -> tuple[list[str | None], list[int] | None]:
         """The first occurrences in order (invalid ones included, each its own recipient), and
-        per record its position among them (-1 for a repeat or a blank record)."""
+        the index of each one's record in the chunk (None when that is every record in order)."""
         seen = self.seen
+        n = len(values)
+        if None not in values and "" not in values:
+            # Every record names a valid coordinate (a chunk of plain addresses): set and dict
+            # operations, no Python step per record.
+            plain = cast(list[str], values)
+            firsts = dict.fromkeys(plain)
+            if len(firsts) == n and seen.isdisjoint(firsts):
+                seen.update(firsts)
+                self.total += n
+                return list(plain), None
+            for earlier in seen.intersection(firsts):
+                del firsts[earlier]
+            # Each value's first record: the dict keeps the last index it is given.
+            where = dict(zip(reversed(plain), range(n - 1, -1, -1), strict=True))
+            seen.update(firsts)
+            self.total += n
+            self.duplicates += n - len(firsts)
+            return list(firsts), list(map(where.__getitem__, firsts))
         fresh: list[str | None] = []
-        slots: list[int] = []
+        records: list[int] = []
         repeats = 0
-        for v in values:
+        for r, v in enumerate(values):
             if v:
                 if v in seen:
-                    slots.append(-1)
                     repeats += 1
                     continue
                 seen.add(v)
             elif v == "":
-                slots.append(-1)
-                continue
-            slots.append(len(fresh))
+                continue  # a blank record: no recipient
+            records.append(r)
             fresh.append(v)
         self.total += len(fresh) + repeats
         self.duplicates += repeats
-        return fresh, slots
+        return fresh, records
 
     def _supps(
         self, fresh: list[str | None], named: list[Slim | None], probe: RegisterProbe
@@ -199,11 +223,14 @@ class BulkDecider:
             if not self.suppressions:
                 return [None] * len(fresh)
             # Most recipients are a contact found by its own coordinate with one stored hash:
-            # its string was made once, when the suppressions were read.
+            # its string was made once, when the suppressions were read. (A register read
+            # whole keeps a hash that suppresses nothing as "": see gate.sqliteworker.)
             found, single = self.suppressions, self.single.get
             own, other = (2, 3) if self.kind == "email" else (3, 2)
             return [
-                single(c[own]) if c is not None and c[own] and not c[other] else self._supp(found, v, c)
+                single(c[own])
+                if c is not None and c[own] is not None and c[other] is None
+                else self._supp(found, v, c)
                 for v, c in zip(fresh, named, strict=True)
             ]
         hashes = [self._hashes(v, c) for v, c in zip(fresh, named, strict=True)]
@@ -217,10 +244,10 @@ class BulkDecider:
     def _hashes(self, v: str | None, c: Slim | None) -> tuple[str, ...]:
         """As Decider._hashes: the contact's stored hashes, and the recipient's own coordinate
         hashed when no stored hash stands for it."""
-        stored = () if c is None else tuple(h for h in (c[2], c[3]) if h)
+        stored = () if c is None else tuple(h for h in (c[2], c[3]) if h is not None)
         if v is None or self.kind == "external_id":
             return stored
-        if c is not None and (c[2] if self.kind == "email" else c[3]):
+        if c is not None and (c[2] if self.kind == "email" else c[3]) is not None:
             return stored
         return (self.ctx.hasher.coordinate(self.kind, v), *stored)
 
@@ -238,17 +265,21 @@ class BulkDecider:
         lifted: dict[int, Any],
         candidates: set[str] | None,
     ) -> list[Any]:
-        address = self._address
-        if candidates is not None and not lifted and not attempts:
-            # The common chunk: plain addresses, most of them "other" (see _special_addresses).
-            plain = (int(self.usable), 0, 0)
-            keys: list[Any] = [
-                (plain if v not in candidates else address(v, candidates), c[4], s)
+        """Each recipient's memo key: at least everything the reference key holds. Its shape
+        tells the cases apart: (address, suppressions) for an unknown recipient, (address,
+        facts, suppressions, instants, attempts) for a contact. The instants play a part only
+        when a newer consent may lift an objection (``lifted`` holds those contacts only)."""
+        if candidates is not None and not attempts:
+            # The common chunk: plain addresses, most of them "other" (see bulkcoords), one
+            # comprehension without a call per record.
+            plain, address = (int(self.usable), 0, 0), self._address
+            get = lifted.get
+            return [
+                (plain if v not in candidates else address(v, candidates), c[4], s, get(c[1]), 0)
                 if c is not None and c[4] is not None
                 else self._key(v, c, s, attempts, lifted, candidates)
                 for v, c, s in zip(fresh, named, supps, strict=True)
             ]
-            return keys
         return [
             self._key(v, c, s, attempts, lifted, candidates)
             for v, c, s in zip(fresh, named, supps, strict=True)
@@ -263,19 +294,13 @@ class BulkDecider:
         lifted: dict[int, Any],
         candidates: set[str] | None,
     ) -> tuple[Any, ...]:
-        """A recipient's memo key: at least everything the reference key holds. Its shape
-        tells the cases apart: (address, suppressions) for an unknown recipient; (address,
-        facts, suppressions) for a contact whose instants and attempts play no part; else
-        (address, facts, suppressions, instants, attempts)."""
+        """One recipient's key (see _keys)."""
         a = self._address(v, candidates)
         if c is None:
             return (a, s)
         # No facts: a contact without a gate profile, left to the reference every time.
         facts = c[4] if c[4] is not None else ("contact", c[1])
-        instants, count = lifted.get(c[1]), min(attempts.get(c[1], 0), 99)
-        if instants is None and count == 0:
-            return (a, facts, s)
-        return (a, facts, s, instants, count)
+        return (a, facts, s, lifted.get(c[1]), min(attempts.get(c[1], 0), 99))
 
     def _address(self, v: str | None, candidates: set[str] | None) -> tuple[int, int, int]:
         """valid, generic, personal as far as the value tells (the reference also checks that a
@@ -312,7 +337,9 @@ class BulkDecider:
     def _written(self, verdict: Verdict) -> int:
         d = self.delimiter
         reasons = " ".join(verdict.reasons)
-        self.written.append((f"{d}{verdict.decision}{d}{reasons}\r\n", verdict.decision, reasons))
+        suffix = f"{d}{verdict.decision}{d}{reasons}\r\n"
+        self.written.append((suffix, verdict.decision, reasons))
+        self.suffixes.append(suffix)
         self.verdicts.append(verdict)
         return len(self.written) - 1
 
@@ -348,7 +375,7 @@ class _Gathered(NamedTuple):
 class _Pending(NamedTuple):
     chunk: Chunk
     fresh: list[str | None]
-    slots: list[int]
+    records: list[int] | None
     candidates: set[str] | None
     recipients: int
     gathered: Future[_Gathered]

@@ -15,7 +15,7 @@ import pickle
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -34,6 +34,11 @@ PRELOAD_MAX = 2_000_000  # beyond this many suppressions the per-chunk probe kee
 SQLITE_READERS = 2  # reader processes for a SQLite register (the machines have two cores)
 # Below this many rows the processes' start and the rows' pickling cost more than they save.
 SQLITE_READERS_FROM = 200_000
+# The reader processes read the whole register once (each a range of ids, see
+# gate.sqliteworker) instead of an indexed lookup per recipient when the list has at least
+# this many rows per contact: a contact read in order costs about a quarter of a lookup.
+SCAN_RATIO = 0.25
+SCAN_MAX = 2_000_000  # beyond this many contacts, the lookups keep the processes' memory flat
 Slim = tuple[Any, ...]  # (coordinate, id, email_hash, phone_hash, facts)
 
 
@@ -45,12 +50,10 @@ class Lane(NamedTuple):
     lock: threading.Lock
 
 
-def _flag(condition: str) -> str:
-    return f"CASE WHEN {condition} THEN '1' ELSE '0' END"
-
-
 def facts_sql(postgres: bool, phone_like: bool) -> str:
-    """One text per contact holding everything of the reference key except the suppressions."""
+    """One text per contact holding everything of the reference key except the suppressions:
+    the gate profile, the date comparisons and presences as the bits of one integer (cheaper
+    for the database than a text per flag), and the instants when the rules read them."""
     contracts = (
         "json_array_length(instants->'contracts')"
         if postgres
@@ -58,20 +61,20 @@ def facts_sql(postgres: bool, phone_like: bool) -> str:
     )
     instants = "instants::text" if postgres else "instants"
     when = "instants IS NOT NULL" + ("" if phone_like else f" AND COALESCE({contracts}, -1) <> 0")
-    flags = " || ".join(
-        _flag(c)
-        for c in (
-            "deadline IS NULL",
-            "deadline <= {p}",
-            "reconsent_at <= {p}",
-            "deadline <= {p}",
-            "refused_at IS NOT NULL",
-            "anonymised_at IS NOT NULL",
-            "email IS NOT NULL",
-            "phone IS NOT NULL",
-        )
+    as_int = "::int" if postgres else ""
+    false = "FALSE" if postgres else "0"
+    conditions = (
+        "deadline IS NULL",
+        f"COALESCE(deadline <= {{p}}, {false})",
+        f"COALESCE(reconsent_at <= {{p}}, {false})",
+        f"COALESCE(deadline <= {{p}}, {false})",
+        "refused_at IS NOT NULL",
+        "anonymised_at IS NOT NULL",
+        "email IS NOT NULL",
+        "phone IS NOT NULL",
     )
-    return f"profile_key || '|' || {flags} || CASE WHEN {when} THEN '|' || {instants} ELSE '' END"
+    flags = " + ".join(f"({c}){as_int} * {1 << n}" for n, c in enumerate(conditions))
+    return f"profile_key || '|' || ({flags}) || CASE WHEN {when} THEN '|' || {instants} ELSE '' END"
 
 
 class BulkReader:
@@ -85,6 +88,8 @@ class BulkReader:
         columns = (
             f"{kind}, id, email_hash, phone_hash, {facts_sql(self.postgres, ref.phone_like).format(p=p)}"
         )
+        self.columns = columns
+        self.kind = kind
         if self.postgres:
             # One index lookup per value whatever the statistics say: without them (a register
             # just imported, autovacuum off) the planner read the whole table for every chunk.
@@ -96,17 +101,21 @@ class BulkReader:
         else:
             self.contacts_sql = f"SELECT {columns} FROM contacts WHERE {kind} IN "  # noqa: S608 - constants
 
-    def contacts(self, values: Sequence[str], conn: Any) -> dict[str, Slim]:
-        """The contacts named by these coordinates, by coordinate."""
-        if not values:
-            return {}
+    def contacts(self, values: Sequence[str | None], conn: Any) -> list[Slim | None]:
+        """The contact each coordinate names (None: none, or an invalid coordinate)."""
+        if isinstance(conn, ScannedRegister):
+            return conn.lookup(values)
+        wanted = [v for v in values if v]
+        if not wanted:
+            return [None] * len(values)
         ref = self.ref
         if self.postgres:
-            sql, params = self.contacts_sql, [list(values), ref.as_of_v, ref.as_of_v, ref.send_v]
+            sql, params = self.contacts_sql, [wanted, ref.as_of_v, ref.as_of_v, ref.send_v]
         else:
-            marks = ",".join("?" * len(values))
-            sql, params = self.contacts_sql + f"({marks})", [ref.as_of_v, ref.as_of_v, ref.send_v, *values]
-        return {row[0]: row for row in self.fetch(sql, params, conn)}
+            marks = ",".join("?" * len(wanted))
+            sql, params = self.contacts_sql + f"({marks})", [ref.as_of_v, ref.as_of_v, ref.send_v, *wanted]
+        found = {row[0]: row for row in self.fetch(sql, params, conn)}
+        return [found.get(v) if v else None for v in values]
 
     def instants(self, ids: list[int], conn: Any) -> dict[int, Any]:
         """The stored instants of these contacts, as text."""
@@ -141,13 +150,15 @@ class BulkReader:
                 found.setdefault(coord_hash, []).append(f"{reason}|{channels}|{when}")
         return found
 
-    def more_connections(self, expected_rows: int) -> list[Any]:
+    def more_connections(self, expected_rows: int, suppressed: Collection[str] | None = None) -> list[Any]:
         """More connections to read the register with (to close after the run), or none. Only
         when the session has written nothing yet (another connection would not see those
         writes) and the database is shared (not an in-memory SQLite): both drivers read
         committed data statement by statement already, so they read what the session would.
         PostgreSQL: one pooled connection (its server works while a thread waits). SQLite: two
-        reader processes (see gate.sqliteworker), one per core, for a list large enough."""
+        reader processes (see gate.sqliteworker), one per core, for a list large enough; for a
+        list long next to the register they read it whole (``ScannedRegister``), and then
+        keep only the hashes among ``suppressed`` (when the suppressions were read whole)."""
         bind = self.session.get_bind()
         engine = bind if isinstance(bind, Engine) else bind.engine
         if self.postgres:
@@ -159,15 +170,72 @@ class BulkReader:
             return []
         if expected_rows < SQLITE_READERS_FROM:
             return []
+        lo, hi = self.fetch("SELECT min(id), max(id) FROM contacts", ())[0]
+        scan = lo is not None and expected_rows >= (hi - lo + 1) * SCAN_RATIO and hi - lo < SCAN_MAX
         readers: list[Any] = []
         try:
             while len(readers) < SQLITE_READERS:
                 readers.append(_SqliteProcess(database))
+            if scan:
+                self._scan(readers, lo, hi, suppressed)
+                return [ScannedRegister(readers)]
         except BaseException:
             for reader in readers:
                 reader.close()
             raise
         return readers
+
+    def _scan(
+        self, readers: list[_SqliteProcess], lo: int, hi: int, suppressed: Collection[str] | None
+    ) -> None:
+        """Each reader reads its range of contact ids (in the background: its first lookup waits)."""
+        ref = self.ref
+        sql = (
+            f"SELECT {self.columns} FROM contacts"  # noqa: S608 - constants
+            f" WHERE id > ? AND id <= ? AND {self.kind} IS NOT NULL"
+        )
+        hashes = None if suppressed is None else list(suppressed)
+        n = len(readers)
+        bounds = [lo - 1 + (hi - lo + 1) * k // n for k in range(n + 1)]
+        for k, reader in enumerate(readers):
+            params = [ref.as_of_v, ref.as_of_v, ref.send_v, bounds[k], bounds[k + 1]]
+            reader.start(("scan", sql, params, hashes))
+
+
+class ScannedRegister:
+    """The register read whole by the reader processes, each holding a range of ids: a lookup
+    asks them all at once and takes each value's row from the one that has it. Statements
+    run on the first. Two lanes share it (the processes' locks take turns)."""
+
+    lanes = 2
+
+    def __init__(self, readers: list[_SqliteProcess]) -> None:
+        self.readers = readers
+        self.driver_connection = self
+
+    def cursor(self) -> _ProcessCursor:
+        return _ProcessCursor(self.readers[0])
+
+    def lookup(self, values: Sequence[str | None]) -> list[Slim | None]:
+        request = pickle.dumps(("lookup", values), protocol=pickle.HIGHEST_PROTOCOL)
+        # Always in the same order, so two lanes never wait for each other's process.
+        for reader in self.readers:
+            reader.lock.acquire()
+        try:
+            for reader in self.readers:
+                reader.send_bytes(request)
+            found: list[Slim | None] = self.readers[0].receive()
+            for reader in self.readers[1:]:
+                more: list[Slim | None] = reader.receive()
+                found = [a if a is not None else b for a, b in zip(found, more, strict=True)]
+        finally:
+            for reader in self.readers:
+                reader.lock.release()
+        return found
+
+    def close(self) -> None:
+        for reader in self.readers:
+            reader.close()
 
 
 class _SqliteProcess:
@@ -181,24 +249,56 @@ class _SqliteProcess:
             stdout=subprocess.PIPE,
         )
         self.driver_connection = self
+        self.lock = threading.Lock()  # one request at a time; held from request to reply
+        self.started = False  # a request sent by start() whose reply is not read yet
+        self.closed = False
 
     def cursor(self) -> _ProcessCursor:
         return _ProcessCursor(self)
 
     def call(self, sql: str, params: Sequence[Any]) -> list[Any]:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
+        with self.lock:
+            self.send((sql, list(params)))
+            rows: list[Any] = self.receive()
+        return rows
+
+    def start(self, request: tuple[Any, ...]) -> None:
+        """Send a request without waiting: the next one reads its reply first."""
+        with self.lock:
+            self.send(request)
+            self.started = True
+
+    def send(self, request: tuple[Any, ...]) -> None:
+        self.send_bytes(pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL))
+
+    def send_bytes(self, request: bytes) -> None:
+        """A request pickled already (the same lookup goes to every process)."""
+        assert self.proc.stdin is not None
         try:
-            pickle.dump((sql, list(params)), self.proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            self.proc.stdin.write(request)
             self.proc.stdin.flush()
+        except OSError as exc:
+            raise GatekeeperError(f"the register's reader process failed: {exc!r}") from exc
+
+    def receive(self) -> Any:
+        if self.started:
+            self.started = False
+            self.receive()  # the reply to start(): raises if it failed
+        assert self.proc.stdout is not None
+        try:
             status, payload = pickle.load(self.proc.stdout)  # noqa: S301 - our own child process
         except (OSError, EOFError, pickle.UnpicklingError) as exc:
             raise GatekeeperError(f"the register's reader process failed: {exc!r}") from exc
         if status != "ok":
             raise GatekeeperError(f"the register's reader process failed: {payload}")
-        rows: list[Any] = payload
-        return rows
+        return payload
 
     def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.started:
+            self.proc.kill()  # its reply, unread, would fill the pipe and keep it waiting
         if self.proc.stdin is not None:
             self.proc.stdin.close()  # the worker's loop ends at end of input
         try:

@@ -137,6 +137,20 @@ class ListReader:
 Written = tuple[str, str, str]
 
 
+def plain_verdict_text(
+    lines: list[str], records: list[int] | None, picked: list[int], suffixes: list[str]
+) -> str:
+    """The verdict rows of a plain writable chunk: each written record's line and its
+    verdict's suffix (``records``: the written records' indexes, None for every record),
+    interleaved by slice assignment rather than a concatenation per row."""
+    if records is not None:
+        lines = list(map(lines.__getitem__, records))
+    out = lines * 2
+    out[1::2] = map(suffixes.__getitem__, picked)
+    out[::2] = lines
+    return "".join(out)
+
+
 def verdict_text(
     chunk: Chunk,
     delimiter: str,

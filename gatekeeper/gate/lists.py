@@ -19,7 +19,7 @@ from gatekeeper.domain import Campaign
 from gatekeeper.errors import ValidationError
 from gatekeeper.gate.bulk import BulkDecider
 from gatekeeper.gate.engine import CHUNK
-from gatekeeper.gate.listread import ListReader, Written, verdict_text
+from gatekeeper.gate.listread import ListReader, Written, plain_verdict_text, verdict_text
 from gatekeeper.gate.recipients import coordinate_kind
 from gatekeeper.register.context import RegisterContext
 
@@ -97,20 +97,26 @@ def _decide_file(job: _Job, src: TextIO, out: TextIO, delimiter: str, expected_r
     written = decider.written
     read = 0
     # Closed on any error here, so the probe threads are done before the session goes away.
+    suffixes = decider.suffixes
     with closing(decider.run(ListReader(src, delimiter).chunks(job.chunk), index)) as decided:
-        for chunk, picked, contact_ids, recipients in decided:
+        for verdicts in decided:
+            chunk, records, picked, contact_ids, recipients = verdicts
             if job.items is not None:
                 job.items.extend(
                     (c, written[i][1], written[i][2])
                     for c, i in zip(contact_ids, picked, strict=True)
-                    if c is not None and i is not None
+                    if c is not None
                 )
-            links = (
-                _links(job.links, contact_ids, [None if i is None else written[i] for i in picked])
-                if job.links
-                else None
-            )
-            out.write(verdict_text(chunk, delimiter, picked, written, links))
+            if chunk.lines is not None and chunk.writable and not job.links:
+                out.write(plain_verdict_text(chunk.lines, records, picked, suffixes))
+            else:
+                per_record, per_contact = verdicts.per_record()
+                links = (
+                    _links(job.links, per_contact, [None if i is None else written[i] for i in per_record])
+                    if job.links
+                    else None
+                )
+                out.write(verdict_text(chunk, delimiter, per_record, written, links))
             done = read + recipients
             if done // PROGRESS_EVERY > read // PROGRESS_EVERY:
                 job.progress(done)

@@ -4,8 +4,23 @@ sqlite3 releases the GIL inside each step, but a step returns one row: while the
 and written on the main thread, a probe thread of the same process waits for the GIL at every
 row, so the two barely overlap. This process reads the register on the other core.
 
-Protocol, over stdin and stdout: pickled ``(sql, params)`` in, pickled ``("ok", rows)`` or
+Protocol, over stdin and stdout: pickled requests in, pickled ``("ok", result)`` or
 ``("error", message)`` out, until stdin closes. Only the parent that started it writes to it.
+
+* ``(sql, params)``: the rows of one statement.
+* ``("scan", sql, params, suppressed)``: read every row of ``sql`` (a range of the contacts:
+  coordinate, id, email hash, phone hash, facts) into a dict by coordinate; the result is the
+  number of rows. When ``suppressed`` (the hashes that have a suppression) is given, a hash
+  not among them is kept as ``""``: present, suppressing nothing (fewer bytes to send back).
+  The facts, a few distinct texts, are kept once each, so a reply pickles each once.
+* ``("lookup", values)``: per value, its row from the scan (``(None, id, email hash, phone
+  hash, facts)``) or None.
+
+A register read whole costs about a quarter of an indexed lookup per contact (the rows are read
+in order, a few to a page, with no index descent): for a list about as long as the register,
+two processes each read half and answer the lookups from memory (sending the rows to the
+parent once would cost it more than it saves: it would hold and unpickle every contact).
+
 It imports nothing of gatekeeper, so it starts in a few tens of milliseconds.
 """
 
@@ -14,28 +29,72 @@ from __future__ import annotations
 import pickle
 import sqlite3
 import sys
+from typing import Any
 
 # Read-only; no memory-mapped reads and a small page cache: its memory stays small.
 PRAGMAS = ("query_only=ON", "mmap_size=0", "cache_size=-16384", "busy_timeout=30000")
 
 
+class Worker:
+    def __init__(self, path: str) -> None:
+        self.conn = sqlite3.connect(path, timeout=30)
+        for pragma in PRAGMAS:
+            self.conn.execute(f"PRAGMA {pragma}")
+        self.rows: dict[Any, tuple[Any, ...]] = {}
+
+    def handle(self, request: tuple[Any, ...]) -> Any:
+        if request[0] == "lookup":
+            return list(map(self.rows.get, request[1]))
+        if request[0] == "scan":
+            _, sql, params, suppressed = request
+            return self.scan(sql, params, suppressed)
+        sql, params = request
+        return self.conn.execute(sql, params).fetchall()
+
+    def scan(self, sql: str, params: list[Any], suppressed: list[str] | None) -> int:
+        rows = self.rows
+        facts: dict[str, str] = {}
+        keep = facts.setdefault
+        hit = set(suppressed or ())
+        mark = suppressed is not None
+        cur = self.conn.execute(sql, params)
+        while batch := cur.fetchmany(10_000):
+            if mark:
+                rows.update(
+                    (
+                        v,
+                        (
+                            None,
+                            i,
+                            eh if eh is None or eh in hit else "",
+                            ph if ph is None or ph in hit else "",
+                            f if f is None else keep(f, f),
+                        ),
+                    )
+                    for v, i, eh, ph, f in batch
+                )
+            else:
+                rows.update(
+                    (v, (None, i, eh, ph, f if f is None else keep(f, f))) for v, i, eh, ph, f in batch
+                )
+        return len(rows)
+
+
 def serve(path: str) -> None:
-    conn = sqlite3.connect(path, timeout=30)
-    for pragma in PRAGMAS:
-        conn.execute(f"PRAGMA {pragma}")
+    worker = Worker(path)
     source, sink = sys.stdin.buffer, sys.stdout.buffer
     while True:
         try:
-            sql, params = pickle.load(source)  # noqa: S301 - from the parent process only
+            request = pickle.load(source)  # noqa: S301 - from the parent process only
         except EOFError:
             break
         try:
-            reply: tuple[str, object] = ("ok", conn.execute(sql, params).fetchall())
+            reply: tuple[str, object] = ("ok", worker.handle(request))
         except sqlite3.Error as exc:
             reply = ("error", f"{type(exc).__name__}: {exc}")
         pickle.dump(reply, sink, protocol=pickle.HIGHEST_PROTOCOL)
         sink.flush()
-    conn.close()
+    worker.conn.close()
 
 
 if __name__ == "__main__":
