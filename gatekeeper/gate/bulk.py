@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 
 from gatekeeper.domain import Campaign, Verdict, classify_email
 from gatekeeper.gate.bulkcoords import Coordinates
-from gatekeeper.gate.bulkread import BulkReader, Lane, Slim
+from gatekeeper.gate.bulkread import BulkReader, Lane, ScannedRegister, Slim
 from gatekeeper.gate.engine import LIFTABLE, Decider, suppression_key
 from gatekeeper.gate.listread import Chunk, Written
 from gatekeeper.gate.probe import ContactRow, RegisterProbe
@@ -109,7 +109,10 @@ class BulkDecider:
         connection then only decides new situations). A lane runs one statement at a time."""
         session_lane = Lane(self.ref.probe.conn, self.ref.probe, self.lock)
         more = self.reader.more_connections(self.expected_rows, self.suppressions) if self.parallel else []
-        lanes = [] if more and not self.reader.postgres else [session_lane]
+        # The session's connection is a lane too on PostgreSQL, unless the register is read
+        # whole (a lookup is then a dict lookup in the reader processes).
+        scanned = any(isinstance(extra, ScannedRegister) for extra in more)
+        lanes = [] if more and (scanned or not self.reader.postgres) else [session_lane]
         for extra in more:
             conn = extra.driver_connection
             probe = RegisterProbe(self.session, self.ref.campaign.channel, conn)

@@ -156,26 +156,32 @@ class BulkReader:
         writes) and the database is shared (not an in-memory SQLite): both drivers read
         committed data statement by statement already, so they read what the session would.
         PostgreSQL: one pooled connection (its server works while a thread waits). SQLite: two
-        reader processes (see gate.sqliteworker), one per core, for a list large enough; for a
-        list long next to the register they read it whole (``ScannedRegister``), and then
-        keep only the hashes among ``suppressed`` (when the suppressions were read whole)."""
+        reader processes (see gate.sqliteworker), one per core, for a list large enough. For a
+        list long next to the register, on either database, two reader processes read it whole
+        (``ScannedRegister``), and keep only the hashes among ``suppressed`` (when the
+        suppressions were read whole)."""
         bind = self.session.get_bind()
         engine = bind if isinstance(bind, Engine) else bind.engine
+        lo, hi = self.fetch("SELECT min(id), max(id) FROM contacts", ())[0]
+        scan = lo is not None and expected_rows >= (hi - lo + 1) * SCAN_RATIO and hi - lo < SCAN_MAX
         if self.postgres:
             if self.fetch("SELECT txid_current_if_assigned()", ())[0][0] is not None:
                 return []
-            return [engine.raw_connection()]  # the pool rolls it back when it is closed
-        database = engine.url.database
-        if self.conn.in_transaction or database in (None, "", ":memory:") or not Path(database).is_file():
-            return []
-        if expected_rows < SQLITE_READERS_FROM:
-            return []
-        lo, hi = self.fetch("SELECT min(id), max(id) FROM contacts", ())[0]
-        scan = lo is not None and expected_rows >= (hi - lo + 1) * SCAN_RATIO and hi - lo < SCAN_MAX
+            if not scan:
+                return [engine.raw_connection()]  # the pool rolls it back when it is closed
+            # The driver's own URL (libpq's), sent to the processes on their input, not argv.
+            target = "postgresql://" + engine.url.render_as_string(hide_password=False).split("://", 1)[1]
+        else:
+            database = engine.url.database
+            if self.conn.in_transaction or database in (None, "", ":memory:") or not Path(database).is_file():
+                return []
+            if expected_rows < SQLITE_READERS_FROM:
+                return []
+            target = database
         readers: list[Any] = []
         try:
             while len(readers) < SQLITE_READERS:
-                readers.append(_SqliteProcess(database))
+                readers.append(_ReaderProcess(target, self.postgres))
             if scan:
                 self._scan(readers, lo, hi, suppressed)
                 return [ScannedRegister(readers)]
@@ -186,13 +192,14 @@ class BulkReader:
         return readers
 
     def _scan(
-        self, readers: list[_SqliteProcess], lo: int, hi: int, suppressed: Collection[str] | None
+        self, readers: list[_ReaderProcess], lo: int, hi: int, suppressed: Collection[str] | None
     ) -> None:
         """Each reader reads its range of contact ids (in the background: its first lookup waits)."""
         ref = self.ref
+        p = "%s" if self.postgres else "?"
         sql = (
             f"SELECT {self.columns} FROM contacts"  # noqa: S608 - constants
-            f" WHERE id > ? AND id <= ? AND {self.kind} IS NOT NULL"
+            f" WHERE id > {p} AND id <= {p} AND {self.kind} IS NOT NULL"
         )
         hashes = None if suppressed is None else list(suppressed)
         n = len(readers)
@@ -209,7 +216,7 @@ class ScannedRegister:
 
     lanes = 2
 
-    def __init__(self, readers: list[_SqliteProcess]) -> None:
+    def __init__(self, readers: list[_ReaderProcess]) -> None:
         self.readers = readers
         self.driver_connection = self
 
@@ -238,20 +245,23 @@ class ScannedRegister:
             reader.close()
 
 
-class _SqliteProcess:
+class _ReaderProcess:
     """A connection-like handle on a gate.sqliteworker process (see there why a process): a
     lane calls ``driver_connection.cursor()`` on it as on a DBAPI connection."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, target: str, postgres: bool = False) -> None:
+        """``target``: the SQLite file, or PostgreSQL's URL (sent as the first request)."""
         self.proc = subprocess.Popen(  # noqa: S603 - our own module, no shell
-            [sys.executable, "-m", "gatekeeper.gate.sqliteworker", path],
+            [sys.executable, "-m", "gatekeeper.gate.sqliteworker", "" if postgres else target],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
         self.driver_connection = self
         self.lock = threading.Lock()  # one request at a time; held from request to reply
-        self.started = False  # a request sent by start() whose reply is not read yet
+        self.started = 0  # requests sent by start() whose replies are not read yet
         self.closed = False
+        if postgres:
+            self.start(("postgresql", target))
 
     def cursor(self) -> _ProcessCursor:
         return _ProcessCursor(self)
@@ -266,7 +276,7 @@ class _SqliteProcess:
         """Send a request without waiting: the next one reads its reply first."""
         with self.lock:
             self.send(request)
-            self.started = True
+            self.started += 1
 
     def send(self, request: tuple[Any, ...]) -> None:
         self.send_bytes(pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL))
@@ -281,9 +291,9 @@ class _SqliteProcess:
             raise GatekeeperError(f"the register's reader process failed: {exc!r}") from exc
 
     def receive(self) -> Any:
-        if self.started:
-            self.started = False
-            self.receive()  # the reply to start(): raises if it failed
+        while self.started:
+            self.started -= 1
+            self.receive()  # a reply to start(): raises if it failed
         assert self.proc.stdout is not None
         try:
             status, payload = pickle.load(self.proc.stdout)  # noqa: S301 - our own child process
@@ -311,7 +321,7 @@ class _SqliteProcess:
 
 
 class _ProcessCursor:
-    def __init__(self, owner: _SqliteProcess) -> None:
+    def __init__(self, owner: _ReaderProcess) -> None:
         self.owner = owner
         self.rows: list[Any] = []
 

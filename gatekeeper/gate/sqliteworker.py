@@ -4,6 +4,9 @@ sqlite3 releases the GIL inside each step, but a step returns one row: while the
 and written on the main thread, a probe thread of the same process waits for the GIL at every
 row, so the two barely overlap. This process reads the register on the other core.
 
+The same for PostgreSQL when the bulk path reads the register whole (see ``scan``): started
+without a file, its first request names the database (``("postgresql", url)``).
+
 Protocol, over stdin and stdout: pickled requests in, pickled ``("ok", result)`` or
 ``("error", message)`` out, until stdin closes. Only the parent that started it writes to it.
 
@@ -37,9 +40,12 @@ PRAGMAS = ("query_only=ON", "mmap_size=0", "cache_size=-16384", "busy_timeout=30
 
 class Worker:
     def __init__(self, path: str) -> None:
-        self.conn = sqlite3.connect(path, timeout=30)
-        for pragma in PRAGMAS:
-            self.conn.execute(f"PRAGMA {pragma}")
+        self.conn: Any = None
+        self.errors: tuple[type[Exception], ...] = (sqlite3.Error,)
+        if path:
+            self.conn = sqlite3.connect(path, timeout=30)
+            for pragma in PRAGMAS:
+                self.conn.execute(f"PRAGMA {pragma}")
         self.rows: dict[Any, tuple[Any, ...]] = {}
 
     def handle(self, request: tuple[Any, ...]) -> Any:
@@ -48,8 +54,19 @@ class Worker:
         if request[0] == "scan":
             _, sql, params, suppressed = request
             return self.scan(sql, params, suppressed)
+        if request[0] == "postgresql":
+            return self.connect(request[1])
         sql, params = request
         return self.conn.execute(sql, params).fetchall()
+
+    def connect(self, url: str) -> None:
+        """PostgreSQL: each statement on its own (autocommit), read-only, as the parent's
+        other connections read committed data statement by statement."""
+        import psycopg  # noqa: PLC0415 - only for PostgreSQL, so a SQLite worker starts faster
+
+        self.errors = (psycopg.Error,)
+        self.conn = psycopg.connect(url, autocommit=True)
+        self.conn.execute("SET default_transaction_read_only = on")
 
     def scan(self, sql: str, params: list[Any], suppressed: list[str] | None) -> int:
         rows = self.rows
@@ -90,11 +107,12 @@ def serve(path: str) -> None:
             break
         try:
             reply: tuple[str, object] = ("ok", worker.handle(request))
-        except sqlite3.Error as exc:
+        except worker.errors as exc:
             reply = ("error", f"{type(exc).__name__}: {exc}")
         pickle.dump(reply, sink, protocol=pickle.HIGHEST_PROTOCOL)
         sink.flush()
-    worker.conn.close()
+    if worker.conn is not None:
+        worker.conn.close()
 
 
 if __name__ == "__main__":
