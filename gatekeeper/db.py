@@ -8,16 +8,20 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, current_app, g
-from sqlalchemy import Engine, create_engine, event
+from flask import Flask, current_app, g, request
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
+
+READ_ONLY = "gatekeeper_read_only"  # an execution option: this session only reads
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})  # safe methods (RFC 9110): their sessions read
 
 
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         _ensure_sqlite_dir(url)
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", _sqlite_connect)
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
@@ -28,6 +32,24 @@ def _ensure_sqlite_dir(url: str) -> None:
     path = url.split(":///", 1)[-1]
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _sqlite_connect(dbapi_conn: Any, record: Any) -> None:
+    # The driver's own transaction handling off: it would open a deferred transaction at the
+    # first write only, and SQLAlchemy's ``begin`` (``_sqlite_begin``) says BEGIN instead.
+    dbapi_conn.isolation_level = None
+    _sqlite_pragmas(dbapi_conn, record)
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    """Sessions that may write take SQLite's write lock when they begin. A deferred transaction
+    that reads first and writes later cannot wait for the lock: if another connection committed
+    in between, its write fails at once with "database is locked" (the busy timeout does not
+    apply), so two workers writing at the same time would answer 500. Beginning IMMEDIATE, the
+    second waits (busy_timeout) and then runs. Read-only sessions (``READ_ONLY``: GET requests)
+    begin deferred and never wait for writers (WAL)."""
+    read_only = conn.get_execution_options().get(READ_ONLY, False)
+    conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -51,14 +73,20 @@ class Database:
         self.url = url
         self.engine = make_engine(url)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
+        # The same pool; on SQLite its transactions begin deferred (``_sqlite_begin``).
+        self.read_sessionmaker = sessionmaker(
+            self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
+        )
 
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
 
     @contextmanager
-    def session_scope(self) -> Iterator[Session]:
-        session = self.sessionmaker()
+    def session_scope(self, *, read_only: bool = False) -> Iterator[Session]:
+        """A transaction committed at the end, rolled back on error; ``read_only`` ones never
+        wait for SQLite's write lock (``_sqlite_begin``)."""
+        session = (self.read_sessionmaker if read_only else self.sessionmaker)()
         try:
             yield session
             session.commit()
@@ -90,6 +118,8 @@ def get_database(app: Flask) -> Database:
 def request_session() -> Session:
     """The request's session; the view commits, teardown rolls back whatever it did not."""
     if "db_session" not in g:
-        g.db_session = get_database(current_app).sessionmaker()
+        database = get_database(current_app)
+        reads = request.method in READ_METHODS
+        g.db_session = (database.read_sessionmaker if reads else database.sessionmaker)()
     session: Session = g.db_session
     return session

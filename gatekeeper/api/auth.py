@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gatekeeper.api import bp
-from gatekeeper.db import request_session
+from gatekeeper.db import get_database
 from gatekeeper.errors import AuthError, ForbiddenError
 from gatekeeper.models import ApiKey
 from gatekeeper.security import KeyedHasher, new_api_key
@@ -42,9 +42,15 @@ def _authenticate() -> None:
     if scheme.lower() != "bearer" or not key.strip():
         raise AuthError("an API key is required: Authorization: Bearer <key>")
     hasher: KeyedHasher = current_app.extensions["gatekeeper.context"].hasher
-    row = request_session().scalar(
-        select(ApiKey).where(ApiKey.key_hash == hasher.api_key(key.strip()), ApiKey.revoked_at.is_(None))
-    )
+    # A read of its own, not the request's session: on SQLite a writing request's session
+    # holds the write lock from its first statement, and the key check comes before the view
+    # knows whether it will write, or hand work to a session of its own (a task run).
+    with get_database(current_app).session_scope(read_only=True) as session:
+        row = session.execute(
+            select(ApiKey.id, ApiKey.scopes).where(
+                ApiKey.key_hash == hasher.api_key(key.strip()), ApiKey.revoked_at.is_(None)
+            )
+        ).first()
     if row is None:
         raise AuthError("unknown or revoked API key")
     g.api_scopes = frozenset(row.scopes.split())

@@ -228,7 +228,11 @@ def _insert(session: Session, dialect: str) -> int:
         text(
             "INSERT INTO events (contact_id, type, occurred_at, data, origin, dedupe_key, created_at) "  # noqa: S608
             f"SELECT contact_id, type, occurred_at, data, origin, dedupe_key, :now FROM {STAGE} "
-            "ORDER BY row_no ON CONFLICT (dedupe_key) DO NOTHING"
+            # Each person's facts in time order, whatever the request's order: two requests
+            # carrying the same events in other orders then wait for each other on the unique
+            # key instead of deadlocking (PostgreSQL), and the proof journal tells each story
+            # in the order it happened.
+            "ORDER BY contact_id, occurred_at, dedupe_key ON CONFLICT (dedupe_key) DO NOTHING"
         ),
         {"now": ts_value(dialect, utcnow())},
     )
