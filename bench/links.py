@@ -374,37 +374,30 @@ def report(
     work: Path,
 ) -> None:
     print(f"  trivial 302        {base['rps']:>9,.0f} req/s  p99 {base['p99_ms']:6.2f} ms")
-    print(
-        f"  (trivial, no script {plain['rps']:>8,.0f} req/s  p99 {plain['p99_ms']:6.2f} ms   "
-        f"ratio {plain['rps'] / base['rps']:.2f}: wrk without its request script, for reference)"
+    references = (
+        ("links.trivial_no_script", "trivial, no script", plain, "wrk without its request script"),
+        ("links.flask_302", "flask 302", flask, "the framework alone"),
     )
-    print(
-        f"  (flask 302         {flask['rps']:>9,.0f} req/s  p99 {flask['p99_ms']:6.2f} ms   "
-        f"ratio {flask['rps'] / base['rps']:.2f}: the framework alone, for reference)"
-    )
-    figures: list[dict[str, Any]] = [
-        {
-            "bench": "links.trivial_no_script",
-            "db": db,
-            "value": round(plain["rps"], 1),
-            "unit": "req/s",
-            "baseline": "HTTP",
-            "baseline_value": round(base["rps"], 1),
-            "ratio": round(plain["rps"] / base["rps"], 3),
-            "p99_ms": round(plain["p99_ms"], 2),
-            "note": "reference only: the baseline driven without wrk's request script",
-        },
-        {
-            "bench": "links.flask_302",
-            "db": db,
-            "value": round(flask["rps"], 1),
-            "unit": "req/s",
-            "baseline": "HTTP",
-            "baseline_value": round(base["rps"], 1),
-            "ratio": round(flask["rps"] / base["rps"], 3),
-            "note": "reference only, no target",
-        },
-    ]
+    figures: list[dict[str, Any]] = []
+    for bench, label, measured, what in references:
+        ratio = measured["rps"] / base["rps"]
+        print(
+            f"  ({label:<18} {measured['rps']:>8,.0f} req/s  p99 {measured['p99_ms']:6.2f} ms   "
+            f"ratio {ratio:.2f}: {what}, for reference)"
+        )
+        figures.append(
+            {
+                "bench": bench,
+                "db": db,
+                "value": round(measured["rps"], 1),
+                "unit": "req/s",
+                "baseline": "HTTP",
+                "baseline_value": round(base["rps"], 1),
+                "ratio": round(ratio, 3),
+                "p99_ms": round(measured["p99_ms"], 2),
+                "note": f"reference only, no target: {what}",
+            }
+        )
     for name, measured in results.items():
         print(
             f"  {name:<18} {measured['rps']:>9,.0f} req/s  p99 {measured['p99_ms']:6.2f} ms   "
