@@ -2,13 +2,19 @@
 and progress, run by a small thread pool in the process that accepted it.
 
 Progress is written in its own short transactions so ``GET /api/v1/jobs/{id}`` shows it while
-the job's main transaction is still open; the main transaction commits all or nothing.
+the job's main transaction is still open; the main transaction commits all or nothing. On
+SQLite a running job's progress is a small file beside the database instead: the job's own
+transaction may hold the database's only write lock (a session that may write begins
+IMMEDIATE), and an update of the jobs row from another connection would wait for the job's
+commit while the job waits for the update: the busy timeout, then "database is locked".
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import os
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -17,7 +23,8 @@ from typing import IO, Any
 
 from flask import Flask
 from sqlalchemy import update
-from sqlalchemy.orm import Session
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.orm import Session, object_session
 
 from gatekeeper.config import VAR_DIR
 from gatekeeper.db import Database, get_database
@@ -90,6 +97,10 @@ class JobRunner:
             self._finish(job_id, "done", result, [])
 
     def _progress(self, job_id: int) -> Progress:
+        path = progress_file(self.database.url, job_id)
+        if path is not None:
+            return _FileProgress(path)
+
         def report(done: int, total: int | None) -> None:
             values: dict[str, Any] = {"progress_done": done, "updated_at": utcnow()}
             if total is not None:
@@ -100,12 +111,52 @@ class JobRunner:
         return report
 
     def _finish(self, job_id: int, state: str, result: dict[str, Any], errors: list[Any]) -> None:
+        path = progress_file(self.database.url, job_id)
         with self.database.session_scope() as s:
             job = s.get_one(Job, job_id)
+            job.progress_done, job.progress_total = _progress_of(job, path)
             job.state, job.result, job.errors = state, result, errors
             job.finished_at = job.updated_at = utcnow()
             if state == "done" and job.progress_total is not None:
                 job.progress_done = job.progress_total
+        if path is not None:
+            path.unlink(missing_ok=True)
+
+
+def progress_file(database_url: str | URL, job_id: int) -> Path | None:
+    """Where a running job's progress is kept on SQLite (see the module docstring): beside the
+    database file, so every process serving that database reads the same one. None elsewhere."""
+    url = make_url(database_url)
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return Path(f"{url.database}-job-{job_id}.progress")
+
+
+class _FileProgress:
+    """(done, total) written to a file: replaced whole, so a reader never sees half of it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.total: int | None = None
+
+    def __call__(self, done: int, total: int | None) -> None:
+        self.total = self.total if total is None else total
+        partial = self.path.with_name(self.path.name + ".part")
+        partial.write_text(json.dumps({"done": done, "total": self.total}))
+        os.replace(partial, self.path)
+
+
+def _progress_of(job: Job, path: Path | None) -> tuple[int, int | None]:
+    """(done, total) of ``job``: from its row, or from the file a running job writes."""
+    if path is not None:
+        try:
+            found = json.loads(path.read_text())
+        except (OSError, ValueError):  # none written yet, or the job ended and removed it
+            pass
+        else:
+            total = found["total"]
+            return int(found["done"]), job.progress_total if total is None else int(total)
+    return job.progress_done, job.progress_total
 
 
 def save_upload(stream: IO[bytes], max_bytes: int) -> tuple[Path, str]:
@@ -127,11 +178,15 @@ def save_upload(stream: IO[bytes], max_bytes: int) -> tuple[Path, str]:
 
 
 def job_view(job: Job) -> dict[str, Any]:
+    session, path = object_session(job), None
+    if job.state == "running" and session is not None:
+        path = progress_file(session.get_bind().engine.url, job.id)
+    done, total = _progress_of(job, path)
     return {
         "id": job.id,
         "kind": job.kind,
         "state": job.state,
-        "progress": {"done": job.progress_done, "total": job.progress_total},
+        "progress": {"done": done, "total": total},
         "result": job.result or {},
         "errors": job.errors or [],
     }

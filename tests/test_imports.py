@@ -296,6 +296,47 @@ def test_a_large_file_reports_progress_and_stores_every_row_with_its_clock(
         assert missing.scalar_one() == 0
 
 
+def test_an_import_job_of_many_rows_reports_its_progress_and_finishes(
+    app: Flask, client: FlaskClient, auth: dict[str, str]
+) -> None:
+    # Progress comes every PROGRESS_EVERY rows, while the job's transaction is open.
+    from gatekeeper.register.imports import PROGRESS_EVERY
+
+    rows = PROGRESS_EVERY + 5
+    lines = "".join(f"c{n},u{n}@example.fr,,,,2025-01-01,direct,Paris\n" for n in range(rows))
+    job = finished(app, client, auth, upload(client, auth, "contacts", (HEADER + lines).encode()))
+    assert (job["state"], job["result"]["created"]) == ("done", rows), job["errors"]
+    assert job["progress"] == {"done": rows, "total": rows}
+
+
+def test_a_job_reports_progress_while_its_own_transaction_holds_the_write_lock(
+    app: Flask, client: FlaskClient, auth: dict[str, str]
+) -> None:
+    from gatekeeper.jobs import job_kind, progress_file
+
+    seen: list[dict[str, Any]] = []
+
+    @job_kind("test.progress-under-lock")
+    def locking(session: Any, params: dict[str, Any], progress: Any, _ctx: Any, _services: Any) -> Any:
+        # A write: on SQLite the database's only write lock is this job's until it commits.
+        session.execute(text("DELETE FROM contacts WHERE id < 0"))
+        progress(0, 10)
+        progress(5, None)
+        seen.append(client.get(f"/api/v1/jobs/{params['job_id']}", headers=auth).json["progress"])
+        return {}
+
+    runner = app.extensions["gatekeeper.jobs"]
+    with app.extensions["gatekeeper.db"].session_scope() as session:
+        job_id = runner.submit(session, "test.progress-under-lock", {}).id
+    runner.start(job_id)
+    runner.wait(job_id)
+    job = client.get(f"/api/v1/jobs/{job_id}", headers=auth).json
+    assert seen == [{"done": 5, "total": 10}]
+    assert (job["state"], job["progress"]) == ("done", {"done": 10, "total": 10})
+    path = progress_file(app.extensions["gatekeeper.db"].url, job_id)
+    assert path is None or not path.exists()  # SQLite's file goes when the job ends
+
+
 def test_a_bad_row_at_the_end_of_a_large_file_stores_nothing(app: Flask, tmp_path: Any) -> None:
     from gatekeeper.errors import ValidationError
     from gatekeeper.register.imports import import_file
