@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
+from conftest import make_settings
 from flask import Flask
 from flask.testing import FlaskClient
 from test_links_helpers import FIREFOX, TODAY, add_contact, links, set_clock, signer
 
+from gatekeeper.app import create_app
 from gatekeeper.links import csrf, i18n, ratelimit
 from gatekeeper.links.headers import CSP
 from gatekeeper.links.ratelimit import RateLimiter
@@ -44,17 +48,53 @@ def test_a_limit_of_zero_turns_the_limiter_off() -> None:
     assert all(limiter.hit("10.0.0.1") == 0.0 for _ in range(1000))
 
 
-def test_idle_addresses_are_forgotten_when_too_many_are_tracked(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(ratelimit, "MAX_TRACKED", 10)
+def test_every_process_of_the_machine_shares_the_buckets(tmp_path: Path) -> None:
+    # Two gunicorn workers: whichever answers, the address has one limit, not one per worker.
     ticks = Ticks()
-    limiter = RateLimiter(60, ticks)
-    for i in range(10):
-        limiter.hit(f"10.0.0.{i}")
-    ticks.now += 120.0  # all ten buckets are full again
-    limiter.hit("10.0.1.1")
-    assert len(limiter._buckets) == 1
+    table = tmp_path / "spool" / ratelimit.RATE_LIMIT_FILE
+    first, second = RateLimiter(4, ticks, table), RateLimiter(4, ticks, table)
+    assert [first.hit("10.0.0.1"), second.hit("10.0.0.1"), first.hit("10.0.0.1")] == [0.0] * 3
+    assert second.hit("10.0.0.1") == 0.0
+    assert first.hit("10.0.0.1") > 0.0 and second.hit("10.0.0.1") > 0.0
+    assert first.hit("10.0.0.2") == 0.0
+    assert table.stat().st_size == ratelimit.SIZE
+
+
+def test_a_forked_worker_shares_the_buckets_of_its_parent(tmp_path: Path) -> None:
+    limiter = RateLimiter(3, Ticks(), tmp_path / ratelimit.RATE_LIMIT_FILE)
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports through the pipe
+        os.write(write, b"".join(b"1" if limiter.hit("10.0.0.9") else b"0" for _ in range(2)))
+        os._exit(0)
+    os.close(write)
+    assert os.read(read, 2) == b"00"
+    os.waitpid(child, 0)
+    os.close(read)
+    assert limiter.hit("10.0.0.9") == 0.0  # the third of three
+    assert limiter.hit("10.0.0.9") > 0.0
+
+
+def test_a_table_of_another_format_is_replaced_and_a_bad_directory_falls_back(tmp_path: Path) -> None:
+    table = tmp_path / ratelimit.RATE_LIMIT_FILE
+    table.write_bytes(b"an older release's table")
+    limiter = RateLimiter(1, Ticks(), table)
+    assert table.stat().st_size == ratelimit.SIZE
+    assert limiter.hit("10.0.0.1") == 0.0 and limiter.hit("10.0.0.1") > 0.0
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("a file where the spool directory should be")
+    alone = RateLimiter(1, Ticks(), blocked / ratelimit.RATE_LIMIT_FILE)  # logged, per process
+    assert alone.hit("10.0.0.1") == 0.0 and alone.hit("10.0.0.1") > 0.0
+
+
+def test_a_flood_of_addresses_never_grows_the_table_and_limits_still_hold() -> None:
+    # Fixed-size buckets: 20,000 new addresses take no memory, and each still gets its own
+    # limit (addresses sharing a bucket, one chance in SLOTS, would share theirs).
+    ticks = Ticks()
+    limiter = RateLimiter(100, ticks)
+    assert all(limiter.hit(f"2001:db8::{i:x}") == 0.0 for i in range(20_000))
+    answers = [limiter.hit("10.0.0.1") for _ in range(101)]
+    assert answers[0] == 0.0 and answers[-1] > 0.0
 
 
 # --- rate limits through HTTP -------------------------------------------------------------
@@ -76,6 +116,18 @@ def tight(app: Flask) -> Ticks:
 
 def test_the_limit_comes_from_the_settings(app: Flask) -> None:
     assert links(app).limiter.per_minute == app.extensions["gatekeeper.settings"].rate_limit_per_minute
+
+
+def test_two_workers_of_one_machine_answer_429_at_the_same_limit(db_url: str, tmp_path: Path) -> None:
+    # Two app instances on one spool directory: what two gunicorn workers are.
+    workers = [create_app(make_settings(db_url, tmp_path, rate_limit_per_minute=3)) for _ in range(2)]
+    clients = [w.test_client() for w in workers]
+    answers = [clients[i % 2].get("/u/not-a-token").status_code for i in range(4)]
+    assert answers == [400, 400, 400, 429]
+    assert clients[1].get("/u/not-a-token").status_code == 429
+    for w in workers:
+        w.extensions["gatekeeper.jobs"].pool.shutdown(wait=True)
+        w.extensions["gatekeeper.db"].engine.dispose()
 
 
 @pytest.mark.parametrize("prefix", ["u", "r", "p", "c", "d"])

@@ -16,7 +16,7 @@ from markupsafe import escape
 from gatekeeper.config import Settings
 from gatekeeper.db import Database
 from gatekeeper.links import i18n
-from gatekeeper.links.ratelimit import RateLimiter
+from gatekeeper.links.ratelimit import RATE_LIMIT_FILE, RateLimiter
 from gatekeeper.links.spooled import STREAM
 from gatekeeper.links.tokens import Clock, LinkSigner, signer_secrets, utc_clock
 from gatekeeper.register.context import RegisterContext
@@ -119,7 +119,7 @@ def build_service(
     secrets = signer_secrets(settings.secret_key, settings.old_secret_keys)
     return LinkService(
         signer=LinkSigner(secrets, settings.public_base_url, utc_clock),
-        limiter=RateLimiter(settings.rate_limit_per_minute),
+        limiter=RateLimiter(settings.rate_limit_per_minute, path=Path(settings.spool_dir) / RATE_LIMIT_FILE),
         database=database,
         context=context,
         jinja=jinja,
