@@ -41,8 +41,10 @@ def healthz() -> Response:
 
 def _database_ok(database: Any) -> bool:
     try:
-        with database.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
+        # A read-only transaction: on SQLite it never waits for a writer (an import holding
+        # the write lock must not make the service look down).
+        with database.session_scope(read_only=True) as session:
+            session.execute(text("SELECT 1"))
     except SQLAlchemyError:
         return False
     return True
