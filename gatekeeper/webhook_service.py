@@ -28,9 +28,11 @@ and is answered 200 with ``queued`` (the spool's line is as durable as a commit 
 synchronous=NORMAL); ``gatekeeper.webhook_spooled`` applies the lines in batches through the
 same plan and apply, so a click moves its deadline within a drain pass (a second). A request
 carrying an unsubscribe, a hard bounce or a complaint is stored in its transaction before the
-2xx, as above. One-time tokens: a worker refuses at once the tokens it accepted lately
-(``RecentTokens``); the drainer inserts the spooled ones with their events, so the unique index
-decides across workers: one event per token, never two.
+2xx, as above, and so is a request whose line would be longer than the drainer reads in one
+step (it would skip it as corrupt). A batch mixing both kinds is stored whole (``_journal``).
+One-time tokens: a worker refuses at once the tokens it accepted lately (``RecentTokens``); the
+drainer inserts the spooled ones with their events, so the unique index decides across workers:
+one event per token, never two.
 """
 
 from __future__ import annotations

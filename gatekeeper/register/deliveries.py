@@ -179,8 +179,11 @@ class SpooledRequest:
 def spool_record(received_at: datetime, book: TokenBook, events: Sequence[NormalizedEvent]) -> bytes:
     """One compact line: ``[1, received_at, [[provider, token]...], [event...]]``, each event as
     the fields ``NormalizedEvent`` holds, its raw payload as the JSON text to store."""
-    # A batch's events share a few instants: each is formatted once.
-    instants = {at: at.isoformat() for at in {e.occurred_at for e in events}}
+    # A batch's events share a few instants: each is formatted once (one event: no table).
+    if len(events) == 1:
+        instants = {events[0].occurred_at: events[0].occurred_at.isoformat()}
+    else:
+        instants = {at: at.isoformat() for at in {e.occurred_at for e in events}}
     fields = [
         [
             e.provider,
