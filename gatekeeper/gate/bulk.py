@@ -24,7 +24,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections import Counter, deque
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, NamedTuple, cast
@@ -39,6 +39,8 @@ from gatekeeper.gate.listread import Chunk, Written
 from gatekeeper.gate.probe import ContactRow, RegisterProbe
 from gatekeeper.gate.recipients import Recipient
 from gatekeeper.register.context import RegisterContext
+
+READ_AHEAD = 40  # chunks read ahead while the register is read whole (200k rows of 5000)
 
 
 class ChunkVerdicts(NamedTuple):
@@ -109,28 +111,34 @@ class BulkDecider:
         connection then only decides new situations). A lane runs one statement at a time."""
         session_lane = Lane(self.ref.probe.conn, self.ref.probe, self.lock)
         more = self.reader.more_connections(self.expected_rows, self.suppressions) if self.parallel else []
-        # The session's connection is a lane too on PostgreSQL, unless the register is read
-        # whole (a lookup is then a dict lookup in the reader processes).
-        scanned = any(isinstance(extra, ScannedRegister) for extra in more)
+        scanned = next((extra for extra in more if isinstance(extra, ScannedRegister)), None)
         lanes = [] if more and (scanned or not self.reader.postgres) else [session_lane]
         for extra in more:
-            conn = extra.driver_connection
-            probe = RegisterProbe(self.session, self.ref.campaign.channel, conn)
-            # A register read whole by reader processes serves two lanes (see ScannedRegister).
-            lanes += [Lane(conn, probe, threading.Lock()) for _ in range(getattr(extra, "lanes", 1))]
+            if extra is not scanned:
+                conn = extra.driver_connection
+                probe = RegisterProbe(self.session, self.ref.campaign.channel, conn)
+                lanes.append(Lane(conn, probe, threading.Lock()))
+        # A register read whole: every chunk's lookup is sent to the reader processes as soon
+        # as it is read and the rest done on this thread (see ScannedRegister); the list is
+        # read ahead while they read the register (a few MB a chunk).
+        depth = READ_AHEAD if scanned else len(lanes)
         free: queue.SimpleQueue[Lane] = queue.SimpleQueue()
         for lane in lanes:
             free.put(lane)
         pending: deque[_Pending] = deque()
         try:
-            with ThreadPoolExecutor(max_workers=len(lanes), thread_name_prefix="gate-probe") as pool:
+            with ThreadPoolExecutor(max_workers=max(len(lanes), 1), thread_name_prefix="gate-probe") as pool:
                 try:
                     for chunk in chunks:
                         values, candidates = self.coordinates.of(chunk, index)
                         before = self.total
                         fresh, records = self._fresh(values)
-                        gathered = pool.submit(self._gather, fresh, free)
-                        if len(pending) == len(lanes):
+                        gathered: _Later = (
+                            self._lookup(scanned, fresh, session_lane)
+                            if scanned
+                            else pool.submit(self._gather, fresh, free)
+                        )
+                        if len(pending) >= depth:
                             yield self._finish(pending.popleft())
                         pending.append(
                             _Pending(chunk, fresh, records, candidates, self.total - before, gathered)
@@ -153,16 +161,28 @@ class BulkDecider:
         finally:
             free.put(lane)
 
+    def _lookup(self, register: ScannedRegister, fresh: list[str | None], lane: Lane) -> _Deferred:
+        """A chunk's lookup sent to the reader processes; the rest when its result is asked."""
+        register.send(fresh)
+
+        def gather() -> _Gathered:
+            named = register.receive()
+            with lane.lock:
+                return self._gather_named(fresh, named, lane)
+
+        return _Deferred(gather)
+
     def _gather_on(self, fresh: list[str | None], lane: Lane) -> _Gathered:
         with lane.lock:
-            named = self.reader.contacts(fresh, lane.conn)
-            supps = self._supps(fresh, named, lane.probe)
-            attempts = self._attempts(named, lane.probe)
-            # A newer consent may lift an objection: the reference key then holds the instants.
-            lifting = [
-                c[1] for c, s in zip(named, supps, strict=True) if c is not None and s and LIFTABLE in s
-            ]
-            return _Gathered(named, supps, attempts, self.reader.instants(lifting, lane.conn))
+            return self._gather_named(fresh, self.reader.contacts(fresh, lane.conn), lane)
+
+    def _gather_named(self, fresh: list[str | None], named: list[Slim | None], lane: Lane) -> _Gathered:
+        """The rest of a chunk's gathering, its contacts found (``lane.lock`` held)."""
+        supps = self._supps(fresh, named, lane.probe)
+        attempts = self._attempts(named, lane.probe)
+        # A newer consent may lift an objection: the reference key then holds the instants.
+        lifting = [c[1] for c, s in zip(named, supps, strict=True) if c is not None and s and LIFTABLE in s]
+        return _Gathered(named, supps, attempts, self.reader.instants(lifting, lane.conn))
 
     def _finish(self, work: _Pending) -> ChunkVerdicts:
         named, supps, attempts, lifted = work.gathered.result()
@@ -375,10 +395,26 @@ class _Gathered(NamedTuple):
     lifted: dict[int, Any]
 
 
+class _Deferred:
+    """Work done on the calling thread when its result is asked (in the place of a Future)."""
+
+    def __init__(self, work: Callable[[], _Gathered]) -> None:
+        self.work = work
+
+    def result(self) -> _Gathered:
+        return self.work()
+
+    def cancel(self) -> bool:
+        return False
+
+
+_Later = Future[_Gathered] | _Deferred
+
+
 class _Pending(NamedTuple):
     chunk: Chunk
     fresh: list[str | None]
     records: list[int] | None
     candidates: set[str] | None
     recipients: int
-    gathered: Future[_Gathered]
+    gathered: _Later

@@ -12,9 +12,11 @@ the suppressions table; otherwise they are probed per chunk by hash (``probe.Reg
 from __future__ import annotations
 
 import pickle
+import queue
 import subprocess
 import sys
 import threading
+from collections import deque
 from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -103,8 +105,6 @@ class BulkReader:
 
     def contacts(self, values: Sequence[str | None], conn: Any) -> list[Slim | None]:
         """The contact each coordinate names (None: none, or an invalid coordinate)."""
-        if isinstance(conn, ScannedRegister):
-            return conn.lookup(values)
         wanted = [v for v in values if v]
         if not wanted:
             return [None] * len(values)
@@ -210,44 +210,58 @@ class BulkReader:
 
 
 class ScannedRegister:
-    """The register read whole by the reader processes, each holding a range of ids: a lookup
-    asks them all at once and takes each value's row from the one that has it. Statements
-    run on the first. Two lanes share it (the processes' locks take turns)."""
-
-    lanes = 2
+    """The register read whole by the reader processes, each holding a range of ids. A chunk's
+    lookup is sent to them all as soon as the chunk is read (``send``) and its reply read when
+    the chunk is decided (``receive``, in the same order), both on the thread that decides:
+    no probe thread waits for the GIL between the pipe's reads, and the processes answer the
+    next chunks while this one is keyed and written (they queue their replies, so a parent
+    that sends ahead never blocks them). Statements run on the session's connection."""
 
     def __init__(self, readers: list[_ReaderProcess]) -> None:
         self.readers = readers
         self.driver_connection = self
+        # The requests are written by a thread of this one: a process still reading the
+        # register reads none, and its pipe holds 64 KiB, about half a chunk's lookup.
+        self.outbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self.failure: BaseException | None = None
+        self.sender = threading.Thread(target=self._send_all, name="gate-lookups", daemon=True)
+        self.sender.start()
 
-    def cursor(self) -> _ProcessCursor:
-        return _ProcessCursor(self.readers[0])
-
-    def lookup(self, values: Sequence[str | None]) -> list[Slim | None]:
-        request = pickle.dumps(("lookup", values), protocol=pickle.HIGHEST_PROTOCOL)
-        # Always in the same order, so two lanes never wait for each other's process.
+    def send(self, values: Sequence[str | None]) -> None:
         for reader in self.readers:
-            reader.lock.acquire()
+            reader.expected.append(True)
+        self.outbox.put(pickle.dumps(("lookup", values), protocol=pickle.HIGHEST_PROTOCOL))
+
+    def _send_all(self) -> None:
         try:
-            for reader in self.readers:
-                reader.send_bytes(request)
-            found: list[Slim | None] = self.readers[0].receive()
-            for reader in self.readers[1:]:
-                more: list[Slim | None] = reader.receive()
-                found = [a if a is not None else b for a, b in zip(found, more, strict=True)]
-        finally:
-            for reader in self.readers:
-                reader.lock.release()
+            while (request := self.outbox.get()) is not None:
+                for reader in self.readers:
+                    reader.write(request)
+        except BaseException as exc:
+            self.failure = exc
+
+    def receive(self) -> list[Slim | None]:
+        """Per value of the oldest lookup sent, its row from whichever process has it."""
+        if self.failure is not None:
+            raise GatekeeperError(f"the register's reader process failed: {self.failure!r}")
+        found: list[Slim | None] = self.readers[0].receive()
+        for reader in self.readers[1:]:
+            more: list[Slim | None] = reader.receive()
+            found = [a if a is not None else b for a, b in zip(found, more, strict=True)]
         return found
 
     def close(self) -> None:
+        self.outbox.put(None)
         for reader in self.readers:
-            reader.close()
+            reader.close()  # a write the sender is blocked in fails: the thread ends
+        self.sender.join()
 
 
 class _ReaderProcess:
     """A connection-like handle on a gate.sqliteworker process (see there why a process): a
-    lane calls ``driver_connection.cursor()`` on it as on a DBAPI connection."""
+    lane calls ``driver_connection.cursor()`` on it as on a DBAPI connection. Its replies come
+    in the order of the requests; ``expected`` says, per request not answered yet, whether a
+    caller reads its reply (else ``receive`` checks it and drops it first)."""
 
     def __init__(self, target: str, postgres: bool = False) -> None:
         """``target``: the SQLite file, or PostgreSQL's URL (sent as the first request)."""
@@ -257,8 +271,8 @@ class _ReaderProcess:
             stdout=subprocess.PIPE,
         )
         self.driver_connection = self
-        self.lock = threading.Lock()  # one request at a time; held from request to reply
-        self.started = 0  # requests sent by start() whose replies are not read yet
+        self.lock = threading.Lock()  # one statement at a time; held from request to reply
+        self.expected: deque[bool] = deque()
         self.closed = False
         if postgres:
             self.start(("postgresql", target))
@@ -268,32 +282,40 @@ class _ReaderProcess:
 
     def call(self, sql: str, params: Sequence[Any]) -> list[Any]:
         with self.lock:
-            self.send((sql, list(params)))
+            self.send((sql, list(params)), wanted=True)
             rows: list[Any] = self.receive()
         return rows
 
     def start(self, request: tuple[Any, ...]) -> None:
-        """Send a request without waiting: the next one reads its reply first."""
+        """Send a request without waiting for its reply (a later receive checks it)."""
         with self.lock:
-            self.send(request)
-            self.started += 1
+            self.send(request, wanted=False)
 
-    def send(self, request: tuple[Any, ...]) -> None:
-        self.send_bytes(pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL))
+    def send(self, request: tuple[Any, ...], wanted: bool) -> None:
+        self.send_bytes(pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL), wanted)
 
-    def send_bytes(self, request: bytes) -> None:
+    def send_bytes(self, request: bytes, wanted: bool) -> None:
+        self.write(request)
+        self.expected.append(wanted)
+
+    def write(self, request: bytes) -> None:
         """A request pickled already (the same lookup goes to every process)."""
         assert self.proc.stdin is not None
         try:
             self.proc.stdin.write(request)
             self.proc.stdin.flush()
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: closed meanwhile
             raise GatekeeperError(f"the register's reader process failed: {exc!r}") from exc
 
     def receive(self) -> Any:
-        while self.started:
-            self.started -= 1
-            self.receive()  # a reply to start(): raises if it failed
+        """The reply to the oldest request a caller reads."""
+        while True:
+            wanted = self.expected.popleft()
+            payload = self._reply()
+            if wanted:
+                return payload
+
+    def _reply(self) -> Any:
         assert self.proc.stdout is not None
         try:
             status, payload = pickle.load(self.proc.stdout)  # noqa: S301 - our own child process
@@ -307,8 +329,8 @@ class _ReaderProcess:
         if self.closed:
             return
         self.closed = True
-        if self.started:
-            self.proc.kill()  # its reply, unread, would fill the pipe and keep it waiting
+        if self.expected:
+            self.proc.kill()  # replies not read: no need to let it finish them
         if self.proc.stdin is not None:
             self.proc.stdin.close()  # the worker's loop ends at end of input
         try:

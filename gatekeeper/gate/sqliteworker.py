@@ -30,8 +30,10 @@ It imports nothing of gatekeeper, so it starts in a few tens of milliseconds.
 from __future__ import annotations
 
 import pickle
+import queue
 import sqlite3
 import sys
+import threading
 from typing import Any
 
 # Read-only; no memory-mapped reads and a small page cache: its memory stays small.
@@ -100,6 +102,17 @@ class Worker:
 def serve(path: str) -> None:
     worker = Worker(path)
     source, sink = sys.stdin.buffer, sys.stdout.buffer
+    # Replies are written by a thread of their own: a parent that sends requests ahead and
+    # reads the replies later never finds this loop stuck on a full pipe, not reading its own.
+    replies: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+
+    def write() -> None:
+        while (data := replies.get()) is not None:
+            sink.write(data)
+            sink.flush()
+
+    writer = threading.Thread(target=write, name="replies", daemon=True)
+    writer.start()
     while True:
         try:
             request = pickle.load(source)  # noqa: S301 - from the parent process only
@@ -109,8 +122,9 @@ def serve(path: str) -> None:
             reply: tuple[str, object] = ("ok", worker.handle(request))
         except worker.errors as exc:
             reply = ("error", f"{type(exc).__name__}: {exc}")
-        pickle.dump(reply, sink, protocol=pickle.HIGHEST_PROTOCOL)
-        sink.flush()
+        replies.put(pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL))
+    replies.put(None)
+    writer.join()
     if worker.conn is not None:
         worker.conn.close()
 
