@@ -181,7 +181,7 @@ class BulkDecider:
         supps = self._supps(fresh, named, lane.probe)
         attempts = self._attempts(named, lane.probe)
         # A newer consent may lift an objection: the reference key then holds the instants.
-        lifting = [c[1] for c, s in zip(named, supps, strict=True) if c is not None and s and LIFTABLE in s]
+        lifting = [c for c, s in zip(named, supps, strict=True) if c is not None and s and LIFTABLE in s]
         return _Gathered(named, supps, attempts, self.reader.instants(lifting, lane.conn))
 
     def _finish(self, work: _Pending) -> ChunkVerdicts:

@@ -117,10 +117,17 @@ class BulkReader:
         found = {row[0]: row for row in self.fetch(sql, params, conn)}
         return [found.get(v) if v else None for v in values]
 
-    def instants(self, ids: list[int], conn: Any) -> dict[int, Any]:
-        """The stored instants of these contacts, as text."""
+    def instants(self, rows: list[Slim], conn: Any) -> dict[int, Any]:
+        """The stored instants of these contacts, as text: kept by the register's scan for a
+        contact with a suppressed hash (the sixth item of its row; False when not kept), else
+        read."""
+        kept = {c[1]: c[5] for c in rows if len(c) > 5 and c[5] is not False}
+        ids = [c[1] for c in rows if c[1] not in kept]
         if not ids:
-            return {}
+            return kept
+        return kept | self._instants(ids, conn)
+
+    def _instants(self, ids: list[int], conn: Any) -> dict[int, Any]:
         if self.postgres:
             return dict(self.fetch("SELECT id, instants::text FROM contacts WHERE id = ANY(%s)", [ids], conn))
         marks = ",".join("?" * len(ids))
@@ -197,8 +204,9 @@ class BulkReader:
         """Each reader reads its range of contact ids (in the background: its first lookup waits)."""
         ref = self.ref
         p = "%s" if self.postgres else "?"
+        instants = "instants::text" if self.postgres else "instants"
         sql = (
-            f"SELECT {self.columns} FROM contacts"  # noqa: S608 - constants
+            f"SELECT {self.columns}, {instants} FROM contacts"  # noqa: S608 - constants
             f" WHERE id > {p} AND id <= {p} AND {self.kind} IS NOT NULL"
         )
         hashes = None if suppressed is None else list(suppressed)

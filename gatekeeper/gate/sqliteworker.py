@@ -12,12 +12,14 @@ Protocol, over stdin and stdout: pickled requests in, pickled ``("ok", result)``
 
 * ``(sql, params)``: the rows of one statement.
 * ``("scan", sql, params, suppressed)``: read every row of ``sql`` (a range of the contacts:
-  coordinate, id, email hash, phone hash, facts) into a dict by coordinate; the result is the
-  number of rows. When ``suppressed`` (the hashes that have a suppression) is given, a hash
-  not among them is kept as ``""``: present, suppressing nothing (fewer bytes to send back).
-  The facts, a few distinct texts, are kept once each, so a reply pickles each once.
+  coordinate, id, email hash, phone hash, facts, instants) into a dict by coordinate; the
+  result is the number of rows. When ``suppressed`` (the hashes that have a suppression) is
+  given, a hash not among them is kept as ``""``: present, suppressing nothing (fewer bytes to
+  send back), and the instants are kept only for a contact with a suppressed hash (an
+  objection a newer consent may lift: the parent's key then holds them), else False. The
+  facts, a few distinct texts, are kept once each, so a reply pickles each once.
 * ``("lookup", values)``: per value, its row from the scan (``(None, id, email hash, phone
-  hash, facts)``) or None.
+  hash, facts)``, and the instants or False when ``suppressed`` was given) or None.
 
 A register read whole costs about a quarter of an indexed lookup per contact (the rows are read
 in order, a few to a page, with no index descent): for a list about as long as the register,
@@ -88,13 +90,16 @@ class Worker:
                             eh if eh is None or eh in hit else "",
                             ph if ph is None or ph in hit else "",
                             f if f is None else keep(f, f),
+                            inst
+                            if (eh is not None and eh in hit) or (ph is not None and ph in hit)
+                            else False,
                         ),
                     )
-                    for v, i, eh, ph, f in batch
+                    for v, i, eh, ph, f, inst in batch
                 )
             else:
                 rows.update(
-                    (v, (None, i, eh, ph, f if f is None else keep(f, f))) for v, i, eh, ph, f in batch
+                    (v, (None, i, eh, ph, f if f is None else keep(f, f))) for v, i, eh, ph, f, _ in batch
                 )
         return len(rows)
 
