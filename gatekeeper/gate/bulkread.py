@@ -18,6 +18,7 @@ import sys
 import threading
 from collections import deque
 from collections.abc import Collection, Sequence
+from itertools import compress
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -190,7 +191,7 @@ class BulkReader:
             while len(readers) < SQLITE_READERS:
                 readers.append(_ReaderProcess(target, self.postgres))
             if scan:
-                self._scan(readers, lo, hi, suppressed)
+                self._scan(readers, suppressed)
                 return [ScannedRegister(readers)]
         except BaseException:
             for reader in readers:
@@ -198,65 +199,71 @@ class BulkReader:
             raise
         return readers
 
-    def _scan(
-        self, readers: list[_ReaderProcess], lo: int, hi: int, suppressed: Collection[str] | None
-    ) -> None:
-        """Each reader reads its range of contact ids (in the background: its first lookup waits)."""
+    def _scan(self, readers: list[_ReaderProcess], suppressed: Collection[str] | None) -> None:
+        """Each reader reads the contacts whose coordinate's length is its number modulo their
+        count (in the background: its first lookup waits). So each value is looked up in one
+        process only, and the parent tells which from the value alone. (SQLite's and
+        PostgreSQL's length() count characters as len() does: no stored coordinate holds a
+        NUL.)"""
         ref = self.ref
         p = "%s" if self.postgres else "?"
         instants = "instants::text" if self.postgres else "instants"
+        modulo = "%%" if self.postgres else "%"  # psycopg reads a lone % as a placeholder
         sql = (
             f"SELECT {self.columns}, {instants} FROM contacts"  # noqa: S608 - constants
-            f" WHERE id > {p} AND id <= {p} AND {self.kind} IS NOT NULL"
+            f" WHERE {self.kind} IS NOT NULL AND length({self.kind}) {modulo} {p} = {p}"
         )
         hashes = None if suppressed is None else list(suppressed)
-        n = len(readers)
-        bounds = [lo - 1 + (hi - lo + 1) * k // n for k in range(n + 1)]
         for k, reader in enumerate(readers):
-            params = [ref.as_of_v, ref.as_of_v, ref.send_v, bounds[k], bounds[k + 1]]
+            params = [ref.as_of_v, ref.as_of_v, ref.send_v, len(readers), k]
             reader.start(("scan", sql, params, hashes))
 
 
 class ScannedRegister:
-    """The register read whole by the reader processes, each holding a range of ids. A chunk's
-    lookup is sent to them all as soon as the chunk is read (``send``) and its reply read when
-    the chunk is decided (``receive``, in the same order), both on the thread that decides:
-    no probe thread waits for the GIL between the pipe's reads, and the processes answer the
-    next chunks while this one is keyed and written (they queue their replies, so a parent
-    that sends ahead never blocks them). Statements run on the session's connection."""
+    """The register read whole by the reader processes, each holding the contacts whose
+    coordinate's length is its number modulo their count (``BulkReader._scan``). A chunk's
+    values are sent, each to the process that may hold it, as soon as the chunk is read
+    (``send``) and the replies read when the chunk is decided (``receive``, in the same order),
+    both on the thread that decides: no probe thread waits for the GIL between the pipe's
+    reads, and the processes answer the next chunks while this one is keyed and written (they
+    queue their replies, so a parent that sends ahead never blocks them). Statements run on
+    the session's connection."""
 
     def __init__(self, readers: list[_ReaderProcess]) -> None:
         self.readers = readers
         self.driver_connection = self
+        self.parts: deque[list[int]] = deque()  # per lookup sent: each value's process
         # The requests are written by a thread of this one: a process still reading the
         # register reads none, and its pipe holds 64 KiB, about half a chunk's lookup.
-        self.outbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self.outbox: queue.SimpleQueue[tuple[_ReaderProcess, bytes] | None] = queue.SimpleQueue()
         self.failure: BaseException | None = None
         self.sender = threading.Thread(target=self._send_all, name="gate-lookups", daemon=True)
         self.sender.start()
 
     def send(self, values: Sequence[str | None]) -> None:
-        for reader in self.readers:
+        n = len(self.readers)
+        parts = [len(v) % n if v else 0 for v in values]
+        self.parts.append(parts)
+        for k, reader in enumerate(self.readers):
+            mine = list(compress(values, map(k.__eq__, parts)))
             reader.expected.append(True)
-        self.outbox.put(pickle.dumps(("lookup", values), protocol=pickle.HIGHEST_PROTOCOL))
+            self.outbox.put((reader, pickle.dumps(("lookup", mine), protocol=pickle.HIGHEST_PROTOCOL)))
 
     def _send_all(self) -> None:
         try:
-            while (request := self.outbox.get()) is not None:
-                for reader in self.readers:
-                    reader.write(request)
+            while (item := self.outbox.get()) is not None:
+                reader, request = item
+                reader.write(request)
         except BaseException as exc:
             self.failure = exc
 
     def receive(self) -> list[Slim | None]:
-        """Per value of the oldest lookup sent, its row from whichever process has it."""
+        """Per value of the oldest lookup sent, its row (None: no contact)."""
         if self.failure is not None:
             raise GatekeeperError(f"the register's reader process failed: {self.failure!r}")
-        found: list[Slim | None] = self.readers[0].receive()
-        for reader in self.readers[1:]:
-            more: list[Slim | None] = reader.receive()
-            found = [a if a is not None else b for a, b in zip(found, more, strict=True)]
-        return found
+        parts = self.parts.popleft()
+        answers = [iter(reader.receive()).__next__ for reader in self.readers]
+        return [answers[k]() for k in parts]
 
     def close(self) -> None:
         self.outbox.put(None)
