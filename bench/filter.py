@@ -174,7 +174,7 @@ def decide_main(url: str, list_path: Path, out: Path) -> None:
     campaign, _ = parse_campaign(CAMPAIGN, AS_OF)
     start = time.perf_counter()
     with database.session_scope() as s:
-        summary = decide_list(s, ctx, campaign, AS_OF, list_path, out)
+        summary = decide_list(s, ctx, campaign, AS_OF, list_path, out, unwritten=True)
     elapsed = time.perf_counter() - start
     top = dict(list(summary["by_reason"].items())[:6])
     print(

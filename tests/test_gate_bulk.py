@@ -296,6 +296,7 @@ def test_every_row_gets_the_verdict_of_the_per_recipient_reference(
     # each chunk up by index (chunks of 11).
     monkeypatch.setattr("gatekeeper.gate.bulkread.SQLITE_READERS_FROM", 0 if chunk in (7, 11) else 10**9)
     monkeypatch.setattr("gatekeeper.gate.bulkread.SCAN_RATIO", 0 if chunk == 7 else 1e9)
+    started = _count_reader_processes(monkeypatch)
     seed_register(client, auth)
     raw = {**CAMPAIGNS[campaign_name], "sender": "ACME SAS", "send_at": "2026-11-24T11:00:00+01:00"}
     campaign, _ = parse_campaign({k: v for k, v in raw.items() if v is not None}, AS_OF)
@@ -307,13 +308,88 @@ def test_every_row_gets_the_verdict_of_the_per_recipient_reference(
     ctx = app.extensions["gatekeeper.context"]
     with app.extensions["gatekeeper.db"].session_scope() as session:
         items: list[tuple[int, str, str]] = []
-        summary = decide_list(session, ctx, campaign, AS_OF, src, out, items=items, chunk=chunk)
+        summary = decide_list(
+            session, ctx, campaign, AS_OF, src, out, items=items, chunk=chunk, unwritten=True
+        )
         expected, reference_items, counts = _reference(session, ctx, campaign, src, kind, delimiter)
+    # Reader processes: when the register is read whole (both databases), or on SQLite when asked.
+    sqlite = app.extensions["gatekeeper.db"].dialect == "sqlite"
+    assert bool(started) == (chunk == 7 or (sqlite and chunk == 11))
     assert out.read_bytes().decode("utf-8-sig") == expected
     assert items == reference_items
     assert {k: summary[k] for k in counts} == counts
     decisions = {line.rsplit(delimiter, 2)[1] for line in expected.splitlines()[1:]}
     assert len(summary["by_reason"]) >= 3 and decisions <= {"allow", "block", "decision"}
+
+
+def _count_reader_processes(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """The reader processes started from now on (gate/sqliteworker.py), in a list."""
+    from gatekeeper.gate import bulkread
+
+    started: list[object] = []
+    start = bulkread._ReaderProcess.__init__
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> None:
+        started.append(self)
+        start(self, *args, **kwargs)
+
+    monkeypatch.setattr(bulkread._ReaderProcess, "__init__", counted)
+    return started
+
+
+def test_a_session_that_has_written_is_read_by_itself_only(
+    app: Flask, client: FlaskClient, auth: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Other connections would not see what the session wrote and has not committed: the
+    list is then read on the session's own connection, unless the caller says it wrote
+    nothing (and on PostgreSQL the server tells)."""
+    monkeypatch.setattr("gatekeeper.gate.bulkread.SQLITE_READERS_FROM", 0)
+    monkeypatch.setattr("gatekeeper.gate.bulkread.SCAN_RATIO", 0)
+    started = _count_reader_processes(monkeypatch)
+    seed_register(client, auth)
+    src, out = tmp_path / "list.csv", tmp_path / "verdicts.csv"
+    _write(src, ["Email", "Note"], _list_rows("email"), plain_until=10_000)
+    campaign, _ = parse_campaign({**CAMPAIGNS["email"], "sender": "ACME SAS"}, AS_OF)
+    ctx = app.extensions["gatekeeper.db"]
+    with app.extensions["gatekeeper.db"].session_scope() as session:
+        # Not committed: these contacts are strangers for this session only.
+        session.execute(text("DELETE FROM contacts WHERE id % 3 = 0"))
+        summary = decide_list(
+            session, app.extensions["gatekeeper.context"], campaign, AS_OF, src, out, chunk=7
+        )
+        expected, _items, counts = _reference(
+            session, app.extensions["gatekeeper.context"], campaign, src, "email", ","
+        )
+        session.rollback()
+    assert not started and ctx is not None
+    assert out.read_bytes().decode("utf-8-sig") == expected
+    assert {k: summary[k] for k in counts} == counts
+    assert summary["by_reason"]["contact.unknown"] > 12  # the deleted ones among them
+
+
+def test_a_reader_process_that_fails_fails_the_list_and_leaves_no_verdict_file(
+    app: Flask, client: FlaskClient, auth: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gatekeeper.errors import GatekeeperError
+    from gatekeeper.gate.bulkread import BulkReader
+
+    monkeypatch.setattr("gatekeeper.gate.bulkread.SQLITE_READERS_FROM", 0)
+    monkeypatch.setattr("gatekeeper.gate.bulkread.SCAN_RATIO", 0)
+
+    def broken_scan(self: BulkReader, readers: list[Any], suppressed: Any) -> None:
+        for reader in readers:
+            reader.start(("scan", "SELECT no_such_column FROM contacts", [], None))
+
+    monkeypatch.setattr(BulkReader, "_scan", broken_scan)
+    seed_register(client, auth)
+    src, out = tmp_path / "list.csv", tmp_path / "verdicts.csv"
+    _write(src, ["Email", "Note"], _list_rows("email"), plain_until=10_000)
+    campaign, _ = parse_campaign({**CAMPAIGNS["email"], "sender": "ACME SAS"}, AS_OF)
+    ctx = app.extensions["gatekeeper.context"]
+    with app.extensions["gatekeeper.db"].session_scope() as session:
+        with pytest.raises(GatekeeperError, match="reader process failed.*no_such_column"):
+            decide_list(session, ctx, campaign, AS_OF, src, out, chunk=7, unwritten=True)
+    assert not out.exists() and not out.with_suffix(".partial").exists()
 
 
 def _reference(

@@ -78,9 +78,10 @@ class BulkDecider:
         chunk: int,
         expected_rows: int,
         parallel: bool = True,
+        unwritten: bool = False,
     ) -> None:
         self.ref = ref = Decider(session, ctx, campaign, as_of, chunk=chunk)
-        self.session, self.parallel = session, parallel
+        self.session, self.parallel, self.unwritten = session, parallel, unwritten
         self.want_ids = True  # the contact of each record (for proof items and links)
         self.ctx, self.kind, self.region = ctx, kind, ctx.region
         self.reader = BulkReader(session, ref, kind)
@@ -110,7 +111,11 @@ class BulkDecider:
         works in its server while the thread waits; SQLite in reader processes, the session's
         connection then only decides new situations). A lane runs one statement at a time."""
         session_lane = Lane(self.ref.probe.conn, self.ref.probe, self.lock)
-        more = self.reader.more_connections(self.expected_rows, self.suppressions) if self.parallel else []
+        more = (
+            self.reader.more_connections(self.expected_rows, self.suppressions, self.unwritten)
+            if self.parallel
+            else []
+        )
         scanned = next((extra for extra in more if isinstance(extra, ScannedRegister)), None)
         lanes = [] if more and (scanned or not self.reader.postgres) else [session_lane]
         for extra in more:

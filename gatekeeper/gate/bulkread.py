@@ -158,7 +158,9 @@ class BulkReader:
                 found.setdefault(coord_hash, []).append(f"{reason}|{channels}|{when}")
         return found
 
-    def more_connections(self, expected_rows: int, suppressed: Collection[str] | None = None) -> list[Any]:
+    def more_connections(
+        self, expected_rows: int, suppressed: Collection[str] | None = None, unwritten: bool = False
+    ) -> list[Any]:
         """More connections to read the register with (to close after the run), or none. Only
         when the session has written nothing yet (another connection would not see those
         writes) and the database is shared (not an in-memory SQLite): both drivers read
@@ -167,7 +169,9 @@ class BulkReader:
         reader processes (see gate.sqliteworker), one per core, for a list large enough. For a
         list long next to the register, on either database, two reader processes read it whole
         (``ScannedRegister``), and keep only the hashes among ``suppressed`` (when the
-        suppressions were read whole)."""
+        suppressions were read whole). PostgreSQL tells whether the transaction has written;
+        SQLite only whether one is open (a session that may write begins IMMEDIATE): then
+        only the caller knows (``unwritten``)."""
         bind = self.session.get_bind()
         engine = bind if isinstance(bind, Engine) else bind.engine
         lo, hi = self.fetch("SELECT min(id), max(id) FROM contacts", ())[0]
@@ -181,7 +185,8 @@ class BulkReader:
             target = "postgresql://" + engine.url.render_as_string(hide_password=False).split("://", 1)[1]
         else:
             database = engine.url.database
-            if self.conn.in_transaction or database in (None, "", ":memory:") or not Path(database).is_file():
+            written = self.conn.in_transaction and not unwritten
+            if written or database in (None, "", ":memory:") or not Path(database).is_file():
                 return []
             if expected_rows < SQLITE_READERS_FROM:
                 return []

@@ -53,9 +53,13 @@ def decide_list(
     links: LinkMinter | None = None,
     items: list[Item] | None = None,
     chunk: int = CHUNK,
+    unwritten: bool = False,
 ) -> dict[str, Any]:
     """Decide the list into ``out_path`` in one pass over the file; ``items`` (when given)
-    receives the verdict of each known contact, for the register's proof."""
+    receives the verdict of each known contact, for the register's proof. ``unwritten``: the
+    caller knows its session has written nothing in its open transaction, so other connections
+    read what it would (on SQLite a session that may write begins its transaction IMMEDIATE,
+    so an open transaction tells nothing)."""
     fmt = detect_format(in_path)
     tmp = out_path.with_suffix(".partial")
     try:
@@ -63,7 +67,7 @@ def decide_list(
             in_path.open(encoding=fmt.encoding, newline="", buffering=IO_BUFFER) as src,
             tmp.open("w", encoding="utf-8-sig", newline="", buffering=IO_BUFFER) as out,
         ):
-            job = _Job(session, ctx, campaign, as_of, progress, links, items, chunk)
+            job = _Job(session, ctx, campaign, as_of, progress, links, items, chunk, unwritten)
             summary = _decide_file(job, src, out, fmt.delimiter, _estimated_rows(in_path))
     except BaseException:
         tmp.unlink(missing_ok=True)  # never leave a partial verdict file behind
@@ -82,6 +86,7 @@ class _Job:
     links: LinkMinter | None
     items: list[Item] | None
     chunk: int
+    unwritten: bool
 
 
 def _decide_file(job: _Job, src: TextIO, out: TextIO, delimiter: str, expected_rows: int) -> dict[str, Any]:
@@ -90,7 +95,14 @@ def _decide_file(job: _Job, src: TextIO, out: TextIO, delimiter: str, expected_r
     extra = ["decision", "reasons"] + (["unsubscribe_url", "preferences_url"] if job.links else [])
     csv.writer(out, delimiter=delimiter).writerow([write_safe_cell(h) for h in raw_header] + extra)
     decider = BulkDecider(
-        job.session, job.ctx, job.campaign, job.as_of, kind, chunk=job.chunk, expected_rows=expected_rows
+        job.session,
+        job.ctx,
+        job.campaign,
+        job.as_of,
+        kind,
+        chunk=job.chunk,
+        expected_rows=expected_rows,
+        unwritten=job.unwritten,
     )
     decider.delimiter = delimiter
     decider.want_ids = job.items is not None or job.links is not None

@@ -155,7 +155,10 @@ def run_list(
     out = VERDICTS_DIR / f"campaign-{campaign_id}-job-{job_id or 'cli'}.csv"
     minter = None if links is None else list_links(links, campaign_id)
     items: list[Item] = []
-    summary = decide_list(session, ctx, campaign, as_of, in_path, out, progress, minter, items)
+    # The job's session has only read so far (the campaign): other connections see the same.
+    summary = decide_list(
+        session, ctx, campaign, as_of, in_path, out, progress, minter, items, unwritten=True
+    )
     run = record_run(
         session,
         ctx,
