@@ -350,18 +350,14 @@ def test_a_session_that_has_written_is_read_by_itself_only(
     src, out = tmp_path / "list.csv", tmp_path / "verdicts.csv"
     _write(src, ["Email", "Note"], _list_rows("email"), plain_until=10_000)
     campaign, _ = parse_campaign({**CAMPAIGNS["email"], "sender": "ACME SAS"}, AS_OF)
-    ctx = app.extensions["gatekeeper.db"]
+    ctx = app.extensions["gatekeeper.context"]
     with app.extensions["gatekeeper.db"].session_scope() as session:
         # Not committed: these contacts are strangers for this session only.
         session.execute(text("DELETE FROM contacts WHERE id % 3 = 0"))
-        summary = decide_list(
-            session, app.extensions["gatekeeper.context"], campaign, AS_OF, src, out, chunk=7
-        )
-        expected, _items, counts = _reference(
-            session, app.extensions["gatekeeper.context"], campaign, src, "email", ","
-        )
+        summary = decide_list(session, ctx, campaign, AS_OF, src, out, chunk=7)
+        expected, _items, counts = _reference(session, ctx, campaign, src, "email", ",")
         session.rollback()
-    assert not started and ctx is not None
+    assert not started
     assert out.read_bytes().decode("utf-8-sig") == expected
     assert {k: summary[k] for k in counts} == counts
     assert summary["by_reason"]["contact.unknown"] > 12  # the deleted ones among them
@@ -386,9 +382,11 @@ def test_a_reader_process_that_fails_fails_the_list_and_leaves_no_verdict_file(
     _write(src, ["Email", "Note"], _list_rows("email"), plain_until=10_000)
     campaign, _ = parse_campaign({**CAMPAIGNS["email"], "sender": "ACME SAS"}, AS_OF)
     ctx = app.extensions["gatekeeper.context"]
-    with app.extensions["gatekeeper.db"].session_scope() as session:
-        with pytest.raises(GatekeeperError, match="reader process failed.*no_such_column"):
-            decide_list(session, ctx, campaign, AS_OF, src, out, chunk=7, unwritten=True)
+    with (
+        app.extensions["gatekeeper.db"].session_scope() as session,
+        pytest.raises(GatekeeperError, match=r"reader process failed.*no_such_column"),
+    ):
+        decide_list(session, ctx, campaign, AS_OF, src, out, chunk=7, unwritten=True)
     assert not out.exists() and not out.with_suffix(".partial").exists()
 
 
