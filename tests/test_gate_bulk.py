@@ -527,3 +527,37 @@ def test_only_addresses_the_candidate_pattern_flags_can_be_generic_or_personal(a
     candidates = coordinates.candidates("\n".join(addresses))
     special = [a for a in addresses if classify_email(a, policy) != "other"]
     assert special and set(special) <= candidates
+
+
+def test_first_occurrences_are_the_same_whichever_way_a_chunk_is_read() -> None:
+    """BulkDecider._fresh finds a chunk of valid coordinates' first occurrences with set and
+    dict operations, other chunks record by record: both agree with the plain definition
+    (repeats within and across chunks, invalid coordinates each their own recipient, blank
+    records none)."""
+    from gatekeeper.gate.bulk import BulkDecider
+
+    chunks: list[list[str | None]] = [
+        ["a", "b", "c"],
+        ["d", "b", "e", "e", "a", "f"],
+        ["g", None, "", "h", "g", None, "c"],
+        ["h", "h"],
+        ["i"],
+    ]
+    decider = object.__new__(BulkDecider)
+    decider.seen, decider.total, decider.duplicates = set(), 0, 0
+    seen: set[str] = set()
+    repeats = 0
+    for values in chunks:
+        fresh, records = decider._fresh(values)
+        expected: list[int] = []
+        for r, v in enumerate(values):
+            if v and v in seen:
+                repeats += 1
+            elif v != "":
+                expected.append(r)
+                if v:
+                    seen.add(v)
+        assert (list(range(len(values))) if records is None else records) == expected
+        assert fresh == [values[r] for r in expected]
+    assert decider.duplicates == repeats == 7
+    assert decider.total == sum(1 for c in chunks for v in c if v != "")
