@@ -45,6 +45,7 @@ PRAGMAS = ("query_only=ON", "mmap_size=0", "cache_size=-16384", "busy_timeout=30
 class Worker:
     def __init__(self, path: str) -> None:
         self.conn: Any = None
+        self.postgres = False
         self.errors: tuple[type[Exception], ...] = (sqlite3.Error,)
         if path:
             self.conn = sqlite3.connect(path, timeout=30)
@@ -69,16 +70,24 @@ class Worker:
         import psycopg  # noqa: PLC0415 - only for PostgreSQL, so a SQLite worker starts faster
 
         self.errors = (psycopg.Error,)
+        self.postgres = True
         self.conn = psycopg.connect(url, autocommit=True)
         self.conn.execute("SET default_transaction_read_only = on")
 
     def scan(self, sql: str, params: list[Any], suppressed: list[str] | None) -> int:
+        if self.postgres:
+            # A server-side cursor: the rows come 10,000 at a time, not all into libpq's memory.
+            with self.conn.transaction(), self.conn.cursor(name="gate_scan") as cur:
+                cur.execute(sql, params)
+                return self.fill(cur, suppressed)
+        return self.fill(self.conn.execute(sql, params), suppressed)
+
+    def fill(self, cur: Any, suppressed: list[str] | None) -> int:
         rows = self.rows
         facts: dict[str, str] = {}
         keep = facts.setdefault
         hit = set(suppressed or ())
         mark = suppressed is not None
-        cur = self.conn.execute(sql, params)
         while batch := cur.fetchmany(10_000):
             if mark:
                 rows.update(
