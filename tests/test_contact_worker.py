@@ -52,8 +52,27 @@ def test_the_child_sends_rows_then_problems_and_facts(ctx: RegisterContext, tmp_
     sent = messages_for(ctx, path)
     assert [m[0] for m in sent] == ["rows", "end"]
     assert [r[0] for r in sent[0][1]] == [1]  # rows after the first problem are not staged
+    assert len(sent[0][3]) == 1  # the facts first numbered in the batch come with it
     problems, facts = sent[1][1], sent[1][2]
     assert problems.total == 1 and problems.items[0]["row"] == 2 and len(facts) == 1
+
+
+def test_each_batch_brings_the_facts_first_numbered_in_it(ctx: RegisterContext, tmp_path: Path) -> None:
+    from gatekeeper.register.contact_plan import BATCH
+
+    path = tmp_path / "c.csv"
+    days = {2: 2, BATCH + 2: 3}  # a new collection day in each of the two batches
+    lines = (f"u{n}@example.fr,2025-01-{days.get(n, 1):02d}\n" for n in range(2 * BATCH))
+    path.write_text("email,collected_at\n" + "".join(lines))
+    sent = messages_for(ctx, path)
+    numbered = [m[3] for m in sent if m[0] == "rows"]
+    assert [len(n) for n in numbered] == [2, 1, 0]  # the last message: the empty batch at the end
+    result = (Problems(), FactTable(ctx.policy))
+    batches = list(contact_worker._receive(stream(*sent), result, lambda _n: None, BATCH))
+    # Numbered in the parent as the batches arrive, with the child's numbers.
+    fact_ids = [r[-1] for batch in batches for r in batch]
+    assert (fact_ids[2], fact_ids[BATCH + 2], set(fact_ids)) == (1, 2, {0, 1, 2})
+    assert result[1].order == [*numbered[0], *numbered[1]]
 
 
 def test_the_parent_merges_what_the_child_found(ctx: RegisterContext, tmp_path: Path) -> None:
@@ -69,7 +88,7 @@ def test_the_parent_merges_what_the_child_found(ctx: RegisterContext, tmp_path: 
 @pytest.mark.parametrize(
     ("messages", "error"),
     [
-        pytest.param([("rows", [], 0)], contact_worker.ReaderError, id="child ended early"),
+        pytest.param([("rows", [], 0, [])], contact_worker.ReaderError, id="child ended early"),
         pytest.param([("crash", "MemoryError: ")], contact_worker.ReaderError, id="child crashed"),
         pytest.param([("invalid", "unreadable CSV", [{"row": 3}])], ValidationError, id="bad file"),
     ],
@@ -83,7 +102,7 @@ def test_a_child_that_fails_fails_the_import(
 
 
 def test_a_child_killed_in_the_middle_of_a_message_fails_the_import(ctx: RegisterContext) -> None:
-    whole = pickle.dumps(("rows", [(1, "a@example.fr")] * 100, 100))
+    whole = pickle.dumps(("rows", [(1, "a@example.fr")] * 100, 100, []))
     result = (Problems(), FactTable(ctx.policy))
     with pytest.raises(contact_worker.ReaderError):
         list(contact_worker._receive(io.BytesIO(whole[: len(whole) // 2]), result, lambda _n: None, 5))

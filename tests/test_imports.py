@@ -54,18 +54,39 @@ def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> s
     return str(request.param)
 
 
-@pytest.fixture(params=["plain insert", "index rebuild", "on conflict"])
+@pytest.fixture(params=["plain insert", "index rebuild", "on conflict", "first load"])
 def route(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """How new contacts go in: one plain insert (the usual route), the same with the timestamp
     indexes dropped and built again after it (a large load into a register at most half its
-    size), or the ``ON CONFLICT`` route taken when a unique index refused a row of the plain one."""
+    size), the ``ON CONFLICT`` route taken when a unique index refused a row of the plain one,
+    or (SQLite, empty register) inserted in chunks while the file is read."""
     from gatekeeper.register import contact_import
 
     if request.param == "index rebuild":
         monkeypatch.setattr(contact_import, "REBUILD_FROM_ROWS", 0)
     elif request.param == "on conflict":
         monkeypatch.setattr(contact_import, "_insert_plain", lambda *_args: None)
+    elif request.param == "first load":
+        first_load(monkeypatch)
     return str(request.param)
+
+
+def first_load(monkeypatch: pytest.MonkeyPatch) -> list[int | None]:
+    """Every file imported into an empty SQLite register takes ``load_first``, a chunk a batch;
+    what each call returned (None: it did not apply and the staged route ran)."""
+    from gatekeeper.register import contact_import
+
+    monkeypatch.setattr(contact_import, "FIRST_LOAD_FROM_BYTES", 0)
+    monkeypatch.setattr(contact_import, "FIRST_LOAD_CHUNK", 1)
+    returned: list[int | None] = []
+    real = contact_import.load_first
+
+    def recorded(*args: Any) -> int | None:
+        returned.append(real(*args))
+        return returned[-1]
+
+    monkeypatch.setattr(contact_import, "load_first", recorded)
+    return returned
 
 
 ENCODINGS = [
@@ -460,8 +481,10 @@ def test_every_insert_route_stores_the_same_register(
     indexes = contact_indexes(app)
     plain_insert = contact_import._insert_plain
     stored: dict[str, list[tuple[Any, ...]]] = {}
-    for route in ("on conflict", "plain insert", "index rebuild"):
+    returned = first_load(monkeypatch)
+    for route in ("on conflict", "plain insert", "index rebuild", "first load"):
         monkeypatch.setattr(contact_import, "REBUILD_FROM_ROWS", 0 if route == "index rebuild" else 10**9)
+        monkeypatch.setattr(contact_import, "FIRST_LOAD_FROM_BYTES", 0 if route == "first load" else 10**12)
         monkeypatch.setattr(
             contact_import, "_insert_plain", (lambda *_a: None) if route == "on conflict" else plain_insert
         )
@@ -473,16 +496,74 @@ def test_every_insert_route_stores_the_same_register(
         assert contact_indexes(app) == indexes  # rebuilt as the migrations made them
     assert stored["plain insert"] == stored["on conflict"]
     assert stored["index rebuild"] == stored["on conflict"]
+    assert stored["first load"] == stored["on conflict"]
     assert [r[0] for r in stored["on conflict"]] == ["k1", "k2", "n1", "n2", "n3", None, "n5", "n6"]
+    # The known file went into the empty register; the mixed one found it occupied.
+    assert returned == ([2, None] if app.extensions["gatekeeper.db"].dialect == "sqlite" else [])
 
 
+def many_rows(path: Any, rows: int, last: str = "") -> None:
+    """Contacts whose facts keep changing (collection month, source, phone or not), so each
+    batch numbers facts the earlier ones did not have."""
+    lines = [
+        f"c{n},u{n}@example.fr,{f'+336{n:08d}' if n % 7 == 0 else ''},,,"
+        f"2025-{1 + n * 12 // rows:02d}-01,{'event' if n % 3 else 'direct'},Lyon\n"
+        for n in range(rows)
+    ]
+    path.write_text(HEADER + "".join(lines) + last)
+
+
+def test_a_first_load_in_chunks_stores_what_the_staged_route_stores(
+    app: Flask, tmp_path: Any, monkeypatch: pytest.MonkeyPatch, reader: str
+) -> None:
+    from gatekeeper.register import contact_import
+    from gatekeeper.register.contact_plan import BATCH
+
+    path = tmp_path / "big.csv"
+    rows = 2 * BATCH + 10  # three batches, so three chunks
+    many_rows(path, rows)
+    indexes = contact_indexes(app)
+    stored, returned = [], first_load(monkeypatch)
+    for route in ("first load", "staged"):
+        if route == "staged":
+            monkeypatch.setattr(contact_import, "FIRST_LOAD_FROM_BYTES", 10**12)
+        with app.extensions["gatekeeper.db"].engine.begin() as conn:
+            conn.execute(text("DELETE FROM contacts"))
+        assert import_path(app, path) == {"created": rows, "updated": 0, "unchanged": 0}
+        stored.append(register_rows(app))
+        assert contact_indexes(app) == indexes
+    assert stored[0] == stored[1]
+    sqlite = app.extensions["gatekeeper.db"].dialect == "sqlite"
+    assert returned == ([rows] if sqlite else [])  # the chunks went in: no fallback
+
+
+def test_a_bad_row_in_the_last_chunk_of_a_first_load_stores_nothing(
+    app: Flask, tmp_path: Any, monkeypatch: pytest.MonkeyPatch, reader: str
+) -> None:
+    from gatekeeper.errors import ValidationError
+    from gatekeeper.register.contact_plan import BATCH
+
+    first_load(monkeypatch)
+    indexes = contact_indexes(app)
+    path = tmp_path / "big.csv"
+    many_rows(path, 2 * BATCH, last="c-last,broken@,,,,2025-01-01,direct,\n")
+    with pytest.raises(ValidationError) as caught:
+        import_path(app, path)
+    assert caught.value.details[0]["row"] == 2 * BATCH + 1
+    assert count(app, "contacts") == 0
+    assert contact_indexes(app) == indexes
+
+
+@pytest.mark.parametrize("route", ["index rebuild", "first load"])
 def test_a_repeat_in_a_rebuilt_load_is_named_and_leaves_the_indexes_in_place(
-    app: Flask, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+    app: Flask, tmp_path: Any, monkeypatch: pytest.MonkeyPatch, route: str
 ) -> None:
     from gatekeeper.errors import ValidationError
     from gatekeeper.register import contact_import
 
     monkeypatch.setattr(contact_import, "REBUILD_FROM_ROWS", 0)
+    if route == "first load":  # a unique index refuses a chunk: the staged route names the repeat
+        first_load(monkeypatch)
     indexes = contact_indexes(app)
     path = tmp_path / "repeat.csv"
     path.write_text(MIXED + "n7,N2@example.fr,,,,2025-01-01,direct,\n")

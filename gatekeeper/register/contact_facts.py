@@ -65,42 +65,48 @@ class FactTable:
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
         self.ids: dict[Facts, int] = {}
+        # The same facts in id order: what a reading process numbered since its last message.
+        self.order: list[Facts] = []
         self.profiles: dict[str, dict[str, Any]] = {}  # profile key -> data, for gate_profiles
+        self._by_profile: dict[tuple[Any, ...], tuple[str, dict[str, Any] | None]] = {}
 
     def id_of(self, facts: Facts) -> int:
         found = self.ids.get(facts)
         if found is None:
             found = self.ids[facts] = len(self.ids)
+            self.order.append(facts)
         return found
 
     def rows(self, dialect: str) -> Iterator[tuple[Any, ...]]:
-        by_profile: dict[tuple[Any, ...], tuple[str, dict[str, Any] | None]] = {}
         for facts, fid in self.ids.items():
-            contact = facts.contact_facts()
-            profile_part = facts.profile_part()
-            if profile_part not in by_profile:
-                stored, profile = clocks.stored_summary(contact, self.policy)
-                self.profiles[stored.profile_key] = profile
-                by_profile[profile_part] = (stored.profile_key, stored.instants)
-            profile_key, instants = by_profile[profile_part]
-            clock = compute_clock(contact, self.policy)
-            yield (
-                fid,
-                facts.audience,
-                json_value(list(facts.profession_tags) or None),
-                ts_value(dialect, facts.collected_at),
-                facts.collected_by,
-                facts.source_type,
-                facts.purpose,
-                facts.timezone,
-                str(clock.clock),
-                ts_value(dialect, clock.anchor_at),
-                clock.anchor_kind,
-                ts_value(dialect, clock.deadline),
-                ts_value(dialect, clock.reconsent_at),
-                profile_key,
-                json_value(instants),
-            )
+            yield (fid, *self.columns(facts, dialect))
+
+    def columns(self, facts: Facts, dialect: str) -> tuple[Any, ...]:
+        """The contacts columns of ``facts``, in ``FACT_COLUMNS`` order after the id."""
+        contact = facts.contact_facts()
+        profile_part = facts.profile_part()
+        if profile_part not in self._by_profile:
+            stored, profile = clocks.stored_summary(contact, self.policy)
+            self.profiles[stored.profile_key] = profile
+            self._by_profile[profile_part] = (stored.profile_key, stored.instants)
+        profile_key, instants = self._by_profile[profile_part]
+        clock = compute_clock(contact, self.policy)
+        return (
+            facts.audience,
+            json_value(list(facts.profession_tags) or None),
+            ts_value(dialect, facts.collected_at),
+            facts.collected_by,
+            facts.source_type,
+            facts.purpose,
+            facts.timezone,
+            str(clock.clock),
+            ts_value(dialect, clock.anchor_at),
+            clock.anchor_kind,
+            ts_value(dialect, clock.deadline),
+            ts_value(dialect, clock.reconsent_at),
+            profile_key,
+            json_value(instants),
+        )
 
     def store_profiles(self, session: Session) -> None:
         """After ``rows``: the gate profiles it met, once each."""

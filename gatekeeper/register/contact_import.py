@@ -5,9 +5,7 @@ Theory of operation.
 1. Stream the file through a ``ContactPlan`` (compiled from its header) into a temporary table
    holding only the file's own columns and a number for the row's discrete facts; rows the plan
    does not vouch for go through the reference ``parse_contact``. From 16 MiB a second process
-   reads and validates (contact_worker.py) while this one stages. Temporary tables take no
-   lock on the register, so the job's progress (written by another connection) keeps moving
-   on SQLite.
+   reads and validates (contact_worker.py) while this one stages.
 2. Any invalid row refuses the whole file: nothing was written.
 3. One plain ``INSERT … SELECT`` adds every row whose external_id, email and phone are all
    new, in file order, with clock and profile joined from the facts table; a large load into
@@ -20,6 +18,10 @@ Theory of operation.
    other skipped rows name a contact already in the register and are read again from the file
    and given to ``upsert_contacts``, which resolves, checks conflicts and updates exactly as
    the API does.
+4. On SQLite, a large file imported into an empty register takes a shorter way
+   (``load_first``): the staged rows go into contacts every ``FIRST_LOAD_CHUNK`` rows while
+   the next ones are read, under one savepoint that an invalid row or a repeated identity
+   undoes (a repeat then takes the route above, which names it).
 """
 
 from __future__ import annotations
@@ -66,6 +68,10 @@ PARALLEL_FROM_BYTES = 16 << 20
 # indexes after the insert (see ``_insert_plain``).
 REBUILD_FROM_ROWS = 50_000
 REBUILT_INDEXES = ("ix_contacts_deadline", "ix_contacts_reconsent_at")
+# On SQLite, a file from this size (about 50,000 rows) imported into an empty register is
+# inserted while it is read, this many staged rows at a time (see ``load_first``).
+FIRST_LOAD_FROM_BYTES = 4 << 20
+FIRST_LOAD_CHUNK = 50_000
 Fields = list[tuple[str, str]]
 Progress = Callable[[int], None]
 Refuse = Callable[[Problems], None]
@@ -80,9 +86,13 @@ def import_contacts(
 ) -> dict[str, int]:
     fmt = detect_format(path)
     header = read_header(path, fmt)
+    if dialect_of(session) == "sqlite" and path.stat().st_size >= FIRST_LOAD_FROM_BYTES:
+        created = load_first(session, path, fmt, header, ctx, progress, refuse)
+        if created is not None:
+            return {"created": created, "updated": 0, "unchanged": 0}
     plan = ContactPlan(header, FactTable(ctx.policy), ctx.region)
     problems = Problems()
-    fields = [*plan.fields, *((f"{kind}_hash", "text") for kind, _ in plan.coordinates)]
+    fields = _fields(plan)
     columns = _stage_columns(fields)
     create_temp(session, STAGE, columns)
     # Closed here, not left to the garbage collector: if staging fails, a second reading
@@ -123,6 +133,11 @@ def _reported(batches: Iterator[tuple[int, Batch]], progress: Progress) -> Gener
     for read, batch in batches:
         yield batch
         reported = report(reported, read, PROGRESS_EVERY, progress)
+
+
+def _fields(plan: ContactPlan) -> Fields:
+    """(column, kind) of a staging tuple after row_no, then of the keyed hashes added to it."""
+    return [*plan.fields, *((f"{kind}_hash", "text") for kind, _ in plan.coordinates)]
 
 
 def _stage_columns(fields: Fields) -> Fields:
@@ -276,3 +291,93 @@ def _records(path: Path, rows: list[int], region: str) -> Iterator[Any]:
             record = parse_contact(dict(zip(header, values, strict=False)), row, problems, region)
             if record is not None:
                 yield record
+
+
+class _OccupiedError(Exception):
+    """The register holds contacts: ``load_first`` does not apply."""
+
+
+def load_first(
+    session: Session,
+    path: Path,
+    fmt: CsvFormat,
+    header: list[str],
+    ctx: RegisterContext,
+    progress: Progress,
+    refuse: Refuse,
+) -> int | None:
+    """SQLite: imports a file into an empty register, moving the staged rows into contacts
+    every ``FIRST_LOAD_CHUNK`` rows while the next ones are read; how many contacts it
+    created, or None when the register holds contacts or the file repeats an identity (then
+    nothing was written, and the staged route runs and names the repeat).
+
+    Why: the staged route inserts once the last row is staged, a quarter of a million-row
+    load spent alone; here the inserts fill the time this process waited for the reading
+    one, and the stage stays small (no temporary table of a million rows to write, read back
+    and drop). At a million rows: 8.6-9.4 s against 9.6-10.9 s, the same run interleaved.
+    Everything runs under one savepoint with the timestamp indexes dropped and built again at
+    the end: an invalid row refuses the file and undoes the chunks already inserted. SQLite's
+    write lock is held from the start, which is why the job runner keeps a running job's
+    progress outside the database (jobs.py). Not on PostgreSQL: the server inserts in its own
+    process there, and chunks measured no faster (10.2-12.6 s against 10.2-10.7 s) while
+    holding the lock of the dropped indexes' table for the whole load.
+    """
+    plan = ContactPlan(header, FactTable(ctx.policy), ctx.region)
+    problems = Problems()
+    fields = _fields(plan)
+    columns = _stage_columns(fields)
+    raw = session.connection().connection.driver_connection
+    if not raw.in_transaction:  # type: ignore[union-attr]
+        # A writing session of db.py's engines has begun IMMEDIATE already. Without that, a
+        # SAVEPOINT outside a transaction would begin one and its RELEASE commit it; and the
+        # write lock must be held before the register is found empty.
+        raw.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
+    try:
+        with session.begin_nested():
+            dropped = _drop_indexes(session)
+            if session.execute(text("SELECT 1 FROM contacts LIMIT 1")).first() is not None:
+                raise _OccupiedError
+            create_temp(session, STAGE, columns)
+            create_temp(session, FACTS, FACT_COLUMNS)
+            chunks = _Chunks(session, plan.facts, fields)
+            with closing(_read(path, fmt, plan, problems, ctx, progress)) as batches:
+                for batch in batches:
+                    chunks.stage(load_rows(session, STAGE, columns, _hashed(batch, plan, ctx.hasher)))
+            chunks.flush()
+            refuse(problems)  # raises inside the savepoint: the chunks inserted are undone
+            plan.facts.store_profiles(session)
+            for index in dropped:
+                index.create(session.connection())
+            drop_temp(session, STAGE)
+            drop_temp(session, FACTS)
+    except (_OccupiedError, IntegrityError):
+        return None
+    return chunks.created
+
+
+class _Chunks:
+    """Staged rows moved into contacts with the facts numbered so far; the stage is emptied
+    after each move."""
+
+    def __init__(self, session: Session, facts: FactTable, fields: Fields) -> None:
+        self.session, self.facts = session, facts
+        self.insert = text(_plain_insert_sql(fields, "sqlite", 0))
+        self.now = {"now": ts_value("sqlite", utcnow())}
+        self.staged = self.created = self.facts_loaded = 0
+
+    def stage(self, rows: int) -> None:
+        self.staged += rows
+        if self.staged >= FIRST_LOAD_CHUNK:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.staged:
+            return
+        # A batch's facts are numbered before it is handed over (contact_worker.py).
+        numbered = enumerate(self.facts.order[self.facts_loaded :], self.facts_loaded)
+        rows = ((fid, *self.facts.columns(f, "sqlite")) for fid, f in numbered)
+        self.facts_loaded += load_rows(self.session, FACTS, FACT_COLUMNS, rows)
+        result = self.session.execute(self.insert, self.now)
+        self.created += int(result.rowcount)  # type: ignore[attr-defined]
+        self.session.execute(text(f"DELETE FROM {STAGE}"))  # noqa: S608 - a constant name
+        self.staged = 0

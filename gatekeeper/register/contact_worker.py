@@ -3,10 +3,11 @@ only stages rows: on two cores, parsing the next rows overlaps with storing the 
 
 The child (``python -m gatekeeper.register.contact_worker``) runs the same ``staged_batches``
 as the single-process path and writes pickled messages to its stdout: batches of staging tuples,
-then the problems it found and the facts it numbered. Keyed hashes are added by the parent: the
-hashing key stays in the process that owns it. A plain subprocess rather than
-``multiprocessing``: nothing of the caller's ``__main__`` is re-imported, and a threaded parent
-(web worker, job runner) is never forked.
+each with the facts first numbered in it (so a parent inserting into the register while it
+reads knows every row's facts), then the problems it found and all the facts it numbered. Keyed
+hashes are added by the parent: the hashing key stays in the process that owns it. A plain
+subprocess rather than ``multiprocessing``: nothing of the caller's ``__main__`` is
+re-imported, and a threaded parent (web worker, job runner) is never forked.
 """
 
 from __future__ import annotations
@@ -99,7 +100,9 @@ def _receive(
         except (EOFError, pickle.UnpicklingError):  # a child killed mid-message: truncated
             raise ReaderError("the import's reading process ended without a result") from None
         if kind == "rows":
-            rows, read = payload
+            rows, read, numbered = payload
+            for facts in numbered:  # in id order: the parent's table numbers them alike
+                result[1].id_of(facts)
             yield rows
             reported = report(reported, read, every, progress)
         elif kind == "end":
@@ -114,7 +117,8 @@ def _receive(
 def _merge(result: tuple[Problems, FactTable], problems: Problems, facts: dict[Facts, int]) -> None:
     ours, table = result
     ours.items[:], ours.total = problems.items, problems.total
-    table.ids.update(facts)
+    for found in facts:  # a dict in id order; the batches already brought all of them
+        table.id_of(found)
 
 
 def read_file(path: str, fmt: CsvFormat, policy: Policy, region: str, send: Send) -> None:
@@ -123,8 +127,11 @@ def read_file(path: str, fmt: CsvFormat, policy: Policy, region: str, send: Send
         header, rows = read_rows(Path(path), fmt)
         plan = ContactPlan(header, FactTable(policy), region)
         problems = Problems()
+        sent = 0
         for read, batch in staged_batches(plan, header, rows, problems):
-            send(("rows", batch, read))
+            numbered = plan.facts.order[sent:]
+            sent += len(numbered)
+            send(("rows", batch, read, numbered))
         send(("end", problems, plan.facts.ids))
     except GatekeeperError as exc:
         send(("invalid", exc.message, exc.details))
