@@ -295,16 +295,24 @@ class BulkDecider:
     ) -> list[Any]:
         """Each recipient's memo key: at least everything the reference key holds. Its shape
         tells the cases apart: (address, suppressions) for an unknown recipient, (address,
-        facts, suppressions, instants, attempts) for a contact. The instants play a part only
-        when a newer consent may lift an objection (``lifted`` holds those contacts only)."""
+        facts, suppressions, instants, attempts) for a contact, the facts alone for a contact
+        whose address, suppressions, instants and attempts play no part (see below). The
+        instants play a part only when a newer consent may lift an objection (``lifted``
+        holds those contacts only)."""
         if candidates is not None and not attempts:
             # The common chunk: plain addresses, most of them "other" (see bulkcoords), one
-            # comprehension without a call per record.
+            # comprehension without a call per record. The commonest recipient, a contact
+            # named by an "other" address and suppressed by nothing (so no instants either),
+            # is keyed by its facts alone: a text, never equal to a tuple key.
             plain, address = (int(self.usable), 0, 0), self._address
             get = lifted.get
             return [
-                (plain if v not in candidates else address(v, candidates), c[4], s, get(c[1]), 0)
-                if c is not None and c[4] is not None
+                (
+                    f
+                    if s is None and v not in candidates
+                    else (plain if v not in candidates else address(v, candidates), f, s, get(c[1]), 0)
+                )
+                if c is not None and (f := c[4]) is not None
                 else self._key(v, c, s, attempts, lifted, candidates)
                 for v, c, s in zip(fresh, named, supps, strict=True)
             ]
