@@ -205,18 +205,18 @@ class BulkReader:
         return readers
 
     def _scan(self, readers: list[_ReaderProcess], suppressed: Collection[str] | None) -> None:
-        """Each reader reads the contacts whose coordinate's length is its number modulo their
-        count (in the background: its first lookup waits). So each value is looked up in one
-        process only, and the parent tells which from the value alone. (SQLite's and
-        PostgreSQL's length() count characters as len() does: no stored coordinate holds a
-        NUL.)"""
+        """Each reader reads the contacts whose coordinate gives its number (``reader_of``), in
+        the background: its first lookup waits. So each value is looked up in one process
+        only, and the parent tells which from the value alone."""
         ref = self.ref
         p = "%s" if self.postgres else "?"
         instants = "instants::text" if self.postgres else "instants"
         modulo = "%%" if self.postgres else "%"  # psycopg reads a lone % as a placeholder
+        col = self.kind
+        last = reader_sql(col, self.postgres)
         sql = (
             f"SELECT {self.columns}, {instants} FROM contacts"  # noqa: S608 - constants
-            f" WHERE {self.kind} IS NOT NULL AND length({self.kind}) {modulo} {p} = {p}"
+            f" WHERE {col} IS NOT NULL AND {last} {modulo} {p} = {p}"
         )
         hashes = None if suppressed is None else list(suppressed)
         for k, reader in enumerate(readers):
@@ -224,9 +224,28 @@ class BulkReader:
             reader.start(("scan", sql, params, hashes))
 
 
+def reader_sql(column: str, postgres: bool) -> str:
+    """The code point reader_of takes, in SQL."""
+    if postgres:
+        at = f"position('@' in {column})"
+        return f"ascii(CASE WHEN {at} > 1 THEN substr({column}, {at} - 1, 1) ELSE right({column}, 1) END)"
+    at = f"instr({column}, '@')"
+    return f"unicode(CASE WHEN {at} > 1 THEN substr({column}, {at} - 1, 1) ELSE substr({column}, -1) END)"
+
+
+def reader_of(value: str, readers: int) -> int:
+    """The reader process that holds the contact a (non-empty) coordinate may name: the code
+    point of the character before the first "@" (the end of an address's local part, where
+    look-alike addresses differ most: the length, or the middle character, split a list of
+    them 1:4 and 1:9), else of the last one, modulo the readers' count. The SQL of
+    BulkReader._scan and ScannedRegister.send say the same."""
+    at = value.find("@")
+    return ord(value[at - 1] if at > 0 else value[-1]) % readers
+
+
 class ScannedRegister:
     """The register read whole by the reader processes, each holding the contacts whose
-    coordinate's length is its number modulo their count (``BulkReader._scan``). A chunk's
+    coordinate gives its number (``reader_of``). A chunk's
     values are sent, each to the process that may hold it, as soon as the chunk is read
     (``send``) and the replies read when the chunk is decided (``receive``, in the same order),
     both on the thread that decides: no probe thread waits for the GIL between the pipe's
@@ -247,7 +266,7 @@ class ScannedRegister:
 
     def send(self, values: Sequence[str | None]) -> None:
         n = len(self.readers)
-        parts = [len(v) % n if v else 0 for v in values]
+        parts = [reader_of(v, n) if v else 0 for v in values]
         self.parts.append(parts)
         for k, reader in enumerate(self.readers):
             mine = list(compress(values, map(k.__eq__, parts)))
