@@ -6,17 +6,25 @@ Theory of operation
 memo key per row. A list of a million rows mostly repeats a few thousand situations, so this
 path reads less and keys coarser-grained work on what is shared:
 
-1. The coordinates of a chunk are normalised together (``bulkcoords``).
-2. One statement per chunk reads, per contact, its id, its keyed hashes and one text ``facts``
-   built by the database (``bulkread``), on a probe thread while the previous chunks are
+1. The coordinates of a chunk are normalised together (``bulkcoords``); its first
+   occurrences are found with set and dict operations when every record names a valid
+   coordinate (``_fresh``).
+2. Per contact, its id, its keyed hashes and one text ``facts`` built by the database
+   (``bulkread``): for a list about as long as the register, two reader processes read the
+   register whole at the start and answer each chunk from memory (``ScannedRegister``: the
+   chunk's lookup is sent as soon as it is read, its reply read when it is decided, on this
+   thread); otherwise one statement per chunk, on a probe thread while the previous chunks are
    keyed and written.
 3. The active suppressions of the channel are read once per run when the list is large next to
    the suppressions table (else per chunk, by hash); a recipient's suppressions are the same
    canonical string the reference builds (``engine.suppression_key``).
 4. Each row's key holds the address flags, ``facts``, the suppressions (and, when an
    objection could be lifted by a newer consent, the instants) and the call attempts: at least
-   everything the reference key holds, so equal keys have equal verdicts. A key seen for the
+   everything the reference key holds, so equal keys have equal verdicts (the commonest, a
+   contact with nothing but its facts to tell, is keyed by its facts alone). A key seen for the
    first time is decided by the reference (``Decider.decide_one``) on the full contact row.
+5. The verdict rows of a plain chunk are its lines and the verdicts' suffixes, interleaved by
+   slice assignment and joined (``listread.plain_verdict_text``).
 """
 
 from __future__ import annotations

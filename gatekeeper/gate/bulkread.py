@@ -1,9 +1,16 @@
 """What the bulk path (gate/bulk.py) reads from the register, and on which connections.
 
-Per chunk one statement reads, per contact named, its id, its keyed hashes and one text
-``facts`` built by the database: the gate profile key, the date comparisons the rules need,
-the contact's reachable coordinates and, when the rules read them (calls, contracts), the
-stored instants. ``engine.Decider`` reads the full row only for a situation not seen before.
+Per contact named: its id, its keyed hashes and one text ``facts`` built by the database: the
+gate profile key, the date comparisons the rules need (bits of one integer), the contact's
+reachable coordinates and, when the rules read them (calls, contracts), the stored instants.
+``engine.Decider`` reads the full row only for a situation not seen before.
+
+How: for a list about as long as the register (``SCAN_RATIO``), two reader processes
+(gate/sqliteworker.py, on either database) each read their share of the contacts once, in
+order (a few rows a page, no index descent: about a quarter of a lookup's cost), and answer
+the chunks' lookups from memory (``ScannedRegister``). Otherwise one indexed statement per
+chunk, on the session's connection, a second PostgreSQL connection, or SQLite reader
+processes.
 
 The active suppressions of the channel are read once per run when the list is large next to
 the suppressions table; otherwise they are probed per chunk by hash (``probe.RegisterProbe``).
