@@ -42,7 +42,8 @@ PRELOAD_RATIO = 0.25
 PRELOAD_MAX = 2_000_000  # beyond this many suppressions the per-chunk probe keeps memory flat
 
 SQLITE_READERS = 2  # reader processes for a SQLite register (the machines have two cores)
-# Below this many rows the processes' start and the rows' pickling cost more than they save.
+# Below this many rows the processes' start and the rows' pickling cost more than they save
+# (on PostgreSQL too, where reader processes only read the register whole).
 SQLITE_READERS_FROM = 200_000
 # The reader processes read the whole register once (each a range of ids, see
 # gate.sqliteworker) instead of an indexed lookup per recipient when the list has at least
@@ -182,7 +183,11 @@ class BulkReader:
         bind = self.session.get_bind()
         engine = bind if isinstance(bind, Engine) else bind.engine
         lo, hi = self.fetch("SELECT min(id), max(id) FROM contacts", ())[0]
-        scan = lo is not None and expected_rows >= (hi - lo + 1) * SCAN_RATIO and hi - lo < SCAN_MAX
+        scan = (
+            lo is not None
+            and expected_rows >= max(SQLITE_READERS_FROM, (hi - lo + 1) * SCAN_RATIO)
+            and hi - lo < SCAN_MAX
+        )
         if self.postgres:
             if self.fetch("SELECT txid_current_if_assigned()", ())[0][0] is not None:
                 return []
