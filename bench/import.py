@@ -3,7 +3,9 @@ compare rows/s with the INS baseline measured in the same run (PERFORMANCE.md). 
 16 MiB (about 210,000 rows here: ``--rows 200000`` still runs in one process) are read by a
 second process; ``peak_rss_mib`` is this process's peak (the reader's own stays far below: it
 holds one batch and the distinct facts). A load into the empty register takes the route of
-large loads: one plain insert, the timestamp indexes built again after it.
+first loads: on SQLite the staged rows go into contacts every 50,000 rows while the next ones
+are read (``load_first``); on PostgreSQL one plain insert after the last row. Both build the
+timestamp indexes again after the load.
 
     .venv/bin/python bench/import.py --rows 1000000
 """
