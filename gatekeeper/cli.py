@@ -342,7 +342,10 @@ def check_command(campaign_file: Path, list_file: Path, output: Path, as_of: str
 
             minter = list_links(_signer(settings), None) if links else None
             items: list[tuple[int, str, str]] = []
-            summary = decide_list(session, ctx, campaign, moment, list_file, output, progress, minter, items)
+            # Nothing written yet in this session: the reader processes may read beside it.
+            summary = decide_list(
+                session, ctx, campaign, moment, list_file, output, progress, minter, items, unwritten=True
+            )
             run = record_run(session, ctx, kind="cli", as_of=moment, summary=summary, output=output)
             record_items(session, run.id, items)
             bar.update(total - last[0])
