@@ -332,7 +332,9 @@ def check_command(campaign_file: Path, list_file: Path, output: Path, as_of: str
         database = Database(settings.database_url)
         with (
             click.progressbar(length=total, label="deciding", file=sys.stderr) as bar,
-            database.session_scope() as session,
+            # Read-only: on SQLite the decision never holds the write lock; the run is recorded
+            # in a writing session of its own below.
+            database.session_scope(read_only=True) as session,
         ):
             last = [0]
 
@@ -346,9 +348,10 @@ def check_command(campaign_file: Path, list_file: Path, output: Path, as_of: str
             summary = decide_list(
                 session, ctx, campaign, moment, list_file, output, progress, minter, items, unwritten=True
             )
-            run = record_run(session, ctx, kind="cli", as_of=moment, summary=summary, output=output)
-            record_items(session, run.id, items)
             bar.update(total - last[0])
+        with database.session_scope() as writer:
+            run = record_run(writer, ctx, kind="cli", as_of=moment, summary=summary, output=output)
+            record_items(writer, run.id, items)
     except (GatekeeperError, ValueError, tomllib.TOMLDecodeError) as exc:
         _fail(exc)
     _print_summary(summary, ctx.policy.id, ctx.policy.version, output)

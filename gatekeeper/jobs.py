@@ -39,12 +39,17 @@ Progress = Callable[[int, int | None], None]
 # callback taking (done, total), the register context and the app's services (e.g. "links",
 # the signer of public links), since it runs outside any request.
 JobFn = Callable[[Session, dict[str, Any], Progress, RegisterContext, dict[str, Any]], dict[str, Any]]
-_REGISTRY: dict[str, JobFn] = {}
+_REGISTRY: dict[str, tuple[JobFn, bool]] = {}
 
 
-def job_kind(name: str) -> Callable[[JobFn], JobFn]:
+def job_kind(name: str, *, reads_first: bool = False) -> Callable[[JobFn], JobFn]:
+    """Register a job function. ``reads_first``: its session begins read-only, so on SQLite it
+    reads without holding the write lock (a campaign list is decided for seconds while the API
+    and the webhooks keep writing), and the job writes its result in a session of its own
+    (``services["database"].session_scope()``)."""
+
     def register(fn: JobFn) -> JobFn:
-        _REGISTRY[name] = fn
+        _REGISTRY[name] = (fn, reads_first)
         return fn
 
     return register
@@ -54,7 +59,7 @@ class JobRunner:
     def __init__(self, database: Database, ctx: RegisterContext, workers: int = 2) -> None:
         self.database = database
         self.ctx = ctx
-        self.services: dict[str, Any] = {}
+        self.services: dict[str, Any] = {"database": database}
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gk-job")
         self.futures: dict[int, Future[None]] = {}
 
@@ -81,8 +86,9 @@ class JobRunner:
             kind, params = job.kind, {**(job.params or {}), "job_id": job_id}
             job.state, job.updated_at = "running", utcnow()
         try:
-            with self.database.session_scope() as session:
-                result = _REGISTRY[kind](session, params, self._progress(job_id), self.ctx, self.services)
+            job_fn, reads_first = _REGISTRY[kind]
+            with self.database.session_scope(read_only=reads_first) as session:
+                result = job_fn(session, params, self._progress(job_id), self.ctx, self.services)
         except GatekeeperError as exc:
             self._finish(
                 job_id,

@@ -144,3 +144,47 @@ def test_recipients_with_a_nul_character_are_invalid_addresses_not_errors(
     assert res.status_code == 200, res.json
     reasons = [v["reasons"][0] for v in res.json["verdicts"]]
     assert reasons == ["address.invalid"] * 3 + ["basis.consent"]
+
+
+def test_the_api_keeps_writing_while_a_campaign_list_is_decided(
+    app: Flask, client: FlaskClient, auth: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A list job reads for seconds at scale: on SQLite it must not hold the write lock meanwhile
+    # (a contact added by the API in the middle of the decision is stored at once), and the run
+    # is recorded afterwards in a writing session of its own.
+    from gatekeeper.gate import lists
+    from gatekeeper.gate.runs import latest_run, run_list
+
+    monkeypatch.setattr(lists, "PROGRESS_EVERY", 1)  # progress (our hook) after every chunk
+    seed(client, auth)
+    cid = client.post("/api/v1/campaigns", headers=auth, json=CAMPAIGN).json["id"]
+    src = tmp_path / "list.csv"
+    _write_list(src)
+    database = app.extensions["gatekeeper.db"]
+    writes: list[int] = []
+
+    def progress(_done: int) -> None:
+        if not writes:  # one contact, from another connection, with almost no busy timeout
+            with database.engine.connect() as other:
+                if database.dialect == "sqlite":
+                    other.exec_driver_sql("PRAGMA busy_timeout=200")
+                res = other.exec_driver_sql(
+                    "UPDATE contacts SET first_name = 'Écrit pendant la décision' WHERE id = 1"
+                )
+                writes.append(res.rowcount)
+                other.commit()
+
+    with database.session_scope(read_only=True) as session:
+        summary = run_list(
+            session,
+            app.extensions["gatekeeper.context"],
+            cid,
+            AS_OF,
+            src,
+            progress,
+            record=database.session_scope,
+        )
+    assert writes == [1]
+    with database.session_scope(read_only=True) as session:
+        run = latest_run(session, cid)
+        assert run is not None and run.id == summary["run_id"]

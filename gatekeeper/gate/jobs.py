@@ -14,7 +14,7 @@ from gatekeeper.register.imports import count_rows
 from gatekeeper.timeparse import parse_instant
 
 
-@job_kind("campaign_list")
+@job_kind("campaign_list", reads_first=True)
 def run_campaign_list(
     session: Session,
     params: dict[str, Any],
@@ -34,6 +34,7 @@ def run_campaign_list(
             lambda n: progress(n, None),
             links=services.get("links"),
             job_id=params.get("job_id"),
+            record=services["database"].session_scope,
         )
     finally:
         path.unlink(missing_ok=True)

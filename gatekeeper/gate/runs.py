@@ -4,7 +4,8 @@ that made it (RULES.md §6)."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -148,7 +149,11 @@ def run_list(
     progress: Any,
     job_id: int | None = None,
     links: LinkSigner | None = None,
+    record: Callable[[], AbstractContextManager[Session]] | None = None,
 ) -> dict[str, Any]:
+    """Decide a campaign's list in ``session`` and record the run. ``record``: a writing session
+    of its own for the run, so ``session`` may be read-only (``job_kind(reads_first=True)``)
+    and the decision never holds SQLite's write lock."""
     row = get_campaign(session, campaign_id)
     campaign = campaign_from_row(row, as_of)
     VERDICTS_DIR.mkdir(parents=True, exist_ok=True)
@@ -159,6 +164,25 @@ def run_list(
     summary = decide_list(
         session, ctx, campaign, as_of, in_path, out, progress, minter, items, unwritten=True
     )
+    if record is None:
+        run = _record_list_run(session, ctx, as_of, summary, campaign_id, out, job_id, items)
+    else:
+        session.rollback()  # the decision's read transaction: nothing in it to keep
+        with record() as writer:
+            run = _record_list_run(writer, ctx, as_of, summary, campaign_id, out, job_id, items)
+    return {**summary, "run_id": run.id, "policy": {"id": run.policy_id, "version": run.policy_version}}
+
+
+def _record_list_run(
+    session: Session,
+    ctx: RegisterContext,
+    as_of: datetime,
+    summary: dict[str, Any],
+    campaign_id: int,
+    out: Path,
+    job_id: int | None,
+    items: list[Item],
+) -> VerdictRun:
     run = record_run(
         session,
         ctx,
@@ -170,7 +194,7 @@ def run_list(
         job_id=job_id,
     )
     record_items(session, run.id, items)
-    return {**summary, "run_id": run.id, "policy": {"id": run.policy_id, "version": run.policy_version}}
+    return run
 
 
 def latest_run(session: Session, campaign_id: int) -> VerdictRun | None:
