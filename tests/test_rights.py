@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 import zipfile
 from email.message import EmailMessage
 from typing import Any
@@ -186,3 +187,29 @@ def test_an_objection_without_channels_covers_every_channel(
 def test_rights_on_an_unknown_contact_are_404(client: FlaskClient, auth: dict[str, str]) -> None:
     for method, path in (("get", "evidence"), ("get", "export"), ("post", "erase"), ("post", "objection")):
         assert getattr(client, method)(f"/api/v1/contacts/999/{path}", headers=auth).status_code == 404
+
+
+def test_an_access_export_while_another_writer_commits_still_succeeds(
+    app: Flask, client: FlaskClient, auth: dict[str, str]
+) -> None:
+    # The export reads the person's data and journals itself. On SQLite a transaction that
+    # read first cannot write after another connection committed in between ("database is
+    # locked" at once): the export must take the write lock before it reads.
+    cid = live_a_life(client, auth, app)
+    database = app.extensions["gatekeeper.db"]
+    holding, release = threading.Event(), threading.Event()
+
+    def other_writer() -> None:
+        with database.session_scope() as session:
+            session.execute(text("UPDATE contacts SET first_name = first_name WHERE id = :c"), {"c": cid})
+            holding.set()
+            release.wait(timeout=30)
+
+    writer = threading.Thread(target=other_writer)
+    writer.start()
+    assert holding.wait(timeout=30)
+    threading.Timer(0.5, release.set).start()  # commits while the export waits or reads
+    res = client.get(f"/api/v1/contacts/{cid}/export", headers=auth)
+    writer.join(timeout=30)
+    assert res.status_code == 200 and res.mimetype == "application/zip"
+    assert sql(app, "SELECT kind FROM journal ORDER BY seq DESC LIMIT 1")[0][0] == "access_export"

@@ -11,7 +11,7 @@ from gatekeeper.api import bp
 from gatekeeper.api.auth import requires
 from gatekeeper.api.helpers import as_of_param, json_body
 from gatekeeper.config import Settings
-from gatekeeper.db import request_session
+from gatekeeper.db import get_database, request_session
 from gatekeeper.errors import ValidationError
 from gatekeeper.models import utcnow
 from gatekeeper.proof import journal, rights
@@ -46,9 +46,11 @@ def evidence_view(contact_id: int) -> Response | str:
 @bp.get("/contacts/<int:contact_id>/export")
 @requires("register:read")
 def export_view(contact_id: int) -> Response:
-    session = request_session()
-    data = rights.access_export(session, _ctx(), contact_id, utcnow())
-    session.commit()  # the export itself is journaled
+    # A GET that writes (the export itself is journaled): a session of its own that may write,
+    # not the request's read-only one, so on SQLite it takes the write lock before reading and
+    # never fails on a snapshot another writer made stale.
+    with get_database(current_app).session_scope() as session:
+        data = rights.access_export(session, _ctx(), contact_id, utcnow())
     return Response(
         data,
         mimetype="application/zip",
