@@ -116,7 +116,9 @@ def get_database(app: Flask) -> Database:
 
 
 def request_session() -> Session:
-    """The request's session; the view commits, teardown rolls back whatever it did not."""
+    """The request's session; the view commits, teardown rolls back whatever it did not.
+    A GET's session is read-only (``READ_METHODS``); a GET that must write (the journaled
+    access export) opens a ``session_scope()`` of its own."""
     if "db_session" not in g:
         database = get_database(current_app)
         reads = request.method in READ_METHODS
