@@ -1,7 +1,8 @@
-"""The fast path's own machinery, on SQLite and PostgreSQL: its kept connections, and the
-spooled clicks' batch handler, which must leave the contact row exactly as ``clocks.refresh``
-would in every case (a fresh click, an older one, a batch handed twice, a refused reconsent, no
-stored clock, a running contract, a row changed after the click) and skip what it cannot use."""
+"""The fast path's own machinery, on SQLite and PostgreSQL: the unsubscribe page that reads
+nothing, the kept connections of the clicks' drainer, and the spooled clicks' batch handler,
+which must leave the contact row exactly as ``clocks.refresh`` would in every case (a fresh
+click, an older one, a batch handed twice, a refused reconsent, no stored clock, a running
+contract, a row changed after the click) and skip what it cannot use."""
 
 from __future__ import annotations
 
@@ -14,12 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import make_settings
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import text
 from test_links_helpers import FIREFOX, TODAY, add_contact, erase, set_clock, signer, stored_events
 
-from gatekeeper.links import fastpath, spooled
+from gatekeeper.app import create_app
+from gatekeeper.links import links_of, spooled
 from gatekeeper.links.connection import LinkConnections
 from gatekeeper.links.records import USER_AGENT_MAX, ContactCard, Raw, load_card
 from gatekeeper.links.service import Skeleton
@@ -39,10 +42,12 @@ def paul(app: Flask, client: FlaskClient, auth: dict[str, str]) -> int:
 
 
 def connections(app: Flask) -> LinkConnections:
-    layer: Any = app.wsgi_app
-    while not isinstance(layer, fastpath.FastLinks):
-        layer = layer.app
-    return layer.connections
+    """Kept connections as the clicks' drainer holds them (``spooled.handler``), one per app."""
+    pool: LinkConnections | None = app.extensions.get("test.link_connections")
+    if pool is None:
+        pool = LinkConnections(app.extensions["gatekeeper.db"].engine)
+        app.extensions["test.link_connections"] = pool
+    return pool
 
 
 @contextmanager
@@ -103,12 +108,22 @@ def card_of(app: Flask, cid: int) -> ContactCard:
 # --- the kept connections ----------------------------------------------------------------
 
 
-def test_the_fast_path_keeps_one_connection_and_leaves_no_transaction_open(
-    app: Flask, client: FlaskClient, paul: int
-) -> None:
-    for _ in range(3):
-        assert client.get(f"/u/{signer(app).unsubscribe(paul)}").status_code == 200
+def test_the_unsubscribe_page_reads_nothing_from_the_database(tmp_path: Path) -> None:
+    # Served with a database nobody can reach: the page is the token and a template, no more.
+    nowhere = create_app(make_settings("postgresql://nobody@127.0.0.1:1/nothing", tmp_path))
+    token = links_of(nowhere).unsubscribe(42, 7, "sms")
+    res = nowhere.test_client().get(f"/u/{token}", headers={"Accept-Language": "en"})
+    assert res.status_code == 200
+    html = res.get_data(as_text=True)
+    assert "by text message" in html and f'href="/u/{token}/preferences?lang=en"' in html
+    nowhere.extensions["gatekeeper.jobs"].pool.shutdown(wait=True)
+
+
+def test_kept_connections_are_reused_and_leave_no_transaction_open(app: Flask, paul: int) -> None:
     pool = connections(app)
+    for _ in range(3):
+        with borrowed(app) as raw:
+            assert raw.one("SELECT id FROM contacts WHERE id = ?", (paul,)) == (paul,)
     assert len(pool._idle) == 1
     engine = app.extensions["gatekeeper.db"].engine
     with borrowed(app) as raw, engine.connect() as pooled:

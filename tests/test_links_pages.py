@@ -68,7 +68,8 @@ def test_the_unsubscribe_page_shows_one_button_and_a_get_records_nothing(
     assert res.status_code == 200
     html = page(res)
     assert html.count("<button") == 1 and "Me désinscrire" in html
-    assert "p•••@example.fr" in html and "paul.martin" not in html
+    # Nothing personal: the link is often forwarded, and link scanners fetch it.
+    assert "example.fr" not in html and "Martin" not in html and "•••" not in html
     assert stored_events(app, paul, "opposition") == [] and suppressions(app) == []
 
 
@@ -233,8 +234,13 @@ def test_an_erased_person_gets_a_clear_page_and_nothing_is_recorded(
     token = TOKENS[prefix](app, paul)
     erase(app, paul)
     res = send(client, method, f"/{prefix}/{token}")
+    if (prefix, method) == ("u", "GET"):
+        # The unsubscribe page reads nothing (it would tell whoever holds a forwarded link
+        # that the person's data were erased): its button's POST says so to the person.
+        assert res.status_code == 200 and "Me désinscrire" in page(res)
+        res = send(client, "POST", f"/{prefix}/{token}")
     # A one-click POST gets 200: what the sender asked for is already true.
-    assert res.status_code == (200 if (prefix, method) == ("u", "POST") else 410)
+    assert res.status_code == (200 if prefix == "u" else 410)
     assert "Vos données ont été effacées" in page(res)
     assert stored_events(app, paul) == [] and suppressions(app) == []
 

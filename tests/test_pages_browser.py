@@ -155,7 +155,7 @@ def test_a_person_unsubscribes_with_one_keyboard_press_and_it_is_stored(
     response = page.goto(f"{scene.site}/u/{signer(scene.app).unsubscribe(scene.paul, 7)}")
     assert response is not None and response.status == 200
     assert page.get_by_role("heading", level=1).inner_text() == "Se désinscrire"
-    assert page.get_by_text("p•••@example.fr").is_visible()
+    assert "example.fr" not in page.inner_text("main")  # nothing personal on a forwardable page
     button = page.get_by_role("button", name="Me désinscrire")
     assert contrast(page, "button") >= 4.5 and contrast(page, "h1", "rgb(255, 255, 255)") >= 4.5
     # The stylesheet applied under the CSP (a static file, no inline style): nothing blocked.

@@ -4,10 +4,12 @@
 page) and ``GET|HEAD /c|d/{token}`` (every click of every recipient, plus the link scanners that
 fetch them all seconds after delivery) are served here without Flask's request machinery, which
 alone costs about a third of a trivial 302 under gunicorn (measured by bench/links.py). The
-unsubscribe page verifies a token, reads one row and fills a pre-rendered page; a tracked link
-verifies its token, journals the click (``spooled``: ``gatekeeper drain`` stores it) and
-redirects. Everything with a form body (the POSTs, reconsent, preferences) goes on to the Flask
-blueprint in ``pages``. Both use the same signer, limiter, records, templates and headers.
+unsubscribe page verifies a token and fills a pre-rendered page, without reading the database:
+it shows nothing personal (links are forwarded, and scanners fetch every one of them), and the
+POST finds the person. A tracked link verifies its token, journals the click (``spooled``:
+``gatekeeper drain`` stores it) and redirects. Everything with a form body (the POSTs,
+reconsent, preferences) goes on to the Flask blueprint in ``pages``. Both use the same signer,
+limiter, records, templates and headers.
 
 Everything that is the same for many answers is computed once per worker: the header lists,
 the pages' skeletons, the language of each ``Accept-Language`` value, the header-safe form of
@@ -27,9 +29,7 @@ from werkzeug.urls import iri_to_uri
 from gatekeeper.domain.policy import Policy
 from gatekeeper.domain.retention import interest_counts
 from gatekeeper.links import i18n
-from gatekeeper.links.connection import LinkConnections
 from gatekeeper.links.headers import redirect_headers, security_headers
-from gatekeeper.links.records import PageCard, load_page_card
 from gatekeeper.links.service import LinkService, Skeleton
 from gatekeeper.links.spooled import click_record
 from gatekeeper.links.tokens import LinkClaims, TokenExpiredError, TokenInvalidError
@@ -52,7 +52,6 @@ class FastLinks:
     def __init__(self, app: WsgiApp, service: LinkService) -> None:
         self.app = app
         self.service = service
-        self.connections = LinkConnections(service.database.engine)
         # Answers differ between people by a few values: everything else is computed once.
         # No Vary: nothing may store these answers (no-store), and Vary only speaks to caches.
         security = security_headers(https=service.https)
@@ -61,7 +60,7 @@ class FastLinks:
             for lang in i18n.LANGS
         }
         self.redirect_headers = [("Content-Length", "0"), *redirect_headers(https=service.https)]
-        self.skeletons: dict[tuple[str, str, bool], Skeleton] = {}
+        self.skeletons: dict[tuple[str, str], Skeleton] = {}
         self._counts: dict[tuple[str, str | None, str, bool], bool] = {}
         self._counts_policy: Policy | None = None
 
@@ -73,14 +72,12 @@ class FastLinks:
             return self.app(environ, start_response)
         return _Request(self, environ, start_response, purpose, method).respond(path[3:])
 
-    def unsubscribe_skeleton(self, lang: str, channel: str, has_address: bool) -> Skeleton:
-        key = (lang, channel, has_address)
+    def unsubscribe_skeleton(self, lang: str, channel: str) -> Skeleton:
+        key = (lang, channel)
         skeleton = self.skeletons.get(key)
-        if skeleton is None:  # at most 2 languages x 6 channels x 2
-            fixed = (("channel_by", i18n.CHANNEL_BY[lang][channel]), ("has_address", has_address))
-            skeleton = self.service.skeleton(
-                "public/unsubscribe.html", lang, fixed, ("address", "prefs_path")
-            )
+        if skeleton is None:  # at most 2 languages x 6 channels
+            fixed = (("channel_by", i18n.CHANNEL_BY[lang][channel]),)
+            skeleton = self.service.skeleton("public/unsubscribe.html", lang, fixed, ("prefs_path",))
             self.skeletons[key] = skeleton
         return skeleton
 
@@ -156,17 +153,7 @@ class _Request:
             )
         if claims.purpose != "unsubscribe":
             return self.track(claims)
-        connections = self.fast.connections
-        raw = connections.borrow()
-        try:
-            card = load_page_card(raw, claims.contact_id)
-        except BaseException:
-            connections.give_back(raw, healthy=False)
-            raise
-        connections.give_back(raw)
-        if card is None or not card.recordable:
-            return self.page(410, "public/message.html", title_key="e_erased_title", body_key="e_erased_body")
-        return self.unsubscribe_page(token, claims, card)
+        return self.unsubscribe_page(token, claims)
 
     def track(self, claims: LinkClaims) -> Iterable[bytes]:
         location = _location(str(claims.url))
@@ -205,13 +192,12 @@ class _Request:
             # little early (the cautious side). Logged for the operator.
             logger.exception("tracked click of contact %s not recorded", claims.contact_id)
 
-    def unsubscribe_page(self, token: str, claims: LinkClaims, card: PageCard) -> Iterable[bytes]:
+    def unsubscribe_page(self, token: str, claims: LinkClaims) -> Iterable[bytes]:
         # The preference centre's own token is minted only when someone follows the link
         # (``pages.preferences_from_unsubscribe``): minting it here cost a sixth of every view.
-        address = _address(card, claims.channel)
         lang = self.lang
-        skeleton = self.fast.unsubscribe_skeleton(lang, claims.channel, address is not None)
-        return self.send(200, skeleton.fill_bytes((address or "", f"/u/{token}/preferences")), lang)
+        skeleton = self.fast.unsubscribe_skeleton(lang, claims.channel)
+        return self.send(200, skeleton.fill_bytes((f"/u/{token}/preferences",)), lang)
 
     def page(
         self, status: int, template: str, extra: list[tuple[str, str]] | None = None, **values: Any
@@ -237,11 +223,3 @@ def _location(url: str) -> str | None:
     if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
         return None
     return url if url.isascii() else iri_to_uri(url)
-
-
-def _address(card: PageCard, channel: str) -> str | None:
-    if channel == "email" and card.email:
-        return i18n.mask_email(card.email)
-    if channel in ("sms", "phone", "automated_call", "fax") and card.phone:
-        return i18n.mask_phone(card.phone)
-    return None

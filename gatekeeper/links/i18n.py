@@ -78,7 +78,6 @@ MESSAGES: dict[str, dict[str, str]] = {
         "u_title": "Se désinscrire",
         "u_intro": "Confirmez ci-dessous : {sender} cessera alors de vous envoyer des messages "
         "commerciaux {channel_by}.",
-        "u_address": "Adresse concernée : {address}",
         "u_button": "Me désinscrire",
         "u_prefs": "Vous préférez choisir canal par canal ?",
         "u_prefs_link": "Gérer mes préférences",
@@ -187,7 +186,6 @@ MESSAGES: dict[str, dict[str, str]] = {
         "controller": "Data controller: {sender}",
         "u_title": "Unsubscribe",
         "u_intro": "Confirm below and {sender} will stop sending you marketing messages {channel_by}.",
-        "u_address": "Address concerned: {address}",
         "u_button": "Unsubscribe me",
         "u_prefs": "Would you rather choose channel by channel?",
         "u_prefs_link": "Manage my preferences",

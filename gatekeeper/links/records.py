@@ -4,8 +4,8 @@ Consents and objections (unsubscribe, reconsent, preferences) go through the reg
 ``append_events``: the same validation-free fact store, the same keyed-hash suppressions (so an
 objection blocks the gate as soon as the view commits) and the same clock refresh.
 
-Reads use raw DB-API statements (``Raw``): the unsubscribe page and the tracked links read
-one row per request on the hot path. Tracked clicks are recorded in ``clicks``.
+``Raw`` runs DB-API statements with the dialect's placeholders: the pages' reads and the
+clicks' drainer (``spooled``), which stores each batch of clicks in one transaction.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any, NamedTuple
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -200,28 +200,6 @@ class ContactCard:
     @property
     def recordable(self) -> bool:
         return self._row[10] is None and any(self._row[1:4])
-
-
-class PageCard(NamedTuple):
-    """What the unsubscribe page needs: five columns, not the card's twenty-one (a hot read)."""
-
-    id: int
-    external_id: str | None
-    email: str | None
-    phone: str | None
-    anonymised_at: Any
-
-    @property
-    def recordable(self) -> bool:
-        return self.anonymised_at is None and bool(self.external_id or self.email or self.phone)
-
-
-_PAGE_SQL = "SELECT id, external_id, email, phone, anonymised_at FROM contacts WHERE id = ?"
-
-
-def load_page_card(raw: Raw, contact_id: int) -> PageCard | None:
-    row = raw.one(_PAGE_SQL, (contact_id,))
-    return None if row is None else PageCard(*row)
 
 
 def load_card(raw: Raw, contact_id: int) -> ContactCard | None:
