@@ -1,15 +1,14 @@
-"""The fast path's own database connections, opened once per worker and kept.
+"""Raw DB-API connections kept open by the clicks' drainer (``spooled``), in autocommit mode.
 
 Checking a connection out of SQLAlchemy's pool and handing it back (with its reset rollback)
-costs about as much as the rest of an unsubscribe page (a cProfile of the fast path), so the
-hot links keep raw DB-API connections of their own, in autocommit mode: a read is one statement
-and no transaction; the clicks' drainer (``spooled``) uses the same kind of connection, each
-batch an explicit ``BEGIN … COMMIT`` (``Raw.begin``).
+costs as much as a small batch's work, so the drainer keeps connections of its own: a read is
+one statement and no transaction, and each batch of clicks is an explicit ``BEGIN … COMMIT``
+(``Raw.begin``). (The unsubscribe page, which used them too, no longer reads the database.)
 
 They are closed when the engine is disposed (tests, shutdown); a forked child never touches
 its parent's, not even at exit (closing a psycopg handle ends the parent's session; SQLite
 forbids using a handle across fork) and opens its own. A connection that failed in the middle
-of a request is closed, not reused.
+of a batch is closed, not reused.
 """
 
 from __future__ import annotations
