@@ -144,5 +144,10 @@ def _first_uses(requests: Sequence[SpooledRequest], used: set[tuple[str, str]]) 
             taken.update(request.tokens)
             kept.append(request)
         else:
-            log.warning("webhook spool: a request replayed a used token; its events were dropped")
+            # Also what a batch handed again after a failed group shows for the requests of the
+            # groups committed before it: their events are stored already.
+            log.warning(
+                "webhook spool: a request replayed a used token (or was stored by an earlier pass"
+                " over this batch); its events were skipped"
+            )
     return kept
