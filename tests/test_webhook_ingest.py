@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import requests
@@ -35,14 +35,14 @@ from gatekeeper.config import Settings, load_settings
 from gatekeeper.domain.retention import add_years
 from gatekeeper.errors import ConfigError
 from gatekeeper.proof.verify import verify
-from gatekeeper.register.deliveries import TokenBook, read_spool_record, spool_record
+from gatekeeper.register.deliveries import SpooledRequest, TokenBook, read_spool_record, spool_record
 from gatekeeper.register.rawsql import Sql
 from gatekeeper.spool import SpoolRecord, drain
 from gatekeeper.sqlbulk import read_ts, ts_value
 from gatekeeper.timeparse import isoformat
 from gatekeeper.webhook_service import CHECKPOINT_ROWS, collector_paused
 from gatekeeper.webhook_views import service_of
-from webhooks.base import InboundRequest, ReplayError
+from webhooks.base import InboundRequest, NormalizedEvent, ReplayError
 
 PAYLOADS = Path(__file__).parent / "webhook_adapters" / "payloads"
 KINDS = ("click", "open", "unsubscribe", "hard_bounce", "soft_bounce", "complaint")
@@ -826,6 +826,86 @@ def test_a_spooled_older_unsubscribe_never_undoes_a_newer_suppression(gk: Harnes
     (row,) = gk.query("SELECT occurred_at FROM suppressions")
     assert isoformat(read_ts(row.occurred_at)) == "2024-05-06T13:02:00Z"
     assert gk.suppressions(RECIPIENT["sendgrid"]) == {("unsubscribe", "email")}
+
+
+def test_the_drainer_groups_requests_in_order_without_splitting_one() -> None:
+    def request(events: int) -> SpooledRequest:
+        return SpooledRequest(datetime.now(UTC), [], [cast(NormalizedEvent, None)] * events)
+
+    sizes = [1, 2, 1, 5, 1, 1]
+    requests_ = [request(n) for n in sizes]
+    found = webhook_spooled.groups(requests_, 3)
+    assert [[len(r.events) for r in g] for g in found] == [[1, 2], [1], [5], [1, 1]]
+    assert [r for g in found for r in g] == requests_
+    assert webhook_spooled.groups([], 3) == []
+
+
+def poison(app: Flask, key: str) -> list[str]:
+    """Triggers refusing one dedupe key with a real database error; the statements that drop them."""
+    engine = app.extensions["gatekeeper.db"].engine
+    if engine.dialect.name == "sqlite":
+        create = [
+            "CREATE TRIGGER gk_poison BEFORE INSERT ON webhook_events"
+            f" WHEN NEW.dedupe_key = '{key}' BEGIN SELECT RAISE(ABORT, 'poison'); END"
+        ]
+        drop = ["DROP TRIGGER IF EXISTS gk_poison"]
+    else:
+        create = [
+            "CREATE FUNCTION gk_poison() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$ BEGIN RAISE EXCEPTION 'poison'; END $$",
+            "CREATE TRIGGER gk_poison BEFORE INSERT ON webhook_events FOR EACH ROW"
+            f" WHEN (NEW.dedupe_key = '{key}') EXECUTE FUNCTION gk_poison()",
+        ]
+        drop = ["DROP TRIGGER IF EXISTS gk_poison ON webhook_events", "DROP FUNCTION IF EXISTS gk_poison()"]
+    with engine.begin() as conn:
+        for statement in create:
+            conn.exec_driver_sql(statement)
+    return drop
+
+
+def test_the_drainer_commits_a_batch_group_by_group_and_a_failed_group_is_handed_again(
+    gk: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(webhook_spooled, "EVENTS_PER_TRANSACTION", 2)
+    contact_id = gk.contact(RECIPIENT["sendgrid"])
+    records = [
+        spooled(gk, sendgrid_click(1_715_000_460, "c1") + sendgrid_click(1_715_000_470, "c2"), "a:0"),
+        spooled(gk, sendgrid_click(1_715_000_480, "poison"), "a:1"),
+    ]
+    drop = poison(gk.app, "sendgrid:poison")
+    try:
+        with pytest.raises(DBAPIError):
+            spool_handler(gk)(records)
+        assert gk.count("webhook_events") == 2  # the first group's transaction is committed
+    finally:
+        engine = gk.app.extensions["gatekeeper.db"].engine
+        with engine.begin() as conn:
+            for statement in drop:
+                conn.exec_driver_sql(statement)
+    spool_handler(gk)(records)  # the drainer hands the whole batch again
+    assert gk.count("webhook_events") == 3
+    assert [f.type for f in gk.facts(contact_id)] == ["interest"] * 3
+    with gk.app.extensions["gatekeeper.db"].session_scope() as session:
+        report = verify(session, gk.app.extensions["gatekeeper.context"].hasher)
+    assert report.ok, report.problem
+
+
+def test_a_token_spent_by_an_earlier_group_of_the_batch_is_a_replay(
+    gk: Harness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(webhook_spooled, "EVENTS_PER_TRANSACTION", 1)
+    adapter = service_of(gk.app).adapters["mailgun"]
+    lines = []
+    for kind in ("click", "open"):
+        body = json.dumps(payload("mailgun", kind)).encode()
+        events = adapter.parse(InboundRequest("POST", PUBLIC_BASE_URL, {}, body)).events
+        book = TokenBook()
+        book.seen("mailgun", "the-same-token", now=datetime.now(UTC))
+        lines.append(SpoolRecord(f"m:{kind}", spool_record(datetime.now(UTC), book, events)))
+    spool_handler(gk)(lines)
+    assert gk.count("webhook_tokens") == 1
+    assert [row.kind for row in gk.query("SELECT kind FROM webhook_events")] == ["click"]
+    assert "replayed a used token" in caplog.text
 
 
 @pytest.mark.parametrize(
