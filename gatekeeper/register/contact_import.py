@@ -4,8 +4,9 @@ new contacts in one statement and hand the contacts already in the register to t
 Theory of operation.
 1. Stream the file through a ``ContactPlan`` (compiled from its header) into a temporary table
    holding only the file's own columns and a number for the row's discrete facts; rows the plan
-   does not vouch for go through the reference ``parse_contact``. From 16 MiB a second process
-   reads and validates (contact_worker.py) while this one stages.
+   does not vouch for go through the reference ``parse_contact``; each coordinate's keyed hash
+   is added to its row. From 16 MiB a second process reads, validates and hashes
+   (contact_worker.py) while this one stages.
 2. Any invalid row refuses the whole file: nothing was written.
 3. One plain ``INSERT … SELECT`` adds every row whose external_id, email and phone are all
    new, in file order, with clock and profile joined from the facts table; a large load into
