@@ -18,12 +18,18 @@ class KeyedHasher:
         # HMAC (RFC 2104) as its two keyed SHA-256 states, derived once and copied per message:
         # the gate and the import hash whole lists, and copying two hashlib objects costs half
         # of copying an hmac.HMAC (which copies both and wraps them in Python).
+        self._key = key
         block = key.encode()
         if len(block) > _BLOCK:
             block = hashlib.sha256(block).digest()
         block = block.ljust(_BLOCK, b"\0")
         self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
         self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
+
+    def __reduce__(self) -> tuple[type[KeyedHasher], tuple[str]]:
+        # hashlib states do not pickle: a hasher crosses to the import's reading process (our
+        # own child, through its stdin pipe) as its key and is derived again there.
+        return KeyedHasher, (self._key,)
 
     def _digest(self, message: bytes) -> str:
         """HMAC-SHA256 of ``message`` in hex (equal to ``hmac.new(key, message, sha256)``, tested)."""

@@ -34,7 +34,12 @@ def ctx(tmp_path_factory: pytest.TempPathFactory) -> RegisterContext:
 def messages_for(ctx: RegisterContext, path: Path) -> list[tuple[Any, ...]]:
     sent: list[bytes] = []  # pickled at once, as the pipe does
     contact_worker.read_file(
-        str(path), detect_format(path), ctx.policy, ctx.region, lambda m: sent.append(pickle.dumps(m))
+        str(path),
+        detect_format(path),
+        ctx.policy,
+        ctx.region,
+        ctx.hasher,
+        lambda m: sent.append(pickle.dumps(m)),
     )
     return [pickle.loads(m) for m in sent]  # noqa: S301 - pickled just above
 
@@ -71,9 +76,22 @@ def test_each_batch_brings_the_facts_first_numbered_in_it(ctx: RegisterContext, 
     result = (Problems(), FactTable(ctx.policy))
     batches = list(contact_worker._receive(stream(*sent), result, lambda _n: None, BATCH))
     # Numbered in the parent as the batches arrive, with the child's numbers.
-    fact_ids = [r[-1] for batch in batches for r in batch]
+    fact_ids = [r[-2] for batch in batches for r in batch]  # (row, email, fact, email hash)
     assert (fact_ids[2], fact_ids[BATCH + 2], set(fact_ids)) == (1, 2, {0, 1, 2})
     assert result[1].order == [*numbered[0], *numbered[1]]
+
+
+def test_the_child_adds_the_keyed_hash_of_each_coordinate(ctx: RegisterContext, tmp_path: Path) -> None:
+    path = tmp_path / "c.csv"
+    path.write_text("email,phone,collected_at\nA@Example.fr,,2025-01-01\n,06 12 34 56 78,2025-01-01\n")
+    sent = messages_for(ctx, path)
+    # The hasher crossed a pickle, as it crosses the pipe: the same key, the same hashes.
+    hasher = pickle.loads(pickle.dumps(ctx.hasher))  # noqa: S301 - pickled just above
+    assert [r[-2:] for r in sent[0][1]] == [
+        (ctx.hasher.coordinate("email", "a@example.fr"), ""),
+        ("", hasher.coordinate("phone", "+33612345678")),
+    ]
+    assert hasher.coordinate("email", "x@y.fr") == ctx.hasher.coordinate("email", "x@y.fr")
 
 
 def test_the_parent_merges_what_the_child_found(ctx: RegisterContext, tmp_path: Path) -> None:
@@ -134,7 +152,7 @@ def many_contacts_read_by_a_child(ctx: RegisterContext, tmp_path: Path) -> Gener
     path = many_contacts(tmp_path)
     result = (Problems(), FactTable(ctx.policy))
     fmt = detect_format(path)
-    return contact_worker.staged_by_child(path, fmt, ctx.policy, ctx.region, result, print, 10**9)
+    return contact_worker.staged_by_child(path, fmt, ctx, result, print, 10**9)
 
 
 def test_a_parent_that_stops_reading_leaves_no_process_behind(

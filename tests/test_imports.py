@@ -582,3 +582,33 @@ def test_a_file_with_a_header_alone_stores_nothing(app: Flask, tmp_path: Any) ->
     path.write_text(HEADER + "\n")
     assert import_path(app, path) == {"created": 0, "updated": 0, "unchanged": 0}
     assert count(app, "contacts") == 0
+
+
+def test_both_readers_store_the_same_register_with_the_keyed_hashes(
+    app: Flask, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The second process hashes the coordinates with the hasher it was handed through its pipe.
+    from gatekeeper.register import contact_import
+
+    path = tmp_path / "big.csv"
+    many_rows(path, 50)
+    stored = []
+    for parallel_from in (10**12, 0):
+        monkeypatch.setattr(contact_import, "PARALLEL_FROM_BYTES", parallel_from)
+        with app.extensions["gatekeeper.db"].engine.begin() as conn:
+            conn.execute(text("DELETE FROM contacts"))
+        assert import_path(app, path)["created"] == 50
+        stored.append(register_rows(app))
+    assert stored[0] == stored[1]
+    hasher = app.extensions["gatekeeper.context"].hasher
+    with app.extensions["gatekeeper.db"].engine.connect() as conn:
+        hashes = conn.execute(text("SELECT email, email_hash, phone, phone_hash FROM contacts ORDER BY id"))
+        for email, email_hash, phone, phone_hash in hashes:
+            assert email_hash == hasher.coordinate("email", email)
+            assert phone_hash == (hasher.coordinate("phone", phone) if phone else None)
+
+
+def test_the_refused_at_index_holds_only_refusals(app: Flask) -> None:
+    # Partial (migration 0005): an imported contact, who has not refused, adds no entry to it.
+    (definition,) = [d for n, d in contact_indexes(app) if n == "ix_contacts_refused_at"]
+    assert "WHERE" in definition and "refused_at IS NOT NULL" in definition
