@@ -372,9 +372,10 @@ def test_a_reader_process_that_fails_fails_the_list_and_leaves_no_verdict_file(
     monkeypatch.setattr("gatekeeper.gate.bulkread.SQLITE_READERS_FROM", 0)
     monkeypatch.setattr("gatekeeper.gate.bulkread.SCAN_RATIO", 0)
 
-    def broken_scan(self: BulkReader, readers: list[Any], suppressed: Any) -> None:
-        for reader in readers:
-            reader.start(("scan", "SELECT no_such_column FROM contacts", [], None))
+    def broken_scan(self: BulkReader, readers: list[Any], want_ids: bool) -> None:
+        sql = "SELECT no_such_column FROM contacts"
+        for k, reader in enumerate(readers):
+            reader.start(("scan", sql, [], self.suppressions_sql, ["2026-11-22"], "email", "x", k, 2, 2, want_ids))
 
     monkeypatch.setattr(BulkReader, "_scan", broken_scan)
     seed_register(client, auth)
@@ -561,21 +562,3 @@ def test_first_occurrences_are_the_same_whichever_way_a_chunk_is_read() -> None:
         assert fresh == [values[r] for r in expected]
     assert decider.duplicates == repeats == 7
     assert decider.total == sum(1 for c in chunks for v in c if v != "")
-
-
-@pytest.mark.parametrize(
-    "value",
-    ["user7@example.fr", "a@b", "@b.fr", "ab@", "a@b@c", "+33612345678", "crm-1", "é@x.fr", "xé", "x"],
-)
-def test_the_database_and_the_parent_agree_on_which_reader_holds_a_coordinate(app: Flask, value: str) -> None:
-    """Each reader process reads the contacts of its share (BulkReader._scan, in SQL); the
-    parent sends each value to the reader of its share (reader_of, in Python)."""
-    from gatekeeper.gate.bulkread import reader_of, reader_sql
-
-    database = app.extensions["gatekeeper.db"]
-    expression = reader_sql("v", database.dialect == "postgresql")
-    with database.session_scope() as session:
-        code = session.execute(
-            text(f"SELECT {expression} FROM (SELECT :v AS v) AS t"), {"v": value}
-        ).scalar_one()
-    assert all(code % n == reader_of(value, n) for n in (2, 3))
