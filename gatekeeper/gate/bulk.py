@@ -51,7 +51,7 @@ from gatekeeper.gate.probe import ContactRow, RegisterProbe
 from gatekeeper.gate.recipients import Recipient
 from gatekeeper.register.context import RegisterContext
 
-READ_AHEAD = 40  # chunks read ahead while the register is read whole (200k rows of 5000)
+READ_AHEAD = 100  # chunks read ahead while the register is read whole (500k rows of 5000)
 
 
 class ChunkVerdicts(NamedTuple):
@@ -107,8 +107,10 @@ class BulkDecider:
         self.counts: Counter[int] = Counter()
         self.delimiter = ","
         self.expected_rows = expected_rows
-        self.suppressions = self.reader.suppressions(expected_rows)
-        self.single = {h: ";".join(sorted(e)) for h, e in (self.suppressions or {}).items()}
+        # Read in run(), once the reader processes have started (they read them too).
+        self.preload = self.reader.preloads(expected_rows)
+        self.suppressions: dict[str, list[str]] | None = None if self.preload is False else {}
+        self.single: dict[str, str] = {}
         self.lock = threading.Lock()  # one statement at a time on the connection
 
     # -- the chunks ------------------------------------------------------------------------
@@ -124,7 +126,10 @@ class BulkDecider:
         session_lane = Lane(self.ref.probe.conn, self.ref.probe, self.lock)
         more = (
             self.reader.more_connections(
-                self.expected_rows, self.suppressions, self.unwritten, self.want_ids or self.ref.phone_like
+                self.expected_rows,
+                self.suppressions is not None,
+                self.unwritten,
+                self.want_ids or self.ref.phone_like,
             )
             if self.parallel
             else []
@@ -145,6 +150,10 @@ class BulkDecider:
             free.put(lane)
         pending: deque[_Pending] = deque()
         try:
+            if self.preload:
+                self.suppressions = self.reader.suppressions()
+                if not scanned:  # for the lanes' keys (_supps); the processes code by hash
+                    self.single = {h: ";".join(sorted(e)) for h, e in self.suppressions.items()}
             with ThreadPoolExecutor(max_workers=max(len(lanes), 1), thread_name_prefix="gate-probe") as pool:
                 try:
                     for chunk in chunks:

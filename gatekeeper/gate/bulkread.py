@@ -148,16 +148,18 @@ class BulkReader:
     def fetch(self, sql: str, params: Sequence[Any], conn: Any = None) -> list[Any]:
         return fetch_rows(conn or self.conn, sql, params)
 
-    def suppressions(self, expected_rows: int) -> dict[str, list[str]] | None:
-        """All active suppressions of the channel by hash, when the list is large enough next to
-        the suppressions table for one read to cost less than a probe per chunk (else None)."""
+    def preloads(self, expected_rows: int) -> bool | None:
+        """Whether the active suppressions are read once for the run (``suppressions``): when
+        the list is large enough next to the suppressions table for one read to cost less than
+        a probe per chunk, or the register is read whole (see ``scans``: its processes key
+        each contact with its suppressions). None: there is no suppression at all."""
         top = self.fetch("SELECT max(id) FROM suppressions", ())[0][0] or 0
         if top == 0:
-            return {}
-        # A register read whole (see scans) needs them: its processes key each contact with
-        # its suppressions.
-        if (expected_rows < top * PRELOAD_RATIO and not self.scans(expected_rows)) or top > PRELOAD_MAX:
             return None
+        return (expected_rows >= top * PRELOAD_RATIO or self.scans(expected_rows)) and top <= PRELOAD_MAX
+
+    def suppressions(self) -> dict[str, list[str]]:
+        """All active suppressions of the channel by hash."""
         rows = self.fetch(self.suppressions_sql, [self.ref.as_of_v])
         channel = self.ref.campaign.channel
         found: dict[str, list[str]] = {}
@@ -188,7 +190,7 @@ class BulkReader:
     def more_connections(
         self,
         expected_rows: int,
-        suppressed: dict[str, list[str]] | None = None,
+        preloaded: bool = False,
         unwritten: bool = False,
         want_ids: bool = False,
     ) -> list[Any]:
@@ -198,14 +200,14 @@ class BulkReader:
         committed data statement by statement already, so they read what the session would.
         PostgreSQL: one pooled connection (its server works while a thread waits). SQLite: two
         reader processes (see gate.sqliteworker), one per core, for a list large enough. For a
-        list long next to the register, on either database, when the suppressions were read
-        whole (``suppressed``), two reader processes read it whole (``ScannedRegister``), and
+        list long next to the register, on either database, when the suppressions are read
+        whole (``preloaded``), two reader processes read it whole (``ScannedRegister``), and
         tell the contact ids too when asked (``want_ids``). PostgreSQL tells whether the
         transaction has written; SQLite only whether one is open (a session that may write
         begins IMMEDIATE): then only the caller knows (``unwritten``)."""
         bind = self.session.get_bind()
         engine = bind if isinstance(bind, Engine) else bind.engine
-        scan = suppressed is not None and self.scans(expected_rows)
+        scan = preloaded and self.scans(expected_rows)
         if self.postgres:
             if self.fetch("SELECT txid_current_if_assigned()", ())[0][0] is not None:
                 return []
