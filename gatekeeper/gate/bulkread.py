@@ -241,10 +241,9 @@ class BulkReader:
         lookup waits): a value is then looked up in every process, and found in one at most."""
         ref = self.ref
         p = "%s" if self.postgres else "?"
-        instants = "instants::text" if self.postgres else "instants"
         col = self.kind
         sql = (
-            f"SELECT {self.columns}, {instants} FROM contacts"  # noqa: S608 - constants
+            f"SELECT {self.columns} FROM contacts"  # noqa: S608 - constants
             f" WHERE {col} IS NOT NULL AND id >= {p} AND id < {p}"
         )
         assert self._ids is not None  # scans() was asked

@@ -13,14 +13,14 @@ Protocol, over stdin and stdout: pickled requests in, pickled ``("ok", result)``
 * ``(sql, params)``: the rows of one statement.
 * ``("scan", sql, params, suppressions_sql, suppressions_params, channel, liftable, number,
   count, own, want_ids)``: read this process's share of the contacts (a range of ids: coordinate,
-  id, email hash, phone hash, facts, instants) and give each coordinate a *situation code*: equal
+  id, email hash, phone hash, facts) and give each coordinate a *situation code*: equal
   codes for contacts whose facts, suppressions (the canonical string of
   ``engine.suppression_key``, over the active suppressions of the channel, which this process
   reads with ``suppressions_sql``) and, when a suppression holds ``liftable``, stored instants
-  are equal; a code of its own for a contact without facts or without the hash of its own
-  coordinate (``own``: the index of that hash in the row, None for external ids). Codes are
-  ``number + 1 + count * n``: the codes of ``count`` processes never meet and none is 0. The
-  result is the number of rows.
+  are equal (read for those contacts only); a code of its own for a contact without facts or
+  without the hash of its own coordinate (``own``: the index of that hash in the row, None for
+  external ids). Codes are ``number + 1 + count * n``: the codes of ``count`` processes never
+  meet and none is 0. The result is the number of rows.
 * ``("codes", values)``: per value, its code (0: no contact in this share) as the bytes of an
   ``array("q")``, and, when ``want_ids`` was given, the contact ids the same way (else None).
 
@@ -134,9 +134,26 @@ class Worker:
             special += compress(batch, map(suppressed, map(_PHONE_HASH, batch)))
             if None in facts or (own is not None and None in map(itemgetter(own), batch)):
                 special += filter(coder.alone, batch)
-            for row in special:
-                codes[row[0]] = coder.special(row)
+            waiting = [row for row in special if not coder.special(row, codes)]
+            if waiting:
+                # An objection a newer consent may lift: the instants tell (a few contacts).
+                instants = self.instants(sorted({row[1] for row in waiting}))
+                for row in waiting:
+                    codes[row[0]] = coder.lifted(row, instants.get(row[1]))
         return len(codes)
+
+    def instants(self, ids: list[int]) -> dict[int, Any]:
+        """The stored instants of these contacts, as text (in the scan's snapshot on SQLite:
+        the scan's statement is still open on this connection)."""
+        if self.postgres:
+            sql = "SELECT id, instants::text FROM contacts WHERE id = ANY(%s)"
+            return dict(self.conn.execute(sql, [ids]).fetchall())
+        found: dict[int, Any] = {}
+        for start in range(0, len(ids), 10_000):  # within SQLite's limit of parameters
+            part = ids[start : start + 10_000]
+            sql = f"SELECT id, instants FROM contacts WHERE id IN ({','.join('?' * len(part))})"  # noqa: S608
+            found.update(self.conn.execute(sql, part).fetchall())
+        return found
 
 
 _COORDINATE, _ID, _EMAIL_HASH, _PHONE_HASH, _FACTS = map(itemgetter, range(5))
@@ -163,16 +180,25 @@ class _Coder:
         decides it), or suppressions the parent finds by hashing the coordinate itself."""
         return row[4] is None or (self.own is not None and row[self.own] is None)
 
-    def special(self, row: tuple[Any, ...]) -> int:
-        _coordinate, contact_id, email_hash, phone_hash, facts, instants = row
+    def special(self, row: tuple[Any, ...], codes: dict[Any, int]) -> bool:
+        """Code a contact with a suppressed hash or alone (False: its instants are needed)."""
         if self.alone(row):
-            return self.code(("contact", contact_id))
+            codes[row[0]] = self.code(("contact", row[1]))
+            return True
+        supp = self.suppressions(row)
+        if supp and self.liftable in supp:
+            return False
+        codes[row[0]] = self.code((row[4], supp, None))
+        return True
+
+    def lifted(self, row: tuple[Any, ...], instants: Any) -> int:
+        """The code of a contact whose objection a newer consent may lift."""
+        return self.code((row[4], self.suppressions(row), instants))
+
+    def suppressions(self, row: tuple[Any, ...]) -> str | None:
         # As engine.suppression_key: the entries of both hashes, sorted, joined.
-        entries = self.found.get(email_hash, []) + self.found.get(phone_hash, [])
-        supp = ";".join(sorted(entries)) if entries else None
-        # A newer consent may lift an objection: the stored instants then tell.
-        lifted = instants if supp and self.liftable in supp else None
-        return self.code((facts, supp, lifted))
+        entries = self.found.get(row[2], []) + self.found.get(row[3], [])
+        return ";".join(sorted(entries)) if entries else None
 
 
 class _FactsCodes(dict[str | None, int]):
