@@ -562,3 +562,38 @@ def test_first_occurrences_are_the_same_whichever_way_a_chunk_is_read() -> None:
         assert fresh == [values[r] for r in expected]
     assert decider.duplicates == repeats == 7
     assert decider.total == sum(1 for c in chunks for v in c if v != "")
+
+
+@pytest.mark.parametrize("delimiter", [",", ";"])
+def test_the_formula_pattern_flags_a_chunk_exactly_when_a_cell_would_be_neutralised(delimiter: str) -> None:
+    """A plain chunk is written as its lines only when no cell of it would be changed by
+    write_safe_cell (listread._formula_cell, searched after a newline put in front)."""
+    import random
+    import re
+
+    from gatekeeper.gate.listread import _formula_cell
+
+    pattern = _formula_cell(delimiter)
+    alphabet = f"{delimiter}\n=@\t+-09 .a"
+    rng = random.Random(7)
+    flagged = 0
+    for _ in range(20_000):
+        chunk = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 14)))
+        cells = [c for line in re.split(r"\r\n|\r|\n", chunk) for c in line.split(delimiter)]
+        changed = any(write_safe_cell(c) != c for c in cells)
+        assert (pattern.search("\n" + chunk) is not None) == changed, repr(chunk)
+        flagged += changed
+    assert 1_000 < flagged < 19_000  # both kinds of chunks were tried
+
+
+def test_a_chunk_without_personal_domains_flags_its_generic_addresses_only(app: Flask) -> None:
+    """Most chunks have no personal mailbox domain: their candidates are the generic local
+    parts (with or without a "+tag"), found at the start of each line."""
+    from gatekeeper.gate.bulkcoords import Coordinates
+
+    policy = app.extensions["gatekeeper.context"].policy
+    generic = sorted(policy.generic_local_parts)[:5]
+    addresses = [f"{g}@firm{i}.fr" for i, g in enumerate(generic)] + [f"{generic[0]}+x@b.fr"]
+    others = ["jean@firm.fr", f"x{generic[1]}@firm.fr", f"a.{generic[2]}@b.fr", f"b@{generic[3]}.fr"]
+    for order in (addresses + others, others + addresses):
+        assert Coordinates("email", "FR", policy).candidates("\n".join(order)) == set(addresses)

@@ -106,9 +106,8 @@ class ListReader:
             self.reader = csv.reader(chain(lines, self.src), delimiter=self.delimiter)
             return self._csv_chunk(size)
         if "\r" in text:
-            if text.count("\r") == text.count("\r\n"):  # Windows line ends only
-                text = text.replace("\r\n", "\n")
-                bare = (text[:-1] if text.endswith("\n") else text).split("\n")
+            if text.count("\r") == text.count("\r\n") == text.count("\n"):  # Windows line ends only
+                bare = (text[:-2] if text.endswith("\r\n") else text).split("\r\n")
             else:
                 bare = [line.rstrip("\r\n") for line in lines]
         else:
