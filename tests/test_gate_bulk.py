@@ -375,7 +375,9 @@ def test_a_reader_process_that_fails_fails_the_list_and_leaves_no_verdict_file(
     def broken_scan(self: BulkReader, readers: list[Any], want_ids: bool) -> None:
         sql = "SELECT no_such_column FROM contacts"
         for k, reader in enumerate(readers):
-            reader.start(("scan", sql, [], self.suppressions_sql, ["2026-11-22"], "email", "x", k, 2, 2, want_ids))
+            reader.start(
+                ("scan", sql, [], self.suppressions_sql, self.suppressions_params, "x", k, 2, 2, want_ids)
+            )
 
     monkeypatch.setattr(BulkReader, "_scan", broken_scan)
     seed_register(client, auth)
@@ -597,3 +599,26 @@ def test_a_chunk_without_personal_domains_flags_its_generic_addresses_only(app: 
     others = ["jean@firm.fr", f"x{generic[1]}@firm.fr", f"a.{generic[2]}@b.fr", f"b@{generic[3]}.fr"]
     for order in (addresses + others, others + addresses):
         assert Coordinates("email", "FR", policy).candidates("\n".join(order)) == set(addresses)
+
+
+@pytest.mark.parametrize("channel", ["email", "sms", "phone", "postal"])
+def test_the_suppressions_read_whole_are_the_entries_the_per_chunk_probe_reads(
+    app: Flask, client: FlaskClient, auth: dict[str, str], channel: str
+) -> None:
+    """The database makes and chooses the entries when the suppressions are read whole (the
+    parent and the reader processes run the same statement); the per-chunk probe does it in
+    Python: the same entries either way, so the same canonical strings in the keys."""
+    from gatekeeper.gate.bulkread import BulkReader
+    from gatekeeper.gate.engine import Decider
+
+    seed_register(client, auth)
+    campaign, _ = parse_campaign({**CAMPAIGNS["email"], "channel": channel, "sender": "ACME SAS"}, AS_OF)
+    ctx = app.extensions["gatekeeper.context"]
+    with app.extensions["gatekeeper.db"].session_scope() as session:
+        ref = Decider(session, ctx, campaign, AS_OF)
+        whole = BulkReader(session, ref, "email").suppressions()
+        hashes = [h for (h,) in session.execute(text("SELECT coord_hash FROM suppressions"))]
+        probed = ref.probe.suppressions(ref.as_of_v, hashes)
+    assert whole and {h: sorted(e) for h, e in whole.items()} == {h: sorted(e) for h, e in probed.items()}
+    if channel == "postal":  # some suppressions cover email and sms only
+        assert len(whole) < len(set(hashes))

@@ -160,19 +160,29 @@ class BulkReader:
 
     def suppressions(self) -> dict[str, list[str]]:
         """All active suppressions of the channel by hash."""
-        rows = self.fetch(self.suppressions_sql, [self.ref.as_of_v])
-        channel = self.ref.campaign.channel
         found: dict[str, list[str]] = {}
-        for coord_hash, reason, channels, when in rows:  # as RegisterProbe.suppressions
-            if channels == "all" or channel in channels.split(","):
-                found.setdefault(coord_hash, []).append(f"{reason}|{channels}|{when}")
+        for coord_hash, entry in self.fetch(self.suppressions_sql, self.suppressions_params):
+            found.setdefault(coord_hash, []).append(entry)
         return found
 
     @property
     def suppressions_sql(self) -> str:
-        at = "occurred_at::text" if self.postgres else "occurred_at"
-        p = "%s" if self.postgres else "?"
-        return f"SELECT coord_hash, reason, channels, {at} FROM suppressions WHERE occurred_at <= {p}"  # noqa: S608 - constants
+        """The active suppressions of the channel, each entry as RegisterProbe.suppressions
+        writes it ("reason|channels|occurred_at"), made and chosen by the database: a third
+        of the time of a Python step per row. The channel is among the comma-separated
+        ``channels`` (or they are "all")."""
+        if self.postgres:
+            entry, listed = "occurred_at::text", "position(%s in ',' || channels || ',') > 0"
+        else:
+            entry, listed = "occurred_at", "instr(',' || channels || ',', ?) > 0"
+        return (
+            f"SELECT coord_hash, reason || '|' || channels || '|' || {entry} FROM suppressions"  # noqa: S608 - constants
+            f" WHERE occurred_at <= {'%s' if self.postgres else '?'} AND (channels = 'all' OR {listed})"
+        )
+
+    @property
+    def suppressions_params(self) -> list[Any]:
+        return [self.ref.as_of_v, f",{self.ref.campaign.channel},"]
 
     def scans(self, expected_rows: int) -> bool:
         """Whether the reader processes would read the register whole for a list this long
@@ -251,10 +261,9 @@ class BulkReader:
         n = len(readers)
         bounds = [lo + (hi - lo + 1) * k // n for k in range(n + 1)]
         own = {"email": 2, "phone": 3}.get(col)  # the hash of the coordinate, in the row
-        channel = ref.campaign.channel
         for k, reader in enumerate(readers):
             params = [ref.as_of_v, ref.as_of_v, ref.send_v, bounds[k], bounds[k + 1]]
-            supp = [self.suppressions_sql, [ref.as_of_v], channel, LIFTABLE]
+            supp = [self.suppressions_sql, self.suppressions_params, LIFTABLE]
             reader.start(("scan", sql, params, *supp, k, n, own, want_ids))
 
 

@@ -11,8 +11,8 @@ Protocol, over stdin and stdout: pickled requests in, pickled ``("ok", result)``
 ``("error", message)`` out, until stdin closes. Only the parent that started it writes to it.
 
 * ``(sql, params)``: the rows of one statement.
-* ``("scan", sql, params, suppressions_sql, suppressions_params, channel, liftable, number,
-  count, own, want_ids)``: read this process's share of the contacts (a range of ids: coordinate,
+* ``("scan", sql, params, suppressions_sql, suppressions_params, liftable, number, count, own,
+  want_ids)``: read this process's share of the contacts (a range of ids: coordinate,
   id, email hash, phone hash, facts) and give each coordinate a *situation code*: equal
   codes for contacts whose facts, suppressions (the canonical string of
   ``engine.suppression_key``, over the active suppressions of the channel, which this process
@@ -90,14 +90,13 @@ class Worker:
         params: list[Any],
         suppressions_sql: str,
         suppressions_params: list[Any],
-        channel: str,
         liftable: str,
         number: int,
         count: int,
         own: int | None,
         want_ids: bool,
     ) -> int:
-        found = self.suppressions(suppressions_sql, suppressions_params, channel)
+        found = self.suppressions(suppressions_sql, suppressions_params)
         coder = _Coder(found, liftable, number, count, own)
         if want_ids:
             self.ids = {}
@@ -108,13 +107,12 @@ class Worker:
                 return self.fill(cur, coder)
         return self.fill(self.conn.execute(sql, params), coder)
 
-    def suppressions(self, sql: str, params: list[Any], channel: str) -> dict[str, list[str]]:
+    def suppressions(self, sql: str, params: list[Any]) -> dict[str, list[str]]:
         """The active suppressions of the channel by hash, as BulkReader.suppressions reads
         them (the same entries, so the same canonical strings)."""
         found: dict[str, list[str]] = {}
-        for coord_hash, reason, channels, when in self.conn.execute(sql, params).fetchall():
-            if channels == "all" or channel in channels.split(","):
-                found.setdefault(coord_hash, []).append(f"{reason}|{channels}|{when}")
+        for coord_hash, entry in self.conn.execute(sql, params).fetchall():
+            found.setdefault(coord_hash, []).append(entry)
         return found
 
     def fill(self, cur: Any, coder: _Coder) -> int:
