@@ -10,15 +10,17 @@ path reads less and keys coarser-grained work on what is shared:
    occurrences are found with set and dict operations when every record names a valid
    coordinate (``_fresh``).
 2. Per contact, its id, its keyed hashes and one text ``facts`` built by the database
-   (``bulkread``): for a list about as long as the register, two reader processes read the
-   register whole at the start and answer each chunk from memory (``ScannedRegister``: the
-   chunk's lookup is sent as soon as it is read, its reply read when it is decided, on this
-   thread); otherwise one statement per chunk, on a probe thread while the previous chunks are
-   keyed and written.
+   (``bulkread``), one statement per chunk, on a probe thread while the previous chunks are
+   keyed and written. For a list about as long as the register, two reader processes read
+   the register whole at the start instead, each a range of ids, and give each contact a
+   *situation code* (``gate.sqliteworker``): its facts, its suppressions and, when an
+   objection could be lifted, its instants. Each chunk's values are sent to both as soon as
+   the chunk is read, and their replies (a code per value, 0: not found) read when it is
+   decided (``ScannedRegister``); a row's key is then its code (``_coded_keys``).
 3. The active suppressions of the channel are read once per run when the list is large next to
    the suppressions table (else per chunk, by hash); a recipient's suppressions are the same
    canonical string the reference builds (``engine.suppression_key``).
-4. Each row's key holds the address flags, ``facts``, the suppressions (and, when an
+4. Otherwise each row's key holds the address flags, ``facts``, the suppressions (and, when an
    objection could be lifted by a newer consent, the instants) and the call attempts: at least
    everything the reference key holds, so equal keys have equal verdicts (the commonest, a
    contact with nothing but its facts to tell, is keyed by its facts alone). A key seen for the
@@ -40,6 +42,7 @@ from typing import Any, NamedTuple, cast
 from sqlalchemy.orm import Session
 
 from gatekeeper.domain import Campaign, Verdict, classify_email
+from gatekeeper.errors import GatekeeperError
 from gatekeeper.gate.bulkcoords import Coordinates
 from gatekeeper.gate.bulkread import BulkReader, Lane, ScannedRegister, Slim
 from gatekeeper.gate.engine import LIFTABLE, Decider, suppression_key
@@ -48,7 +51,7 @@ from gatekeeper.gate.probe import ContactRow, RegisterProbe
 from gatekeeper.gate.recipients import Recipient
 from gatekeeper.register.context import RegisterContext
 
-READ_AHEAD = 40  # chunks read ahead while the register is read whole (200k rows of 5000)
+READ_AHEAD = 160  # chunks read ahead while the register is read whole (800k rows of 5000)
 
 
 class ChunkVerdicts(NamedTuple):
@@ -104,8 +107,10 @@ class BulkDecider:
         self.counts: Counter[int] = Counter()
         self.delimiter = ","
         self.expected_rows = expected_rows
-        self.suppressions = self.reader.suppressions(expected_rows)
-        self.single = {h: ";".join(sorted(e)) for h, e in (self.suppressions or {}).items()}
+        # Read in run(), once the reader processes have started (they read them too).
+        self.preload = self.reader.preloads(expected_rows)
+        self.suppressions: dict[str, list[str]] | None = None if self.preload is False else {}
+        self.single: dict[str, str] = {}
         self.lock = threading.Lock()  # one statement at a time on the connection
 
     # -- the chunks ------------------------------------------------------------------------
@@ -120,7 +125,12 @@ class BulkDecider:
         connection then only decides new situations). A lane runs one statement at a time."""
         session_lane = Lane(self.ref.probe.conn, self.ref.probe, self.lock)
         more = (
-            self.reader.more_connections(self.expected_rows, self.suppressions, self.unwritten)
+            self.reader.more_connections(
+                self.expected_rows,
+                self.suppressions is not None,
+                self.unwritten,
+                self.want_ids or self.ref.phone_like,
+            )
             if self.parallel
             else []
         )
@@ -140,6 +150,10 @@ class BulkDecider:
             free.put(lane)
         pending: deque[_Pending] = deque()
         try:
+            if self.preload:
+                self.suppressions = self.reader.suppressions()
+                if not scanned:  # for the lanes' keys (_supps); the processes code by hash
+                    self.single = {h: ";".join(sorted(e)) for h, e in self.suppressions.items()}
             with ThreadPoolExecutor(max_workers=max(len(lanes), 1), thread_name_prefix="gate-probe") as pool:
                 try:
                     for chunk in chunks:
@@ -178,10 +192,16 @@ class BulkDecider:
         """A chunk's lookup sent to the reader processes; the rest when its result is asked."""
         register.send(fresh)
 
-        def gather() -> _Gathered:
-            named = register.receive()
+        def gather() -> _Coded:
+            codes, ids = register.receive()
+            if not self.ref.phone_like:
+                return _Coded(codes, ids, {})
+            assert ids is not None  # asked for at the scan
             with lane.lock:
-                return self._gather_named(fresh, named, lane)
+                attempts = lane.probe.attempts(
+                    self.ref.since_v, self.ref.send_v, {i for c, i in zip(codes, ids, strict=True) if c}
+                )
+            return _Coded(codes, ids, attempts)
 
         return _Deferred(gather)
 
@@ -198,7 +218,10 @@ class BulkDecider:
         return _Gathered(named, supps, attempts, self.reader.instants(lifting, lane.conn))
 
     def _finish(self, work: _Pending) -> ChunkVerdicts:
-        named, supps, attempts, lifted = work.gathered.result()
+        gathered = work.gathered.result()
+        if isinstance(gathered, _Coded):
+            return self._finish_coded(work, gathered)
+        named, supps, attempts, lifted = gathered
         fresh = work.fresh
         keys = self._keys(fresh, named, supps, attempts, lifted, work.candidates)
         memo = self.memo
@@ -211,6 +234,81 @@ class BulkDecider:
         self.counts.update(picked)
         ids: list[int | None] = [None if c is None else c[1] for c in named] if self.want_ids else []
         return ChunkVerdicts(work.chunk, work.records, picked, ids, work.recipients)
+
+    def _finish_coded(self, work: _Pending, coded: _Coded) -> ChunkVerdicts:
+        """A chunk whose contacts the reader processes coded (see _coded_keys)."""
+        fresh, (codes, ids, attempts) = work.fresh, coded
+        keys = self._coded_keys(fresh, codes, ids, attempts, work.candidates)
+        memo = self.memo
+        known = list(map(memo.get, keys))
+        if None in known:
+            missing = {k: i for i, k in enumerate(keys) if k not in memo}
+            with self.lock:
+                self._decide_coded(missing, fresh, codes, attempts)
+            known = list(map(memo.__getitem__, keys))
+        picked = cast(list[int], known)
+        self.counts.update(picked)
+        contacts: list[int | None] = []
+        if self.want_ids and ids is not None:
+            contacts = [i if c else None for c, i in zip(codes, ids, strict=True)]
+        elif self.want_ids:
+            contacts = [None] * len(picked)
+        return ChunkVerdicts(work.chunk, work.records, picked, contacts, work.recipients)
+
+    def _coded_keys(
+        self,
+        fresh: list[str | None],
+        codes: list[int],
+        ids: list[int] | None,
+        attempts: dict[int, int],
+        candidates: set[str] | None,
+    ) -> list[Any]:
+        """Each recipient's memo key when the reader processes coded the contacts: a contact's
+        code stands for everything the reference key holds but the address and the call
+        attempts; an unknown recipient's key is (address, suppressions of its own hash).
+        The commonest, a contact named by an "other" plain address with no attempts, is keyed
+        by its code alone (an int, never equal to a tuple key); the chunk's key list is then
+        its codes, unknown recipients put in their places."""
+        if candidates is not None and not candidates and not attempts:
+            if 0 not in codes:
+                return codes
+            keys: list[Any] = list(codes)
+            plain = (int(self.usable), 0, 0)
+            for i in [i for i, c in enumerate(codes) if not c]:
+                keys[i] = (plain, self._own_supp(fresh[i]))
+            return keys
+        address = self._address
+        return [
+            (address(v, candidates), c, min(attempts.get(i, 0), 99))
+            if c
+            else (address(v, candidates), self._own_supp(v))
+            for v, c, i in zip(fresh, codes, ids or codes, strict=True)
+        ]
+
+    def _own_supp(self, v: str | None) -> str | None:
+        """The suppressions of a recipient named by no contact: of its own coordinate's hash."""
+        return self._supp(self.suppressions, v, None) if self.suppressions else None
+
+    def _decide_coded(
+        self, missing: dict[Any, int], fresh: list[str | None], codes: list[int], attempts: dict[int, int]
+    ) -> None:
+        """Decide each new key with the reference, on the full row of its first recipient."""
+        ref, found = self.ref, self.suppressions
+        wanted = {v for i in missing.values() if codes[i] and (v := fresh[i]) is not None}
+        full: dict[str, ContactRow] = (
+            ref.probe.contacts(self.kind, wanted, ref.as_of_v, ref.send_v) if wanted else {}
+        )
+        for key, i in missing.items():
+            v, c = fresh[i], None
+            if codes[i]:
+                c = full.get(cast(str, v))
+                if c is None:
+                    raise GatekeeperError(f"contact {v!r} left the register while its list was decided")
+                s = self._supp(found, v, (v, c.id, c.email_hash, c.phone_hash)) if found else None
+            else:
+                s = self._own_supp(v)
+            decided = ref.decide_one(Recipient(0, self.kind, v, v or ""), c, s, attempts)
+            self.memo[key] = self._written(decided.verdict)
 
     def _fresh(self, values: Sequence[str | None]) -> tuple[list[str | None], list[int] | None]:
         """The first occurrences in order (invalid ones included, each its own recipient), and
@@ -416,13 +514,19 @@ class _Gathered(NamedTuple):
     lifted: dict[int, Any]
 
 
+class _Coded(NamedTuple):
+    codes: list[int]  # per first occurrence: its situation code (0: no contact)
+    ids: list[int] | None  # per first occurrence: its contact's id (0: none), when asked
+    attempts: dict[int, int]
+
+
 class _Deferred:
     """Work done on the calling thread when its result is asked (in the place of a Future)."""
 
-    def __init__(self, work: Callable[[], _Gathered]) -> None:
+    def __init__(self, work: Callable[[], _Coded]) -> None:
         self.work = work
 
-    def result(self) -> _Gathered:
+    def result(self) -> _Coded:
         return self.work()
 
     def cancel(self) -> bool:

@@ -62,9 +62,10 @@ class Coordinates:
     def candidates(self, joined: str) -> set[str]:
         """The plain addresses of a chunk that classify_email may not call "other" (the others
         are: see _special_addresses); most chunks have no personal mailbox domain at all."""
+        lines = "\n" + joined  # each line starts after a newline (see _special_addresses)
         if self.personal.search(joined) is None:
-            return set(self.generic.findall(joined))
-        return set(self.special.findall(joined))
+            return set(self.generic.findall(lines))
+        return set(self.special.findall(lines))
 
 
 def _alternatives(words: Iterable[str]) -> str:
@@ -74,9 +75,11 @@ def _alternatives(words: Iterable[str]) -> str:
 def _special_addresses(generic: Iterable[str], personal: Iterable[str]) -> re.Pattern[str]:
     """The lines of a chunk of plain addresses that classify_email may not call "other": a
     generic local part (before any "+tag") or a personal mailbox domain. A superset is enough:
-    each candidate is classified by the domain function itself."""
+    each candidate is classified by the domain function itself. Searched in the chunk with a
+    newline put in front: a pattern that starts with a newline is tried at the newlines only
+    (with ``^`` and MULTILINE, at every character: four times slower)."""
     parts, domains = _alternatives(generic), _alternatives(personal)
-    return re.compile(rf"^(?:(?:{parts})[+@][^\n]*+|[^\n@]*+@(?:{domains}))$", re.MULTILINE)
+    return re.compile(rf"\n((?:{parts})[+@][^\n]*+|[^\n@]*+@(?:{domains})(?=\n|\Z))")
 
 
 def _filled(values: list[str]) -> bool:

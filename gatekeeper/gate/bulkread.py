@@ -6,14 +6,15 @@ reachable coordinates and, when the rules read them (calls, contracts), the stor
 ``engine.Decider`` reads the full row only for a situation not seen before.
 
 How: for a list about as long as the register (``SCAN_RATIO``), two reader processes
-(gate/sqliteworker.py, on either database) each read their share of the contacts once, in
-order (a few rows a page, no index descent: about a quarter of a lookup's cost), and answer
-the chunks' lookups from memory (``ScannedRegister``). Otherwise one indexed statement per
-chunk, on the session's connection, a second PostgreSQL connection, or SQLite reader
-processes.
+(gate/sqliteworker.py, on either database) each read a range of ids of the contacts once, in
+order (a few rows a page, no index descent: about a quarter of a lookup's cost), give each
+contact a situation code, and answer each chunk's lookup from memory with a code per value
+(``ScannedRegister``). Otherwise one indexed statement per chunk, on the session's connection,
+a second PostgreSQL connection, or SQLite reader processes.
 
 The active suppressions of the channel are read once per run when the list is large next to
-the suppressions table; otherwise they are probed per chunk by hash (``probe.RegisterProbe``).
+the suppressions table, or the register is read whole; otherwise they are probed per chunk by
+hash (``probe.RegisterProbe``).
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ import queue
 import subprocess
 import sys
 import threading
+from array import array
 from collections import deque
-from collections.abc import Collection, Sequence
-from itertools import compress
+from collections.abc import Sequence
+from operator import add
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -33,7 +35,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from gatekeeper.errors import GatekeeperError
-from gatekeeper.gate.engine import Decider
+from gatekeeper.gate.engine import LIFTABLE, Decider
 from gatekeeper.gate.probe import RegisterProbe, fetch_rows
 
 # Suppressions are read once per run when the list has at least this many rows per
@@ -93,6 +95,7 @@ class BulkReader:
 
     def __init__(self, session: Session, ref: Decider, kind: str) -> None:
         self.session, self.ref = session, ref
+        self._ids: tuple[int, int] | None = None  # the contacts' first and last id
         self.postgres = ref.probe.postgres
         self.conn = ref.probe.conn
         p = "%s" if self.postgres else "?"
@@ -145,29 +148,61 @@ class BulkReader:
     def fetch(self, sql: str, params: Sequence[Any], conn: Any = None) -> list[Any]:
         return fetch_rows(conn or self.conn, sql, params)
 
-    def suppressions(self, expected_rows: int) -> dict[str, list[str]] | None:
-        """All active suppressions of the channel by hash, when the list is large enough next to
-        the suppressions table for one read to cost less than a probe per chunk (else None)."""
+    def preloads(self, expected_rows: int) -> bool | None:
+        """Whether the active suppressions are read once for the run (``suppressions``): when
+        the list is large enough next to the suppressions table for one read to cost less than
+        a probe per chunk, or the register is read whole (see ``scans``: its processes key
+        each contact with its suppressions). None: there is no suppression at all."""
         top = self.fetch("SELECT max(id) FROM suppressions", ())[0][0] or 0
         if top == 0:
-            return {}
-        if expected_rows < top * PRELOAD_RATIO or top > PRELOAD_MAX:
             return None
-        at = "occurred_at::text" if self.postgres else "occurred_at"
-        p = "%s" if self.postgres else "?"
-        rows = self.fetch(
-            f"SELECT coord_hash, reason, channels, {at} FROM suppressions WHERE occurred_at <= {p}",  # noqa: S608 - constants
-            [self.ref.as_of_v],
-        )
-        channel = self.ref.campaign.channel
+        return (expected_rows >= top * PRELOAD_RATIO or self.scans(expected_rows)) and top <= PRELOAD_MAX
+
+    def suppressions(self) -> dict[str, list[str]]:
+        """All active suppressions of the channel by hash."""
         found: dict[str, list[str]] = {}
-        for coord_hash, reason, channels, when in rows:  # as RegisterProbe.suppressions
-            if channels == "all" or channel in channels.split(","):
-                found.setdefault(coord_hash, []).append(f"{reason}|{channels}|{when}")
+        for coord_hash, entry in self.fetch(self.suppressions_sql, self.suppressions_params):
+            found.setdefault(coord_hash, []).append(entry)
         return found
 
+    @property
+    def suppressions_sql(self) -> str:
+        """The active suppressions of the channel, each entry as RegisterProbe.suppressions
+        writes it ("reason|channels|occurred_at"), made and chosen by the database: a third
+        of the time of a Python step per row. The channel is among the comma-separated
+        ``channels`` (or they are "all")."""
+        if self.postgres:
+            entry, listed = "occurred_at::text", "position(%s in ',' || channels || ',') > 0"
+        else:
+            entry, listed = "occurred_at", "instr(',' || channels || ',', ?) > 0"
+        return (
+            f"SELECT coord_hash, reason || '|' || channels || '|' || {entry} FROM suppressions"  # noqa: S608 - constants
+            f" WHERE occurred_at <= {'%s' if self.postgres else '?'} AND (channels = 'all' OR {listed})"
+        )
+
+    @property
+    def suppressions_params(self) -> list[Any]:
+        return [self.ref.as_of_v, f",{self.ref.campaign.channel},"]
+
+    def scans(self, expected_rows: int) -> bool:
+        """Whether the reader processes would read the register whole for a list this long
+        (each reads a range of ids: ``ids``)."""
+        if self._ids is None:
+            lo, hi = self.fetch("SELECT min(id), max(id) FROM contacts", ())[0]
+            self._ids = (0, -1) if lo is None else (lo, hi)  # (0, -1): no contact
+        lo, hi = self._ids
+        return (
+            hi >= lo
+            and expected_rows >= max(SQLITE_READERS_FROM, (hi - lo + 1) * SCAN_RATIO)
+            and hi - lo < SCAN_MAX
+        )
+
     def more_connections(
-        self, expected_rows: int, suppressed: Collection[str] | None = None, unwritten: bool = False
+        self,
+        expected_rows: int,
+        preloaded: bool = False,
+        unwritten: bool = False,
+        want_ids: bool = False,
     ) -> list[Any]:
         """More connections to read the register with (to close after the run), or none. Only
         when the session has written nothing yet (another connection would not see those
@@ -175,19 +210,14 @@ class BulkReader:
         committed data statement by statement already, so they read what the session would.
         PostgreSQL: one pooled connection (its server works while a thread waits). SQLite: two
         reader processes (see gate.sqliteworker), one per core, for a list large enough. For a
-        list long next to the register, on either database, two reader processes read it whole
-        (``ScannedRegister``), and keep only the hashes among ``suppressed`` (when the
-        suppressions were read whole). PostgreSQL tells whether the transaction has written;
-        SQLite only whether one is open (a session that may write begins IMMEDIATE): then
-        only the caller knows (``unwritten``)."""
+        list long next to the register, on either database, when the suppressions are read
+        whole (``preloaded``), two reader processes read it whole (``ScannedRegister``), and
+        tell the contact ids too when asked (``want_ids``). PostgreSQL tells whether the
+        transaction has written; SQLite only whether one is open (a session that may write
+        begins IMMEDIATE): then only the caller knows (``unwritten``)."""
         bind = self.session.get_bind()
         engine = bind if isinstance(bind, Engine) else bind.engine
-        lo, hi = self.fetch("SELECT min(id), max(id) FROM contacts", ())[0]
-        scan = (
-            lo is not None
-            and expected_rows >= max(SQLITE_READERS_FROM, (hi - lo + 1) * SCAN_RATIO)
-            and hi - lo < SCAN_MAX
-        )
+        scan = preloaded and self.scans(expected_rows)
         if self.postgres:
             if self.fetch("SELECT txid_current_if_assigned()", ())[0][0] is not None:
                 return []
@@ -208,7 +238,7 @@ class BulkReader:
             while len(readers) < SQLITE_READERS:
                 readers.append(_ReaderProcess(target, self.postgres))
             if scan:
-                self._scan(readers, suppressed)
+                self._scan(readers, want_ids)
                 return [ScannedRegister(readers)]
         except BaseException:
             for reader in readers:
@@ -216,59 +246,38 @@ class BulkReader:
             raise
         return readers
 
-    def _scan(self, readers: list[_ReaderProcess], suppressed: Collection[str] | None) -> None:
-        """Each reader reads the contacts whose coordinate gives its number (``reader_of``), in
-        the background: its first lookup waits. So each value is looked up in one process
-        only, and the parent tells which from the value alone."""
+    def _scan(self, readers: list[_ReaderProcess], want_ids: bool) -> None:
+        """Each reader reads an equal range of the contacts' ids, in the background (its first
+        lookup waits): a value is then looked up in every process, and found in one at most."""
         ref = self.ref
         p = "%s" if self.postgres else "?"
-        instants = "instants::text" if self.postgres else "instants"
-        modulo = "%%" if self.postgres else "%"  # psycopg reads a lone % as a placeholder
         col = self.kind
-        last = reader_sql(col, self.postgres)
         sql = (
-            f"SELECT {self.columns}, {instants} FROM contacts"  # noqa: S608 - constants
-            f" WHERE {col} IS NOT NULL AND {last} {modulo} {p} = {p}"
+            f"SELECT {self.columns} FROM contacts"  # noqa: S608 - constants
+            f" WHERE {col} IS NOT NULL AND id >= {p} AND id < {p}"
         )
-        hashes = None if suppressed is None else list(suppressed)
+        assert self._ids is not None  # scans() was asked
+        lo, hi = self._ids
+        n = len(readers)
+        bounds = [lo + (hi - lo + 1) * k // n for k in range(n + 1)]
+        own = {"email": 2, "phone": 3}.get(col)  # the hash of the coordinate, in the row
         for k, reader in enumerate(readers):
-            params = [ref.as_of_v, ref.as_of_v, ref.send_v, len(readers), k]
-            reader.start(("scan", sql, params, hashes))
-
-
-def reader_sql(column: str, postgres: bool) -> str:
-    """The code point reader_of takes, in SQL."""
-    if postgres:
-        at = f"position('@' in {column})"
-        return f"ascii(CASE WHEN {at} > 1 THEN substr({column}, {at} - 1, 1) ELSE right({column}, 1) END)"
-    at = f"instr({column}, '@')"
-    return f"unicode(CASE WHEN {at} > 1 THEN substr({column}, {at} - 1, 1) ELSE substr({column}, -1) END)"
-
-
-def reader_of(value: str, readers: int) -> int:
-    """The reader process that holds the contact a (non-empty) coordinate may name: the code
-    point of the character before the first "@" (the end of an address's local part, where
-    look-alike addresses differ most: the length, or the middle character, split a list of
-    them 1:4 and 1:9), else of the last one, modulo the readers' count. The SQL of
-    BulkReader._scan and ScannedRegister.send say the same."""
-    at = value.find("@")
-    return ord(value[at - 1] if at > 0 else value[-1]) % readers
+            params = [ref.as_of_v, ref.as_of_v, ref.send_v, bounds[k], bounds[k + 1]]
+            supp = [self.suppressions_sql, self.suppressions_params, LIFTABLE]
+            reader.start(("scan", sql, params, *supp, k, n, own, want_ids))
 
 
 class ScannedRegister:
-    """The register read whole by the reader processes, each holding the contacts whose
-    coordinate gives its number (``reader_of``). A chunk's
-    values are sent, each to the process that may hold it, as soon as the chunk is read
-    (``send``) and the replies read when the chunk is decided (``receive``, in the same order),
-    both on the thread that decides: no probe thread waits for the GIL between the pipe's
-    reads, and the processes answer the next chunks while this one is keyed and written (they
-    queue their replies, so a parent that sends ahead never blocks them). Statements run on
-    the session's connection."""
+    """The register read whole by the reader processes, each a range of ids, each contact
+    coded by its situation (see gate.sqliteworker). A chunk's values are sent to every process
+    as soon as the chunk is read (``send``) and the replies read when the chunk is decided
+    (``receive``, in the same order), both on the thread that decides: the processes answer
+    the next chunks while this one is keyed and written (they queue their replies, so a
+    parent that sends ahead never blocks them). Statements run on the session's connection."""
 
     def __init__(self, readers: list[_ReaderProcess]) -> None:
         self.readers = readers
         self.driver_connection = self
-        self.parts: deque[list[int]] = deque()  # per lookup sent: each value's process
         # The requests are written by a thread of this one: a process still reading the
         # register reads none, and its pipe holds 64 KiB, about half a chunk's lookup.
         self.outbox: queue.SimpleQueue[tuple[_ReaderProcess, bytes] | None] = queue.SimpleQueue()
@@ -277,13 +286,10 @@ class ScannedRegister:
         self.sender.start()
 
     def send(self, values: Sequence[str | None]) -> None:
-        n = len(self.readers)
-        parts = [reader_of(v, n) if v else 0 for v in values]
-        self.parts.append(parts)
-        for k, reader in enumerate(self.readers):
-            mine = list(compress(values, map(k.__eq__, parts)))
+        request = pickle.dumps(("codes", values), protocol=pickle.HIGHEST_PROTOCOL)
+        for reader in self.readers:
             reader.expected.append(True)
-            self.outbox.put((reader, pickle.dumps(("lookup", mine), protocol=pickle.HIGHEST_PROTOCOL)))
+            self.outbox.put((reader, request))
 
     def _send_all(self) -> None:
         try:
@@ -293,19 +299,33 @@ class ScannedRegister:
         except BaseException as exc:
             self.failure = exc
 
-    def receive(self) -> list[Slim | None]:
-        """Per value of the oldest lookup sent, its row (None: no contact)."""
+    def receive(self) -> tuple[list[int], list[int] | None]:
+        """Per value of the oldest lookup sent, its situation code (0: no contact) and, when
+        asked for at the scan, its contact's id (else None)."""
         if self.failure is not None:
             raise GatekeeperError(f"the register's reader process failed: {self.failure!r}")
-        parts = self.parts.popleft()
-        answers = [iter(reader.receive()).__next__ for reader in self.readers]
-        return [answers[k]() for k in parts]
+        codes: list[int] | None = None
+        ids: list[int] | None = None
+        # A value is found in one process at most, the others answer 0: the sum is its answer.
+        for reader in self.readers:
+            code_bytes, id_bytes = reader.receive()
+            codes = _merged(codes, code_bytes)
+            if id_bytes is not None:
+                ids = _merged(ids, id_bytes)
+        assert codes is not None
+        return codes, ids
 
     def close(self) -> None:
         self.outbox.put(None)
         for reader in self.readers:
             reader.close()  # a write the sender is blocked in fails: the thread ends
         self.sender.join()
+
+
+def _merged(merged: list[int] | None, data: bytes) -> list[int]:
+    numbers = array("q")
+    numbers.frombytes(data)
+    return numbers.tolist() if merged is None else list(map(add, merged, numbers))
 
 
 class _ReaderProcess:

@@ -11,20 +11,24 @@ Protocol, over stdin and stdout: pickled requests in, pickled ``("ok", result)``
 ``("error", message)`` out, until stdin closes. Only the parent that started it writes to it.
 
 * ``(sql, params)``: the rows of one statement.
-* ``("scan", sql, params, suppressed)``: read every row of ``sql`` (a range of the contacts:
-  coordinate, id, email hash, phone hash, facts, instants) into a dict by coordinate; the
-  result is the number of rows. When ``suppressed`` (the hashes that have a suppression) is
-  given, a hash not among them is kept as ``""``: present, suppressing nothing (fewer bytes to
-  send back), and the instants are kept only for a contact with a suppressed hash (an
-  objection a newer consent may lift: the parent's key then holds them), else False. The
-  facts, a few distinct texts, are kept once each, so a reply pickles each once.
-* ``("lookup", values)``: per value, its row from the scan (``(None, id, email hash, phone
-  hash, facts)``, and the instants or False when ``suppressed`` was given) or None.
+* ``("scan", sql, params, suppressions_sql, suppressions_params, liftable, number, count, own,
+  want_ids)``: read this process's share of the contacts (a range of ids: coordinate,
+  id, email hash, phone hash, facts) and give each coordinate a *situation code*: equal
+  codes for contacts whose facts, suppressions (the canonical string of
+  ``engine.suppression_key``, over the active suppressions of the channel, which this process
+  reads with ``suppressions_sql``) and, when a suppression holds ``liftable``, stored instants
+  are equal (read for those contacts only); a code of its own for a contact without facts or
+  without the hash of its own coordinate (``own``: the index of that hash in the row, None for
+  external ids). Codes are ``number + 1 + count * n``: the codes of ``count`` processes never
+  meet and none is 0. The result is the number of rows.
+* ``("codes", values)``: per value, its code (0: no contact in this share) as the bytes of an
+  ``array("q")``, and, when ``want_ids`` was given, the contact ids the same way (else None).
 
 A register read whole costs about a quarter of an indexed lookup per contact (the rows are read
 in order, a few to a page, with no index descent): for a list about as long as the register,
-two processes each read half and answer the lookups from memory (sending the rows to the
-parent once would cost it more than it saves: it would hold and unpickle every contact).
+two processes each read half and answer the lookups from memory with a number per value (the
+parent keys a row by it: no contact row crosses the pipe, nor a Python step per row of the
+parent).
 
 It imports nothing of gatekeeper, so it starts in a few tens of milliseconds.
 """
@@ -36,6 +40,9 @@ import queue
 import sqlite3
 import sys
 import threading
+from array import array
+from itertools import compress, repeat
+from operator import itemgetter
 from typing import Any
 
 # Read-only; no memory-mapped reads and a small page cache: its memory stays small.
@@ -51,14 +58,17 @@ class Worker:
             self.conn = sqlite3.connect(path, timeout=30)
             for pragma in PRAGMAS:
                 self.conn.execute(f"PRAGMA {pragma}")
-        self.rows: dict[Any, tuple[Any, ...]] = {}
+        self.codes: dict[Any, int] = {}
+        self.ids: dict[Any, int] | None = None
 
     def handle(self, request: tuple[Any, ...]) -> Any:
-        if request[0] == "lookup":
-            return list(map(self.rows.get, request[1]))
+        if request[0] == "codes":
+            values = request[1]
+            codes = array("q", map(self.codes.get, values, repeat(0))).tobytes()
+            ids = None if self.ids is None else array("q", map(self.ids.get, values, repeat(0))).tobytes()
+            return codes, ids
         if request[0] == "scan":
-            _, sql, params, suppressed = request
-            return self.scan(sql, params, suppressed)
+            return self.scan(*request[1:])
         if request[0] == "postgresql":
             return self.connect(request[1])
         sql, params = request
@@ -74,43 +84,132 @@ class Worker:
         self.conn = psycopg.connect(url, autocommit=True)
         self.conn.execute("SET default_transaction_read_only = on")
 
-    def scan(self, sql: str, params: list[Any], suppressed: list[str] | None) -> int:
+    def scan(
+        self,
+        sql: str,
+        params: list[Any],
+        suppressions_sql: str,
+        suppressions_params: list[Any],
+        liftable: str,
+        number: int,
+        count: int,
+        own: int | None,
+        want_ids: bool,
+    ) -> int:
+        found = self.suppressions(suppressions_sql, suppressions_params)
+        coder = _Coder(found, liftable, number, count, own)
+        if want_ids:
+            self.ids = {}
         if self.postgres:
             # A server-side cursor: the rows come 10,000 at a time, not all into libpq's memory.
             with self.conn.transaction(), self.conn.cursor(name="gate_scan") as cur:
                 cur.execute(sql, params)
-                return self.fill(cur, suppressed)
-        return self.fill(self.conn.execute(sql, params), suppressed)
+                return self.fill(cur, coder)
+        return self.fill(self.conn.execute(sql, params), coder)
 
-    def fill(self, cur: Any, suppressed: list[str] | None) -> int:
-        rows = self.rows
-        facts: dict[str, str] = {}
-        keep = facts.setdefault
-        hit = set(suppressed or ())
-        mark = suppressed is not None
+    def suppressions(self, sql: str, params: list[Any]) -> dict[str, list[str]]:
+        """The active suppressions of the channel by hash, as BulkReader.suppressions reads
+        them (the same entries, so the same canonical strings)."""
+        found: dict[str, list[str]] = {}
+        for coord_hash, entry in self.conn.execute(sql, params).fetchall():
+            found.setdefault(coord_hash, []).append(entry)
+        return found
+
+    def fill(self, cur: Any, coder: _Coder) -> int:
+        codes, ids = self.codes, self.ids
+        suppressed, own = coder.found.__contains__, coder.own
+        by_facts = _FactsCodes(coder).__getitem__
         while batch := cur.fetchmany(10_000):
-            if mark:
-                rows.update(
-                    (
-                        v,
-                        (
-                            None,
-                            i,
-                            eh if eh is None or eh in hit else "",
-                            ph if ph is None or ph in hit else "",
-                            f if f is None else keep(f, f),
-                            inst
-                            if (eh is not None and eh in hit) or (ph is not None and ph in hit)
-                            else False,
-                        ),
-                    )
-                    for v, i, eh, ph, f, inst in batch
-                )
-            else:
-                rows.update(
-                    (v, (None, i, eh, ph, f if f is None else keep(f, f))) for v, i, eh, ph, f, _ in batch
-                )
-        return len(rows)
+            coordinates = list(map(_COORDINATE, batch))
+            # Most contacts: nothing but their facts to tell (one code per facts text), in C.
+            facts = list(map(_FACTS, batch))
+            codes.update(zip(coordinates, map(by_facts, facts), strict=True))
+            if ids is not None:
+                ids.update(zip(coordinates, map(_ID, batch), strict=True))
+            # The others, coded again one by one: a suppressed hash (found in C), no facts, no
+            # hash of their own.
+            special = list(compress(batch, map(suppressed, map(_EMAIL_HASH, batch))))
+            special += compress(batch, map(suppressed, map(_PHONE_HASH, batch)))
+            if None in facts or (own is not None and None in map(itemgetter(own), batch)):
+                special += filter(coder.alone, batch)
+            waiting = [row for row in special if not coder.special(row, codes)]
+            if waiting:
+                # An objection a newer consent may lift: the instants tell (a few contacts).
+                instants = self.instants(sorted({row[1] for row in waiting}))
+                for row in waiting:
+                    codes[row[0]] = coder.lifted(row, instants.get(row[1]))
+        return len(codes)
+
+    def instants(self, ids: list[int]) -> dict[int, Any]:
+        """The stored instants of these contacts, as text (in the scan's snapshot on SQLite:
+        the scan's statement is still open on this connection)."""
+        if self.postgres:
+            sql = "SELECT id, instants::text FROM contacts WHERE id = ANY(%s)"
+            return dict(self.conn.execute(sql, [ids]).fetchall())
+        found: dict[int, Any] = {}
+        for start in range(0, len(ids), 10_000):  # within SQLite's limit of parameters
+            part = ids[start : start + 10_000]
+            sql = f"SELECT id, instants FROM contacts WHERE id IN ({','.join('?' * len(part))})"  # noqa: S608
+            found.update(self.conn.execute(sql, part).fetchall())
+        return found
+
+
+_COORDINATE, _ID, _EMAIL_HASH, _PHONE_HASH, _FACTS = map(itemgetter, range(5))
+
+
+class _Coder:
+    """The situation codes of one process's share (see the module's docstring)."""
+
+    def __init__(
+        self, found: dict[str, list[str]], liftable: str, number: int, count: int, own: int | None
+    ) -> None:
+        self.found, self.liftable, self.own = found, liftable, own
+        self.number, self.count = number, count
+        self.situations: dict[Any, int] = {}
+
+    def code(self, situation: Any) -> int:
+        code = self.situations.get(situation)
+        if code is None:
+            code = self.situations[situation] = self.number + 1 + self.count * len(self.situations)
+        return code
+
+    def alone(self, row: tuple[Any, ...]) -> bool:
+        """Whether a contact is a situation of its own: no gate profile (the parent's reference
+        decides it), or suppressions the parent finds by hashing the coordinate itself."""
+        return row[4] is None or (self.own is not None and row[self.own] is None)
+
+    def special(self, row: tuple[Any, ...], codes: dict[Any, int]) -> bool:
+        """Code a contact with a suppressed hash or alone (False: its instants are needed)."""
+        if self.alone(row):
+            codes[row[0]] = self.code(("contact", row[1]))
+            return True
+        supp = self.suppressions(row)
+        if supp and self.liftable in supp:
+            return False
+        codes[row[0]] = self.code((row[4], supp, None))
+        return True
+
+    def lifted(self, row: tuple[Any, ...], instants: Any) -> int:
+        """The code of a contact whose objection a newer consent may lift."""
+        return self.code((row[4], self.suppressions(row), instants))
+
+    def suppressions(self, row: tuple[Any, ...]) -> str | None:
+        # As engine.suppression_key: the entries of both hashes, sorted, joined.
+        entries = self.found.get(row[2], []) + self.found.get(row[3], [])
+        return ";".join(sorted(entries)) if entries else None
+
+
+class _FactsCodes(dict[str | None, int]):
+    """The code of a contact with these facts and nothing else, made at the first ask (0 for
+    no facts: the row is then coded on its own by ``_Coder.special``)."""
+
+    def __init__(self, coder: _Coder) -> None:
+        super().__init__()
+        self.coder = coder
+
+    def __missing__(self, facts: str | None) -> int:
+        code = self[facts] = 0 if facts is None else self.coder.code((facts, None, None))
+        return code
 
 
 def serve(path: str) -> None:
