@@ -622,3 +622,22 @@ def test_the_suppressions_read_whole_are_the_entries_the_per_chunk_probe_reads(
     assert whole and {h: sorted(e) for h, e in whole.items()} == {h: sorted(e) for h, e in probed.items()}
     if channel == "postal":  # some suppressions cover email and sms only
         assert len(whole) < len(set(hashes))
+
+
+def test_the_register_id_range_is_two_index_descents_not_a_read_of_every_contact(
+    sqlite_template: Path,
+) -> None:
+    """Before the reader processes split the register by id, its range is asked: ``min(id),
+    max(id)`` in one select made SQLite read every contact through an index (PERFORMANCE.md:
+    the filter's memory and time)."""
+    import sqlite3
+
+    from gatekeeper.gate.bulkread import ID_RANGE_SQL
+
+    conn = sqlite3.connect(sqlite_template)
+    try:
+        steps = " | ".join(str(row[-1]) for row in conn.execute("EXPLAIN QUERY PLAN " + ID_RANGE_SQL))
+    finally:
+        conn.close()
+    assert "SCAN contacts" not in steps, steps
+    assert steps.count("SEARCH contacts") == 2, steps

@@ -51,7 +51,7 @@ from gatekeeper.gate.probe import ContactRow, RegisterProbe
 from gatekeeper.gate.recipients import Recipient
 from gatekeeper.register.context import RegisterContext
 
-READ_AHEAD = 40  # chunks read ahead while the register is read whole (200k rows of 5,000)
+READ_AHEAD = 160  # chunks read ahead while the register is read whole (800k rows of 5,000)
 
 
 class ChunkVerdicts(NamedTuple):

@@ -53,6 +53,11 @@ SQLITE_READERS_FROM = 200_000
 SCAN_RATIO = 0.25
 SCAN_MAX = 2_000_000  # beyond this many contacts, the lookups keep the processes' memory flat
 Slim = tuple[Any, ...]  # (coordinate, id, email_hash, phone_hash, facts)
+# The register's first and last ids, each by one index descent. Not ``SELECT min(id), max(id)``:
+# SQLite only finds a lone min() or max() by its index, and with both it reads every contact
+# through the smallest covering index (at 1M contacts, ~110 MiB of mapped pages and a tenth
+# of a second before the reader processes could start).
+ID_RANGE_SQL = "SELECT (SELECT min(id) FROM contacts), (SELECT max(id) FROM contacts)"
 
 
 class Lane(NamedTuple):
@@ -188,7 +193,7 @@ class BulkReader:
         """Whether the reader processes would read the register whole for a list this long
         (each reads a range of ids: ``ids``)."""
         if self._ids is None:
-            lo, hi = self.fetch("SELECT min(id), max(id) FROM contacts", ())[0]
+            lo, hi = self.fetch(ID_RANGE_SQL, ())[0]
             self._ids = (0, -1) if lo is None else (lo, hi)  # (0, -1): no contact
         lo, hi = self._ids
         return (
