@@ -35,6 +35,7 @@ import tempfile
 import time
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -297,6 +298,50 @@ def figure(name: str, db: str, measured: dict[str, float], base: dict[str, float
     ]
 
 
+ROUNDS = 5  # slices per measured link, each between two slices of the baseline
+
+
+def interleaved(
+    measure: Any, baseline_port: int, subjects: dict[str, tuple[int, str]], seconds: int
+) -> tuple[dict[str, float], dict[str, dict[str, float]], dict[str, list[float]]]:
+    """Alternate short slices of the baseline and of each subject (B S1 S2 B S1 S2 ... B), so
+    that each subject slice is compared with the baseline measured just before and just after
+    it. On these shared machines the rate of the same server drifts by a tenth or more within
+    a minute; a baseline measured only at the start and the end of the run charged that drift
+    to whichever link ran in between. Each subject still gets ``seconds`` of load in all."""
+    rounds = max(1, min(ROUNDS, seconds // 2))
+    piece = max(1, round(seconds / rounds))
+    base_runs = [measure(baseline_port, "unsubscribe", piece)]
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in subjects}
+    for _ in range(rounds):
+        for name, (port, kind) in subjects.items():
+            runs[name].append(measure(port, kind, piece))
+        base_runs.append(measure(baseline_port, "unsubscribe", piece))
+    # The baseline each slice is held against: the mean of the two around it.
+    around = [
+        {k: (before[k] + after[k]) / 2 for k in ("rps", "p99_ms")} for before, after in pairwise(base_runs)
+    ]
+    base = _mean(around)
+    results, ratios = {}, {}
+    for name, slices in runs.items():
+        merged = _mean(slices)
+        merged["bad"] = sum(r["bad"] for r in slices)
+        merged["socket_errors"] = max(r["socket_errors"] for r in slices)
+        merged["requests"] = sum(r["requests"] for r in slices)
+        results[name] = merged
+        ratios[name] = [r["rps"] / b["rps"] for r, b in zip(slices, around, strict=True)]
+    print(
+        f"  {rounds} rounds of {piece} s; baseline slices: "
+        + ", ".join(f"{r['rps']:,.0f}" for r in base_runs)
+        + " req/s"
+    )
+    return base, results, ratios
+
+
+def _mean(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {k: sum(r[k] for r in runs) / len(runs) for k in ("rps", "p99_ms")}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -335,40 +380,46 @@ def main() -> None:
             ours = servers.enter_context(gunicorn("gatekeeper.wsgi:app", env, work / "gk.log"))
             drain_proc = servers.enter_context(drainer(env, work / "drain.log"))
 
-            def measure(port: int, path: str = "/r", kind: str | None = None) -> dict[str, float]:
-                # Warm up first: workers import the app and compile templates on first use.
+            def measure(port: int, kind: str | None = None, seconds: int = 0) -> dict[str, float]:
                 files = {"script": work / "paths.lua", "paths": work / f"{kind}.txt"} if kind else {}
-                url = f"http://127.0.0.1:{port}{path if kind is None else ''}"
-                run_wrk(wrk, url, WARM_UP, args.connections, **files)
-                return run_wrk(wrk, url, args.seconds, args.connections, **files)
+                url = f"http://127.0.0.1:{port}{'/r' if kind is None else ''}"
+                measured = run_wrk(wrk, url, seconds or args.seconds, args.connections, **files)
+                if kind == "click":
+                    # The drainer stores a slice's clicks before the next slice starts, so that
+                    # its work is not charged to the baseline or the page measured next.
+                    wait_drained(work / "spool", drain_proc)
+                return measured
 
-            # The baseline runs first and last: on a shared, noisy machine its mean is the
-            # fairest yardstick for the runs in between. It is driven by the same request
-            # script as the measured runs (the trivial app ignores the path): wrk shares the
-            # two cores with the server, and its per-request Lua costs about a tenth of them,
-            # so a scriptless baseline would charge the load generator's work to ours. The
-            # scriptless figure is still printed, for reference.
-            first = measure(trivial, kind="unsubscribe")
+            # Warm up every server first: workers import the app and compile templates on first use.
+            warm = ((trivial, "unsubscribe"), (flask_port, None), (ours, "unsubscribe"), (ours, "click"))
+            for port, kind in warm:
+                measure(port, kind, WARM_UP)
             plain = measure(trivial)
             flask = measure(flask_port)
-            unsubscribe = measure(ours, kind="unsubscribe")
+            # The baseline is driven by the same request script as the measured runs (the trivial
+            # app ignores the path): wrk shares the two cores with the server, and its per-request
+            # Lua costs about a tenth of them, so a scriptless baseline would charge the load
+            # generator's work to ours. The scriptless figure is still printed, for reference.
+            base, results, slices = interleaved(
+                measure,
+                trivial,
+                {"unsubscribe_get": (ours, "unsubscribe"), "click": (ours, "click")},
+                args.seconds,
+            )
+            # The clicks' storage is measured on a run of its own, from its first request until
+            # the drainer has stored the last click: interleaved slices would mix its lag with
+            # the other runs.
             files = {"script": work / "paths.lua", "paths": work / "click.txt"}
             clicks_url = f"http://127.0.0.1:{ours}"
-            run_wrk(wrk, clicks_url, WARM_UP, args.connections, **files)
-            wait_drained(work / "spool", drain_proc)
             before = count_clicks(url)
             start = time.monotonic()
-            click = run_wrk(wrk, clicks_url, args.seconds, args.connections, **files)
+            stored = run_wrk(wrk, clicks_url, args.seconds, args.connections, **files)
             answered = time.monotonic()
             drained = wait_drained(work / "spool", drain_proc)
-            click["stored"] = float(count_clicks(url) - before)
-            click["stored_per_s"] = click["stored"] / (drained - start)
-            click["drain_lag_s"] = drained - answered
-            results = {"unsubscribe_get": unsubscribe, "click": click}
-            last = measure(trivial, kind="unsubscribe")
-        base = {k: (first[k] + last[k]) / 2 for k in ("rps", "p99_ms")}
-        print(f"  baseline runs: {first['rps']:,.0f} and {last['rps']:,.0f} req/s")
-        report(base, plain, flask, results, db=args.db, work=work)
+            stored["stored"] = float(count_clicks(url) - before)
+            stored["stored_per_s"] = stored["stored"] / (drained - start)
+            stored["drain_lag_s"] = drained - answered
+        report(base, plain, flask, results, slices, stored, db=args.db, work=work)
 
 
 def report(
@@ -376,6 +427,8 @@ def report(
     plain: dict[str, float],
     flask: dict[str, float],
     results: dict[str, dict[str, float]],
+    slices: dict[str, list[float]],
+    click: dict[str, float],
     *,
     db: str,
     work: Path,
@@ -409,17 +462,17 @@ def report(
             f"ratio {measured['rps'] / base['rps']:.2f} (target >= {TARGETS[name][0]}),  "
             f"p99 ratio {measured['p99_ms'] / base['p99_ms']:.2f} (target <= {TARGETS[name][1]})"
         )
+        print(f"  {'':<18} ratio per slice: " + ", ".join(f"{r:.2f}" for r in slices[name]))
         if measured["bad"] or measured["socket_errors"]:
             print(
                 f"  WARNING {name}: {measured['bad']:.0f} non-2xx/3xx answers or socket errors; "
                 f"see {work}/gk.log"
             )
         figures += figure(name, db, measured, base)
-    click = results["click"]
     print(
         f"  clicks stored      {click['stored_per_s']:>9,.0f} clicks/s "
         f"({click['stored']:.0f} of {click['requests']:.0f} answered; spool drained "
-        f"{click['drain_lag_s']:.2f} s after the last answer)   "
+        f"{click['drain_lag_s']:.2f} s after the last answer; {click['rps']:,.0f} req/s answered)   "
         f"ratio {click['stored_per_s'] / base['rps']:.2f}"
     )
     # wrk does not count the answers still in flight when it stops: a few more may be stored.
