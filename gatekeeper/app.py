@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
-from werkzeug.exceptions import HTTPException
+from sqlalchemy.exc import OperationalError
+from werkzeug.exceptions import HTTPException, ServiceUnavailable
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from gatekeeper import db
 from gatekeeper.config import PROJECT_ROOT, Settings, load_settings
 from gatekeeper.errors import GatekeeperError
 from gatekeeper.register.context import context_from
+
+log = logging.getLogger(__name__)
+RETRY_AFTER_SECONDS = 60
 
 
 def create_app(settings: Settings | None = None, overrides: Mapping[str, Any] | None = None) -> Flask:
@@ -64,6 +69,20 @@ def _register_errors(app: Flask) -> None:
     @app.errorhandler(GatekeeperError)
     def _domain(exc: GatekeeperError) -> Response:
         return _error_body(exc.status, exc.code, exc.message, exc.details)
+
+    @app.errorhandler(OperationalError)
+    def _unavailable(exc: OperationalError) -> Response | HTTPException:
+        # SQLite's single writer held past the busy timeout (a long import keeps it to the
+        # end, to stay all-or-nothing), a PostgreSQL lock timeout or a lost connection: the
+        # request changed nothing (its session is rolled back) and may be sent again.
+        log.warning("%s %s: database unavailable: %s", request.method, request.path, exc.orig)
+        if not request.path.startswith("/api/"):
+            return ServiceUnavailable(retry_after=RETRY_AFTER_SECONDS)
+        response = _error_body(
+            503, "unavailable", "The database is busy or unreachable; nothing was changed. Retry later."
+        )
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response | HTTPException:

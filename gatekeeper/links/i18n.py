@@ -178,6 +178,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "e_form_body": "Aucun choix n'a été reçu. Revenez à la page et choisissez une réponse.",
         "e_rate_title": "Trop de demandes",
         "e_rate_body": "Merci de patienter une minute avant de réessayer.",
+        "e_busy_title": "Service momentanément occupé",
+        "e_busy_body": "Votre demande n'a pas pu être enregistrée pour l'instant, et rien n'a "
+        "été enregistré. Réessayez dans une minute avec le même lien.",
     },
     "en": {
         "switch_to": "Français",
@@ -282,6 +285,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "e_form_body": "No choice was received. Go back to the page and choose an answer.",
         "e_rate_title": "Too many requests",
         "e_rate_body": "Please wait a minute before trying again.",
+        "e_busy_title": "Service briefly busy",
+        "e_busy_body": "Your request could not be recorded just now, and nothing was recorded. "
+        "Please try again in a minute with the same link.",
     },
 }
 

@@ -7,6 +7,7 @@ objection is in the gate at once. ``GET /u`` and the tracked links are served by
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -14,6 +15,7 @@ from functools import wraps
 from typing import Any
 
 from flask import Blueprint, Response, current_app, request
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from gatekeeper.db import request_session
@@ -36,7 +38,9 @@ from gatekeeper.links.service import LinkService
 from gatekeeper.links.tokens import PURPOSES, LinkClaims, TokenExpiredError, TokenInvalidError
 
 bp = Blueprint("public", __name__)
+log = logging.getLogger(__name__)
 MESSAGE = "public/message.html"
+BUSY_RETRY_SECONDS = 60  # the busy page's Retry-After
 ANSWERS = ("keep", "stop")
 
 
@@ -80,6 +84,22 @@ def _rate_limit() -> Response | None:
         [("Retry-After", str(int(retry) + 1))],
         title_key="e_rate_title",
         body_key="e_rate_body",
+    )
+
+
+@bp.errorhandler(OperationalError)
+def _busy(exc: OperationalError) -> Response:
+    """The database could not take the write in time: SQLite's single writer held past the
+    busy timeout (a long import holds it to the end, to stay all-or-nothing), a PostgreSQL lock
+    or connection lost. Nothing was recorded (the request's session is rolled back); the person
+    gets a page that says so and to use the same link again, not a server error."""
+    log.warning("public link %s: database unavailable: %s", request.path[:3], exc.orig)
+    return html(
+        503,
+        MESSAGE,
+        [("Retry-After", str(BUSY_RETRY_SECONDS))],
+        title_key="e_busy_title",
+        body_key="e_busy_body",
     )
 
 

@@ -1,0 +1,104 @@
+"""A write that cannot get the database in time: another writer holds it (on SQLite, a long
+import keeps the single write lock to its end; on PostgreSQL, a transaction holds the tables'
+locks). The request changes nothing and says so with a 503 and Retry-After, never a 500: a page
+in the person's language for the public links, the API's error shape for the API. Once the
+other writer is done, the same request works. On SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import event, text
+from test_links_helpers import PAUL, TODAY, add_contact, set_clock, signer, stored_events, suppressions
+
+from gatekeeper.db import get_database
+
+ONE_CLICK = {"List-Unsubscribe": "One-Click"}
+SHORT_WAIT_MS = 200  # instead of the service's 30 s: how long a request waits for the writer
+
+
+def wait_briefly(app: Flask) -> None:
+    """The app's connections give up on a held lock after SHORT_WAIT_MS."""
+    engine = get_database(app).engine
+
+    @event.listens_for(engine, "connect")
+    def _short(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        if engine.dialect.name == "sqlite":
+            cur.execute(f"PRAGMA busy_timeout={SHORT_WAIT_MS}")
+        else:
+            cur.execute(f"SET lock_timeout = {SHORT_WAIT_MS}")
+            dbapi_conn.commit()
+        cur.close()
+
+    engine.dispose()  # connections already pooled were made without it
+
+
+@contextmanager
+def writer_busy(app: Flask) -> Iterator[None]:
+    """Another connection holds what a write needs, as an import in progress does."""
+    database = get_database(app)
+    if database.dialect == "sqlite":
+        conn = sqlite3.connect(database.engine.url.database or "", isolation_level=None)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            conn.execute("ROLLBACK")
+            conn.close()
+        return
+    url = database.engine.url.set(drivername="postgresql")
+    with psycopg.connect(url.render_as_string(hide_password=False)) as pg:
+        # EXCLUSIVE: others may still read these tables, but not write them.
+        pg.execute("LOCK TABLE contacts, events, suppressions IN EXCLUSIVE MODE")
+        yield
+        pg.rollback()
+
+
+def test_an_unsubscribe_while_the_writer_is_held_gets_a_busy_page_and_works_once_it_is_free(
+    app: Flask, client: FlaskClient, auth: dict[str, str]
+) -> None:
+    set_clock(app, TODAY)
+    paul = add_contact(client, auth)
+    path = f"/u/{signer(app).unsubscribe(paul, 7)}"
+    wait_briefly(app)
+    with writer_busy(app):
+        busy = client.post(path, data=ONE_CLICK, headers={"Accept-Language": "fr"})
+        assert busy.status_code == 503
+        assert busy.headers["Retry-After"] == "60"
+        page = busy.get_data(as_text=True)
+        assert "Service momentanément occupé" in page and "même lien" in page
+        assert "Content-Security-Policy" in busy.headers  # still a public page
+        english = client.post(f"{path}?lang=en", data=ONE_CLICK)
+        assert english.status_code == 503 and "Service briefly busy" in english.get_data(as_text=True)
+    assert stored_events(app, paul, "opposition") == [] and suppressions(app) == []
+    done = client.post(path, data=ONE_CLICK)
+    assert done.status_code == 200
+    assert len(stored_events(app, paul, "opposition")) == 1
+
+
+def test_an_api_write_while_the_writer_is_held_gets_503_in_the_api_error_shape(
+    app: Flask, client: FlaskClient, auth: dict[str, str]
+) -> None:
+    body = {"contacts": [PAUL]}
+    wait_briefly(app)
+    with writer_busy(app):
+        busy = client.post("/api/v1/contacts", json=body, headers=auth)
+        assert busy.status_code == 503
+        assert busy.headers["Retry-After"] == "60"
+        assert busy.get_json()["error"]["code"] == "unavailable"
+    assert contacts(app) == 0  # nothing stored
+    created = client.post("/api/v1/contacts", json=body, headers=auth)
+    assert created.status_code == 200, created.get_json()
+    assert contacts(app) == 1
+
+
+def contacts(app: Flask) -> int:
+    with get_database(app).engine.connect() as conn:
+        return int(conn.execute(text("SELECT count(*) FROM contacts")).scalar_one())
