@@ -9,8 +9,12 @@ How: for a list about as long as the register (``SCAN_RATIO``), two reader proce
 (gate/sqliteworker.py, on either database) each read a range of ids of the contacts once, in
 order (a few rows a page, no index descent: about a quarter of a lookup's cost), give each
 contact a situation code, and answer each chunk's lookup from memory with a code per value
-(``ScannedRegister``). Otherwise one indexed statement per chunk, on the session's connection,
-a second PostgreSQL connection, or SQLite reader processes.
+(``ScannedRegister``). Each process reads in one snapshot, held to the end, and hands the parent
+the full row of each new code from it: the register may change meanwhile (an erasure, the
+retention purge, a rectification, an import), each contact is decided as one snapshot holds it.
+Otherwise one indexed statement per chunk, on the session's connection, a second PostgreSQL
+connection, or SQLite reader processes; the full row of a new key is then read with its facts,
+so a contact changed in between is told apart (gate/bulk.py, ``_decide_missing``).
 
 The active suppressions of the channel are read once per run when the list is large next to
 the suppressions table, or the register is read whole; otherwise they are probed per chunk by
