@@ -374,9 +374,10 @@ def test_a_reader_process_that_fails_fails_the_list_and_leaves_no_verdict_file(
 
     def broken_scan(self: BulkReader, readers: list[Any], want_ids: bool) -> None:
         sql = "SELECT no_such_column FROM contacts"
+        supp = (self.suppressions_sql, self.suppressions_params)
         for k, reader in enumerate(readers):
             reader.start(
-                ("scan", sql, [], self.suppressions_sql, self.suppressions_params, "x", k, 2, 2, want_ids)
+                ("scan", sql, [], *supp, "x", k, 2, 2, want_ids, self.rows_sql, self.row_params)
             )
 
     monkeypatch.setattr(BulkReader, "_scan", broken_scan)
@@ -641,3 +642,212 @@ def test_the_register_id_range_is_two_index_descents_not_a_read_of_every_contact
         conn.close()
     assert "SCAN contacts" not in steps, steps
     assert steps.count("SEARCH contacts") == 2, steps
+
+
+# -- the register changing while a list is decided ----------------------------------------------
+# Alike contacts (one situation, so one memo key); the second is erased while the list is
+# decided. The newcomer is created after the deciding session's first read (its snapshot, on
+# SQLite) and before the register is read for the list.
+ALIKE = ["alike-a@example.fr", "alike-b@example.fr", "alike-c@example.fr"]
+ERASED = ALIKE[1]
+NEWCOMER = "newcomer@example.fr"
+MOVING, MOVED = "moving@example.fr", "moved@example.fr"  # a rectified address: before, after
+
+
+def _alike(email: str) -> dict[str, Any]:
+    return {
+        "external_id": email.split("@", 1)[0],
+        "email": email,
+        "collected_at": "2026-02-01",
+        "collected_by": "ACME SAS",
+        "audience": "b2c",
+        "source": {"type": "direct"},
+        "timezone": "Europe/Paris",
+    }
+
+
+def _moving() -> dict[str, Any]:
+    return {**_alike(MOVING), "collected_by": "Other SARL"}  # a situation of its own
+
+
+def _add_contacts(client: FlaskClient, auth: dict[str, str], contacts: list[dict[str, Any]]) -> None:
+    res = client.post("/api/v1/contacts", headers=auth, json={"contacts": contacts})
+    assert res.status_code == 200, res.json
+
+
+def _change_after_first_read(app: Flask, client: FlaskClient, auth: dict[str, str]) -> None:
+    """A contact created, another's address rectified (the register's own code)."""
+    from gatekeeper.proof.rights import rectify
+
+    _add_contacts(client, auth, [{**_alike(NEWCOMER), "audience": "b2b", "collected_at": "2025-06-10"}])
+    db, ctx = app.extensions["gatekeeper.db"], app.extensions["gatekeeper.context"]
+    with db.session_scope() as session:
+        found = session.execute(text("SELECT id FROM contacts WHERE email = :e"), {"e": MOVING})
+        rectify(session, ctx, found.scalar_one(), {"email": MOVED}, AS_OF)
+
+
+def _erase(app: Flask, email: str) -> None:
+    """An erasure request, committed on a session of its own (the register's own code)."""
+    from gatekeeper.proof.rights import erase
+
+    db, ctx = app.extensions["gatekeeper.db"], app.extensions["gatekeeper.context"]
+    with db.session_scope() as session:
+        found = session.execute(text("SELECT id FROM contacts WHERE email = :e"), {"e": email})
+        erase(session, ctx, found.scalar_one(), AS_OF, archive=None)
+
+
+def _race_list(path: Path, values: list[str]) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["email", "note"])
+        w.writerows([v, f"row {n}"] for n, v in enumerate(values))
+    return path
+
+
+def _reference_verdicts(session: Any, ctx: Any, campaign: Any, src: Path) -> list[tuple[str, str, str]]:
+    """(coordinate cell, decision, reasons) of each first occurrence, by the reference."""
+    with src.open(newline="", encoding="utf-8") as fh:
+        data = list(csv.reader(fh))[1:]
+    recipients = [parse_value(n, "email", r[0], ctx.region) for n, r in enumerate(data)]
+    _staged, decided = decide_recipients(session, ctx, campaign, AS_OF, recipients)
+    return [(data[d.row][0], d.verdict.decision, " ".join(d.verdict.reasons)) for d in decided]
+
+
+def _bulk_verdicts(decider: Any, results: list[Any]) -> list[tuple[str, str, str]]:
+    """The same from the bulk path's chunk verdicts."""
+    got = []
+    for verdicts in results:
+        picked, _contacts = verdicts.per_record()
+        for r, i in enumerate(picked):
+            if i is not None:
+                _suffix, decision, reasons = decider.written[i]
+                got.append((verdicts.chunk.rows[r][0], decision, reasons))
+    return got
+
+
+def _race_values() -> list[str]:
+    strangers = ["stranger1@example.fr", "stranger2@example.fr"]
+    # Chunks of 2: the erased contact, the newcomer and the moved one are new situations of the
+    # second and third.
+    values = [*strangers, ERASED, NEWCOMER, MOVED, ALIKE[0], ALIKE[2], MOVING]
+    return values + [_email(i) for i in range(N)] + [ERASED]
+
+
+def test_a_contact_erased_or_created_while_the_register_is_read_whole_is_decided_as_the_readers_read_it(
+    app: Flask, client: FlaskClient, auth: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reader processes code every contact from their snapshot, and hand the parent the row
+    each new code is decided on from the same snapshot: a contact erased after the scan (the
+    parent would no longer find it: PostgreSQL), or created after the parent's own snapshot
+    began (it would not find it yet: SQLite) no longer fails the list. Both are decided as the
+    readers read the register, like every other contact: the reference's verdicts on the
+    register as it was between the two changes."""
+    from gatekeeper.gate.bulk import BulkDecider
+    from gatekeeper.gate.listread import ListReader
+
+    monkeypatch.setattr("gatekeeper.gate.bulkread.PRELOAD_RATIO", 0)
+    monkeypatch.setattr("gatekeeper.gate.bulkread.SQLITE_READERS_FROM", 0)
+    monkeypatch.setattr("gatekeeper.gate.bulkread.SCAN_RATIO", 0)
+    # One chunk read ahead: the second chunk is decided after the third is read, the first
+    # chunk's answer (so the scan) done by then.
+    monkeypatch.setattr("gatekeeper.gate.bulk.READ_AHEAD", 1)
+    started = _count_reader_processes(monkeypatch)
+    seed_register(client, auth)
+    _add_contacts(client, auth, [*map(_alike, ALIKE), _moving()])
+    src = _race_list(tmp_path / "list.csv", _race_values())
+    campaign, _ = parse_campaign({**CAMPAIGNS["email"], "sender": "ACME SAS"}, AS_OF)
+    db, ctx = app.extensions["gatekeeper.db"], app.extensions["gatekeeper.context"]
+
+    def erasing(chunks: Any) -> Any:
+        for n, chunk in enumerate(chunks):
+            if n == 2:  # the second chunk looked up, not decided yet
+                _erase(app, ERASED)
+            yield chunk
+
+    with db.session_scope(read_only=True) as session:
+        decider = BulkDecider(
+            session, ctx, campaign, AS_OF, "email", chunk=2, expected_rows=200, unwritten=True
+        )
+        _change_after_first_read(app, client, auth)
+        with db.session_scope(read_only=True) as between:
+            expected = _reference_verdicts(between, ctx, campaign, src)
+        with src.open(newline="", encoding="utf-8") as fh:
+            fh.readline()  # the header, read before the chunks (gate.lists)
+            results = list(decider.run(erasing(ListReader(fh, ",").chunks(2)), 0))
+    assert len(started) == 2
+    got = _bulk_verdicts(decider, results)
+    assert got == expected
+    verdicts = {v: (decision, reasons) for v, decision, reasons in got}
+    for found in (ERASED, NEWCOMER, MOVED):
+        assert "contact.unknown" not in verdicts[found][1]
+    assert "contact.unknown" in verdicts[MOVING][1]
+    assert verdicts[ERASED] == verdicts[ALIKE[0]]
+    with db.session_scope(read_only=True) as after:  # the erasure did happen meanwhile
+        assert _reference_verdicts(after, ctx, campaign, src) != expected
+
+
+def test_a_contact_changed_between_a_chunk_lookup_and_its_decision_is_decided_as_it_is_now(
+    app: Flask, client: FlaskClient, auth: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Looked up chunk by chunk on another connection (SQLite: a reader process; PostgreSQL: a
+    second connection), a contact's full row is read later, on the session's connection: the
+    erased contact (PostgreSQL) or the newcomer the session cannot see yet (SQLite) is decided
+    as the session reads it then, and the alike contacts keep their key's verdict. The phases
+    of the bulk path are driven directly: both chunks looked up, the contact erased, then both
+    decided."""
+    import threading
+    from concurrent.futures import Future
+
+    from gatekeeper.gate import bulk
+    from gatekeeper.gate.bulkread import Lane
+    from gatekeeper.gate.listread import ListReader
+    from gatekeeper.gate.probe import RegisterProbe
+
+    monkeypatch.setattr("gatekeeper.gate.bulkread.PRELOAD_RATIO", 1e9)  # suppressions per chunk
+    monkeypatch.setattr("gatekeeper.gate.bulkread.SQLITE_READERS_FROM", 0)
+    monkeypatch.setattr("gatekeeper.gate.bulkread.SCAN_RATIO", 1e9)
+    seed_register(client, auth)
+    _add_contacts(client, auth, [*map(_alike, ALIKE), _moving()])
+    # The first chunk's two alike contacts share a key, the erased one last (so it is the one
+    # whose full row is read first); the newcomer is the second chunk.
+    values = [ALIKE[0], ERASED, NEWCOMER, MOVED, ALIKE[2], MOVING] + [_email(i) for i in range(N)]
+    src = _race_list(tmp_path / "list.csv", values)
+    campaign, _ = parse_campaign({**CAMPAIGNS["email"], "sender": "ACME SAS"}, AS_OF)
+    db, ctx = app.extensions["gatekeeper.db"], app.extensions["gatekeeper.context"]
+    with db.session_scope(read_only=True) as session:
+        decider = bulk.BulkDecider(session, ctx, campaign, AS_OF, "email", chunk=2, expected_rows=200)
+        _change_after_first_read(app, client, auth)
+        more = decider.reader.more_connections(200, False, True, True)
+        try:
+            conn = more[0].driver_connection
+            lane = Lane(conn, RegisterProbe(session, "email", conn), threading.Lock())
+            with src.open(newline="", encoding="utf-8") as fh:
+                fh.readline()  # the header
+                pending = []
+                for chunk in ListReader(fh, ",").chunks(2):
+                    values_, candidates = decider.coordinates.of(chunk, 0)
+                    fresh, records = decider._fresh(values_)
+                    looked_up: Future[Any] = Future()
+                    looked_up.set_result(decider._gather_on(fresh, lane))
+                    pending.append(bulk._Pending(chunk, fresh, records, candidates, len(fresh), looked_up))
+                    if len(pending) == 2:
+                        _erase(app, ERASED)
+            results = [decider._finish(work) for work in pending]
+        finally:
+            for extra in more:
+                extra.close()
+        expected = _reference_verdicts(session, ctx, campaign, src)  # as the session reads it now
+    assert more
+    got = _bulk_verdicts(decider, results)
+    # The rectified contact's old address is named by no contact in the lookup (on both
+    # databases: it came after the change), though SQLite's session still reads it.
+    assert [g for g in got if g[0] != MOVING] == [e for e in expected if e[0] != MOVING]
+    verdicts = {v: (decision, reasons) for v, decision, reasons in got}
+    assert verdicts[MOVING] == ("block", "contact.unknown")
+    sqlite = db.dialect == "sqlite"
+    # PostgreSQL reads the erasure at once; SQLite's session reads its snapshot, without the
+    # newcomer nor the rectified address.
+    assert ("contact.unknown" in verdicts[ERASED][1]) != sqlite
+    assert ("contact.unknown" in verdicts[NEWCOMER][1]) == sqlite
+    assert ("contact.unknown" in verdicts[MOVED][1]) == sqlite
+    assert verdicts[ALIKE[0]] == verdicts[ALIKE[2]]

@@ -16,7 +16,9 @@ path reads less and keys coarser-grained work on what is shared:
    *situation code* (``gate.sqliteworker``): its facts, its suppressions and, when an
    objection could be lifted, its instants. Each chunk's values are sent to both as soon as
    the chunk is read, and their replies (a code per value, 0: not found) read when it is
-   decided (``ScannedRegister``); a row's key is then its code (``_coded_keys``).
+   decided (``ScannedRegister``); a row's key is then its code (``_coded_keys``). A code new
+   to this process comes with its *situation*: the full row of a contact with that code, read
+   by its reader in the snapshot the code was made in (``_decide_coded``).
 3. The active suppressions of the channel are read once per run when the list is large next to
    the suppressions table (else per chunk, by hash); a recipient's suppressions are the same
    canonical string the reference builds (``engine.suppression_key``).
@@ -24,7 +26,9 @@ path reads less and keys coarser-grained work on what is shared:
    objection could be lifted by a newer consent, the instants) and the call attempts: at least
    everything the reference key holds, so equal keys have equal verdicts (the commonest, a
    contact with nothing but its facts to tell, is keyed by its facts alone). A key seen for the
-   first time is decided by the reference (``Decider.decide_one``) on the full contact row.
+   first time is decided by the reference (``Decider.decide_one``) on the full contact row,
+   read with its facts: a contact changed since its chunk was looked up (erased, purged,
+   rectified) is decided alone, as it is then (``_decide_missing``).
 5. The verdict rows of a plain chunk are its lines and the verdicts' suffixes, interleaved by
    slice assignment and joined (``listread.plain_verdict_text``).
 """
@@ -42,16 +46,19 @@ from typing import Any, NamedTuple, cast
 from sqlalchemy.orm import Session
 
 from gatekeeper.domain import Campaign, Verdict, classify_email
-from gatekeeper.errors import GatekeeperError
 from gatekeeper.gate.bulkcoords import Coordinates
-from gatekeeper.gate.bulkread import BulkReader, Lane, ScannedRegister, Slim
+from gatekeeper.gate.bulkread import BulkReader, Lane, ScannedRegister, Situation, Slim
 from gatekeeper.gate.engine import LIFTABLE, Decider, suppression_key
 from gatekeeper.gate.listread import Chunk, Written
 from gatekeeper.gate.probe import ContactRow, RegisterProbe
 from gatekeeper.gate.recipients import Recipient
 from gatekeeper.register.context import RegisterContext
 
-READ_AHEAD = 160  # chunks read ahead while the register is read whole (800k rows of 5,000)
+# Chunks read ahead while the register is read whole (1M rows of 5,000): a list as long as a
+# 1M register is read whole while the reader processes scan, so that after the scan only the
+# keys and the writing are left (at 160, the last 200k rows were still to read then: about
+# 0.5 s more after the scan on a loaded machine). About 0.8 MiB of the main process a chunk.
+READ_AHEAD = 200
 
 
 class ChunkVerdicts(NamedTuple):
@@ -112,6 +119,8 @@ class BulkDecider:
         self.suppressions: dict[str, list[str]] | None = None if self.preload is False else {}
         self.single: dict[str, str] = {}
         self.lock = threading.Lock()  # one statement at a time on the connection
+        # What each situation code of the reader processes is decided on (ScannedRegister).
+        self.situations: dict[int, Situation] = {}
 
     # -- the chunks ------------------------------------------------------------------------
 
@@ -193,7 +202,9 @@ class BulkDecider:
         register.send(fresh)
 
         def gather() -> _Coded:
-            codes, ids = register.receive()
+            codes, ids, situations, profiles = register.receive()
+            self.situations.update(situations)
+            self.ref.add_profiles(profiles)
             if not self.ref.phone_like:
                 return _Coded(codes, ids, {})
             assert ids is not None  # asked for at the scan
@@ -227,9 +238,8 @@ class BulkDecider:
         memo = self.memo
         known = list(map(memo.get, keys))
         if None in known:
-            missing = {k: i for i, k in enumerate(keys) if k not in memo}
             with self.lock:
-                self._decide_missing(missing, fresh, named, supps, attempts)
+                self._decide_missing(keys, fresh, named, supps, attempts, lifted)
         picked: list[int] = list(map(memo.__getitem__, keys)) if None in known else cast(list[int], known)
         self.counts.update(picked)
         ids: list[int | None] = [None if c is None else c[1] for c in named] if self.want_ids else []
@@ -244,7 +254,7 @@ class BulkDecider:
         if None in known:
             missing = {k: i for i, k in enumerate(keys) if k not in memo}
             with self.lock:
-                self._decide_coded(missing, fresh, codes, attempts)
+                self._decide_coded(missing, fresh, codes, ids, attempts)
             known = list(map(memo.__getitem__, keys))
         picked = cast(list[int], known)
         self.counts.update(picked)
@@ -290,24 +300,31 @@ class BulkDecider:
         return self._supp(self.suppressions, v, None) if self.suppressions else None
 
     def _decide_coded(
-        self, missing: dict[Any, int], fresh: list[str | None], codes: list[int], attempts: dict[int, int]
+        self,
+        missing: dict[Any, int],
+        fresh: list[str | None],
+        codes: list[int],
+        ids: list[int] | None,
+        attempts: dict[int, int],
     ) -> None:
-        """Decide each new key with the reference, on the full row of its first recipient."""
+        """Decide each new key with the reference, on the row its code was made from: the
+        reader process that coded it read that row in the same snapshot (``Situation``), so
+        a contact erased, purged or changed since the scan is decided as the scan saw it, like
+        every other contact of its code, and the session's connection reads nothing here."""
         ref, found = self.ref, self.suppressions
-        wanted = {v for i in missing.values() if codes[i] and (v := fresh[i]) is not None}
-        full: dict[str, ContactRow] = (
-            ref.probe.contacts(self.kind, wanted, ref.as_of_v, ref.send_v) if wanted else {}
-        )
         for key, i in missing.items():
-            v, c = fresh[i], None
-            if codes[i]:
-                c = full.get(cast(str, v))
-                if c is None:
-                    raise GatekeeperError(f"contact {v!r} left the register while its list was decided")
+            v, code = fresh[i], codes[i]
+            recipient = Recipient(0, self.kind, v, v or "")
+            if not code:
+                decided = ref.decide_one(recipient, None, self._own_supp(v), {})
+                self.memo[key] = self._written(decided.verdict)
+                continue
+            c, s, alone = self.situations[code]
+            if alone:  # the contact's own code: its row is its own
                 s = self._supp(found, v, (v, c.id, c.email_hash, c.phone_hash)) if found else None
-            else:
-                s = self._own_supp(v)
-            decided = ref.decide_one(Recipient(0, self.kind, v, v or ""), c, s, attempts)
+            # The row may be another contact's with the same code: the attempts are this one's.
+            count = {c.id: attempts.get(ids[i], 0)} if attempts and ids is not None else {}
+            decided = ref.decide_one(recipient, c, s, count)
             self.memo[key] = self._written(decided.verdict)
 
     def _fresh(self, values: Sequence[str | None]) -> tuple[list[str | None], list[int] | None]:
@@ -458,23 +475,50 @@ class BulkDecider:
 
     def _decide_missing(
         self,
-        missing: dict[Any, int],
+        keys: list[Any],
         fresh: list[str | None],
         named: list[Slim | None],
         supps: list[str | None],
         attempts: dict[int, int],
+        lifted: dict[int, Any],
     ) -> None:
-        """Decide each new key with the reference, on the full row of its first recipient."""
-        ref = self.ref
-        wanted = {v for i in missing.values() if (v := fresh[i]) is not None and named[i] is not None}
-        full: dict[str, ContactRow] = (
-            ref.probe.contacts(self.kind, wanted, ref.as_of_v, ref.send_v) if wanted else {}
-        )
-        for key, i in missing.items():
-            v = fresh[i]
-            c = full[v] if v is not None and named[i] is not None else None
-            decided = ref.decide_one(Recipient(0, self.kind, v, v or ""), c, supps[i], attempts)
-            self.memo[key] = self._written(decided.verdict)
+        """Decide each new key with the reference, on the full row of one of its recipients.
+
+        That row is read by another statement than the chunk's lookup (on PostgreSQL, or in a
+        SQLite reader process, another snapshot): a contact erased, purged or changed in
+        between no longer has the situation its key was made from. Its recipient is then
+        decided alone, as the session reads it now (``_decide_now``: an erased contact is
+        unknown, as if the list had been decided a moment later), under a key of its own
+        (``keys[i]``), and the key goes to its next recipient, if any."""
+        ref, memo = self.ref, self.memo
+        while missing := {k: i for i, k in enumerate(keys) if k not in memo}:
+            wanted = {v for i in missing.values() if (v := fresh[i]) is not None and named[i] is not None}
+            full = self.reader.rows(wanted, ref.probe.conn)
+            for key, i in missing.items():
+                v, c = fresh[i], named[i]
+                if c is None:
+                    decided = ref.decide_one(Recipient(0, self.kind, v, v or ""), None, supps[i], attempts)
+                    memo[key] = self._written(decided.verdict)
+                    continue
+                row, facts = full.get(cast(str, v), (None, None))
+                if row is not None and _same(c, lifted, row, facts):
+                    decided = ref.decide_one(Recipient(0, self.kind, v, v or ""), row, supps[i], attempts)
+                    memo[key] = self._written(decided.verdict)
+                else:
+                    keys[i] = ("now", v)  # unique: a first occurrence's coordinate
+                    memo[keys[i]] = self._decide_now(v, row)
+
+    def _decide_now(self, v: str | None, row: ContactRow | None) -> int:
+        """A recipient whose contact changed since its chunk was read, decided as the session
+        reads it now: its row (None: no contact), suppressions (an erasure adds one) and call
+        attempts."""
+        slim = None if row is None else (v, row.id, row.email_hash, row.phone_hash)
+        hashes = self._hashes(v, slim)
+        found = self.ref.probe.suppressions(self.ref.as_of_v, hashes) if hashes else None
+        supp = suppression_key(found, hashes) if found else None
+        attempts = self._attempts([slim], self.ref.probe) if slim is not None else {}
+        decided = self.ref.decide_one(Recipient(0, self.kind, v, v or ""), row, supp, attempts)
+        return self._written(decided.verdict)
 
     def _written(self, verdict: Verdict) -> int:
         d = self.delimiter
@@ -505,6 +549,15 @@ class BulkDecider:
 
 
 _INVALID = (0, 0, 0)
+
+
+def _same(c: Slim, lifted: dict[int, Any], row: ContactRow, facts: str | None) -> bool:
+    """Whether a contact's full row still has the situation its lookup found (``c``): the same
+    contact, facts and, when they are part of its key (``lifted``), instants."""
+    if row.id != c[1] or facts != c[4]:
+        return False
+    # Both texts of the same column read the same way (BulkReader._instants, rows_sql).
+    return c[1] not in lifted or lifted[c[1]] == row.instants
 
 
 class _Gathered(NamedTuple):

@@ -9,8 +9,12 @@ How: for a list about as long as the register (``SCAN_RATIO``), two reader proce
 (gate/sqliteworker.py, on either database) each read a range of ids of the contacts once, in
 order (a few rows a page, no index descent: about a quarter of a lookup's cost), give each
 contact a situation code, and answer each chunk's lookup from memory with a code per value
-(``ScannedRegister``). Otherwise one indexed statement per chunk, on the session's connection,
-a second PostgreSQL connection, or SQLite reader processes.
+(``ScannedRegister``). Each process reads in one snapshot, held to the end, and hands the parent
+the full row of each new code from it: the register may change meanwhile (an erasure, the
+retention purge, a rectification, an import), each contact is decided as one snapshot holds it.
+Otherwise one indexed statement per chunk, on the session's connection, a second PostgreSQL
+connection, or SQLite reader processes; the full row of a new key is then read with its facts,
+so a contact changed in between is told apart (gate/bulk.py, ``_decide_missing``).
 
 The active suppressions of the channel are read once per run when the list is large next to
 the suppressions table, or the register is read whole; otherwise they are probed per chunk by
@@ -26,7 +30,7 @@ import sys
 import threading
 from array import array
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from operator import add
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -36,7 +40,7 @@ from sqlalchemy.orm import Session
 
 from gatekeeper.errors import GatekeeperError
 from gatekeeper.gate.engine import LIFTABLE, Decider
-from gatekeeper.gate.probe import RegisterProbe, fetch_rows
+from gatekeeper.gate.probe import ContactRow, RegisterProbe, contact_columns, fetch_rows
 
 # Suppressions are read once per run when the list has at least this many rows per
 # suppression of the register (a per-chunk probe costs a few times more per hash than a read).
@@ -53,11 +57,20 @@ SQLITE_READERS_FROM = 200_000
 SCAN_RATIO = 0.25
 SCAN_MAX = 2_000_000  # beyond this many contacts, the lookups keep the processes' memory flat
 Slim = tuple[Any, ...]  # (coordinate, id, email_hash, phone_hash, facts)
+ROW_FACTS = len(ContactRow._fields)  # in a row of ``BulkReader.rows_sql``: its facts, after the ContactRow
 # The register's first and last ids, each by one index descent. Not ``SELECT min(id), max(id)``:
 # SQLite only finds a lone min() or max() by its index, and with both it reads every contact
 # through the smallest covering index (at 1M contacts, ~110 MiB of mapped pages and a tenth
 # of a second before the reader processes could start).
 ID_RANGE_SQL = "SELECT (SELECT min(id) FROM contacts), (SELECT max(id) FROM contacts)"
+
+
+class Situation(NamedTuple):
+    """What a situation code of the reader processes is decided on (see gate.sqliteworker)."""
+
+    row: ContactRow  # one contact with that code, as the code's snapshot holds it
+    suppressions: str | None  # the canonical suppressions of the code (when not alone)
+    alone: bool  # the code is that contact's own: its suppressions are the parent's to find
 
 
 class Lane(NamedTuple):
@@ -109,6 +122,15 @@ class BulkReader:
         )
         self.columns = columns
         self.kind = kind
+        # A contact's full row (what the reference decides on) and its facts, which tell
+        # whether it is still the contact a key was made from (``rows``); followed by
+        # ``IN (…)`` on SQLite, ``= ANY(…)`` on PostgreSQL. Its fixed parameters: ``row_params``.
+        full = contact_columns(self.postgres).format(p=p)
+        self.rows_sql = (
+            f"SELECT {kind}, {full}, {facts_sql(self.postgres, ref.phone_like).format(p=p)}"  # noqa: S608 - constants
+            f" FROM contacts WHERE {kind} "
+        )
+        self.row_params = [ref.as_of_v, ref.as_of_v, ref.send_v] * 2
         if self.postgres:
             # One index lookup per value whatever the statistics say: without them (a register
             # just imported, autovacuum off) the planner read the whole table for every chunk.
@@ -133,6 +155,18 @@ class BulkReader:
             sql, params = self.contacts_sql + f"({marks})", [ref.as_of_v, ref.as_of_v, ref.send_v, *wanted]
         found = {row[0]: row for row in self.fetch(sql, params, conn)}
         return [found.get(v) if v else None for v in values]
+
+    def rows(self, values: Collection[str], conn: Any) -> dict[str, tuple[ContactRow, str | None]]:
+        """The full row and the facts of the contact each coordinate names, by coordinate."""
+        if not values:
+            return {}
+        if self.postgres:
+            sql, params = self.rows_sql + "= ANY(%s)", [*self.row_params, list(values)]
+        else:
+            sql = self.rows_sql + f"IN ({','.join('?' * len(values))})"
+            params = [*self.row_params, *values]
+        new, cls = tuple.__new__, ContactRow
+        return {r[0]: (new(cls, r[:ROW_FACTS]), r[ROW_FACTS]) for r in self.fetch(sql, params, conn)}
 
     def instants(self, rows: list[Slim], conn: Any) -> dict[int, Any]:
         """The stored instants of these contacts, as text: kept by the register's scan for a
@@ -265,11 +299,15 @@ class BulkReader:
         lo, hi = self._ids
         n = len(readers)
         bounds = [lo + (hi - lo + 1) * k // n for k in range(n + 1)]
+        # Open at both ends: a contact created since the range was read (in the session's
+        # snapshot, on SQLite an older one than the readers') is in the last reader's share.
+        bounds[0], bounds[n] = -(1 << 63), (1 << 63) - 1
         own = {"email": 2, "phone": 3}.get(col)  # the hash of the coordinate, in the row
         for k, reader in enumerate(readers):
             params = [ref.as_of_v, ref.as_of_v, ref.send_v, bounds[k], bounds[k + 1]]
             supp = [self.suppressions_sql, self.suppressions_params, LIFTABLE]
-            reader.start(("scan", sql, params, *supp, k, n, own, want_ids))
+            rows = [self.rows_sql, self.row_params]
+            reader.start(("scan", sql, params, *supp, k, n, own, want_ids, *rows))
 
 
 class ScannedRegister:
@@ -304,21 +342,29 @@ class ScannedRegister:
         except BaseException as exc:
             self.failure = exc
 
-    def receive(self) -> tuple[list[int], list[int] | None]:
+    def receive(self) -> tuple[list[int], list[int] | None, dict[int, Situation], dict[str, Any]]:
         """Per value of the oldest lookup sent, its situation code (0: no contact) and, when
-        asked for at the scan, its contact's id (else None)."""
+        asked for at the scan, its contact's id (else None); the situation of each code not
+        told before (see gate.sqliteworker): what the parent decides that code on, read in
+        the snapshot the code was made in; and the gate profiles of those rows (data by key)."""
         if self.failure is not None:
             raise GatekeeperError(f"the register's reader process failed: {self.failure!r}")
         codes: list[int] | None = None
         ids: list[int] | None = None
+        situations: dict[int, Situation] = {}
+        profiles: dict[str, Any] = {}
         # A value is found in one process at most, the others answer 0: the sum is its answer.
         for reader in self.readers:
-            code_bytes, id_bytes = reader.receive()
+            code_bytes, id_bytes, told, data = reader.receive()
+            profiles.update(data)
             codes = _merged(codes, code_bytes)
             if id_bytes is not None:
                 ids = _merged(ids, id_bytes)
+            new, cls = tuple.__new__, ContactRow
+            for code, (row, supp, alone) in told.items():
+                situations[code] = Situation(new(cls, row[:ROW_FACTS]), supp, alone)
         assert codes is not None
-        return codes, ids
+        return codes, ids, situations, profiles
 
     def close(self) -> None:
         self.outbox.put(None)

@@ -294,6 +294,13 @@ class Decider:
             reconsent_refused=bool(c.refused),
         )
 
+    def add_profiles(self, data: dict[str, Any]) -> None:
+        """Gate profiles read elsewhere (as stored: data by key), e.g. by a reader process whose
+        snapshot is newer than the session's (profiles are only ever added, by content key)."""
+        for key, value in data.items():
+            if key not in self.profiles:
+                self.profiles[key] = from_data(GateProfile, read_json(value))
+
     def _profile(self, key: str) -> GateProfile:
         if key not in self.profiles:
             data = self.session.execute(

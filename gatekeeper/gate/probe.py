@@ -51,7 +51,8 @@ class ContactRow(NamedTuple):
 DATED = slice(3, 9)  # ContactRow fields no_deadline … anonymised
 
 
-def _contact_columns(postgres: bool) -> str:
+def contact_columns(postgres: bool) -> str:
+    """ContactRow's columns after the coordinate, with ``{p}`` for as_of, as_of and the send."""
     contracts = (
         "json_array_length(instants->'contracts')"
         if postgres
@@ -87,7 +88,7 @@ class RegisterProbe:
         self.channel = channel
         self.postgres = self.dialect == "postgresql"
         at_text = "occurred_at::text" if self.postgres else "occurred_at"
-        columns = _contact_columns(self.postgres)
+        columns = contact_columns(self.postgres)
         self._sql = {
             kind: f"SELECT {kind}, {columns} FROM contacts WHERE {kind} {{in}}"  # noqa: S608 - constants
             for kind in KINDS

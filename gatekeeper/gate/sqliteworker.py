@@ -12,9 +12,9 @@ Protocol, over stdin and stdout: pickled requests in, pickled ``("ok", result)``
 
 * ``(sql, params)``: the rows of one statement.
 * ``("scan", sql, params, suppressions_sql, suppressions_params, liftable, number, count, own,
-  want_ids)``: read this process's share of the contacts (a range of ids: coordinate,
-  id, email hash, phone hash, facts) and give each coordinate a *situation code*: equal
-  codes for contacts whose facts, suppressions (the canonical string of
+  want_ids, rows_sql, rows_params)``: read this process's share of the contacts (a range of
+  ids: coordinate, id, email hash, phone hash, facts) and give each coordinate a *situation
+  code*: equal codes for contacts whose facts, suppressions (the canonical string of
   ``engine.suppression_key``, over the active suppressions of the channel, which this process
   reads with ``suppressions_sql``) and, when a suppression holds ``liftable``, stored instants
   are equal (read for those contacts only); a code of its own for a contact without facts or
@@ -22,7 +22,18 @@ Protocol, over stdin and stdout: pickled requests in, pickled ``("ok", result)``
   external ids). Codes are ``number + 1 + count * n``: the codes of ``count`` processes never
   meet and none is 0. The result is the number of rows.
 * ``("codes", values)``: per value, its code (0: no contact in this share) as the bytes of an
-  ``array("q")``, and, when ``want_ids`` was given, the contact ids the same way (else None).
+  ``array("q")``; when ``want_ids`` was given, the contact ids the same way (else None); and
+  the *situation* of each code not told before: ``{code: (row, suppressions, alone)}``, the
+  full row of one contact with that code (``rows_sql`` followed by ``IN (…)`` or ``= ANY(…)``,
+  with ``rows_params`` then the values), the canonical suppressions the code was made with
+  and whether the code is the contact's own (its suppressions are then the parent's to find);
+  and the gate profiles those rows name, not told before, by key.
+
+The scan and every later read run in one read transaction, held until the process ends: a
+code and the row the parent decides it on come from the same snapshot of the register,
+whatever is written meanwhile (a contact erased, anonymised by the retention purge, rectified
+or created while the list is decided). SQLite in WAL mode lets writers commit meanwhile;
+PostgreSQL reads in REPEATABLE READ.
 
 A register read whole costs about a quarter of an indexed lookup per contact (the rows are read
 in order, a few to a page, with no index descent): for a list about as long as the register,
@@ -60,19 +71,58 @@ class Worker:
                 self.conn.execute(f"PRAGMA {pragma}")
         self.codes: dict[Any, int] = {}
         self.ids: dict[Any, int] | None = None
+        self.coder: _Coder | None = None
+        self.told: set[int] = {0}  # the codes whose situation the parent has (0: no contact)
+        self.profiles_told: set[Any] = {None}
+        self.rows_sql, self.rows_params = "", list[Any]()
 
     def handle(self, request: tuple[Any, ...]) -> Any:
         if request[0] == "codes":
-            values = request[1]
-            codes = array("q", map(self.codes.get, values, repeat(0))).tobytes()
-            ids = None if self.ids is None else array("q", map(self.ids.get, values, repeat(0))).tobytes()
-            return codes, ids
+            return self.lookup(request[1])
         if request[0] == "scan":
             return self.scan(*request[1:])
         if request[0] == "postgresql":
             return self.connect(request[1])
         sql, params = request
         return self.conn.execute(sql, params).fetchall()
+
+    def lookup(self, values: list[Any]) -> tuple[bytes, bytes | None, dict[int, Any], dict[str, Any]]:
+        """A chunk's codes, ids, the situations of its codes and the profiles of their rows
+        not told before."""
+        found = list(map(self.codes.get, values, repeat(0)))
+        codes = array("q", found).tobytes()
+        ids = None if self.ids is None else array("q", map(self.ids.get, values, repeat(0))).tobytes()
+        new = set(found) - self.told
+        if not new:
+            return codes, ids, {}, {}
+        # One contact per new code, its row read in the scan's snapshot (see the docstring).
+        first = {c: v for v, c in zip(values, found, strict=True) if c in new}
+        rows = self.rows(self.rows_sql, self.rows_params, list(first.values()))
+        assert self.coder is not None
+        situations = {c: self.coder.situation(c, rows[v]) for c, v in first.items()}
+        self.told.update(new)
+        # Their gate profiles too: a profile written since the parent's snapshot began is not
+        # in it (profiles are only ever added, under a key of their content).
+        keys = list({row[PROFILE_KEY] for row in rows.values()} - self.profiles_told)
+        self.profiles_told.update(keys)
+        profiles = self.rows(PROFILES_SQL, [], keys) if keys else {}
+        return codes, ids, situations, {k: row[1] for k, row in profiles.items()}
+
+    def rows(self, sql: str, params: list[Any], values: list[Any]) -> dict[Any, tuple[Any, ...]]:
+        """The rows of ``sql`` (a statement ending ``WHERE column ``) for these values of the
+        column, by value (each row's first item)."""
+        found: dict[Any, tuple[Any, ...]] = {}
+        if self.postgres:
+            rows = self.conn.execute(sql + "= ANY(%s)", [*params, values]).fetchall()
+            found.update((r[0], r) for r in rows)
+            return found
+        for start in range(0, len(values), 10_000):  # within SQLite's limit of parameters
+            part = values[start : start + 10_000]
+            marks = ",".join("?" * len(part))
+            found.update(
+                (r[0], r) for r in self.conn.execute(f"{sql}IN ({marks})", [*params, *part]).fetchall()
+            )
+        return found
 
     def connect(self, url: str) -> None:
         """PostgreSQL: each statement on its own (autocommit), read-only, as the parent's
@@ -95,17 +145,33 @@ class Worker:
         count: int,
         own: int | None,
         want_ids: bool,
+        rows_sql: str,
+        rows_params: list[Any],
     ) -> int:
+        self.snapshot()
+        self.rows_sql, self.rows_params = rows_sql, rows_params
         found = self.suppressions(suppressions_sql, suppressions_params)
-        coder = _Coder(found, liftable, number, count, own)
+        coder = self.coder = _Coder(found, liftable, number, count, own)
         if want_ids:
             self.ids = {}
         if self.postgres:
             # A server-side cursor: the rows come 10,000 at a time, not all into libpq's memory.
-            with self.conn.transaction(), self.conn.cursor(name="gate_scan") as cur:
+            with self.conn.cursor(name="gate_scan") as cur:
                 cur.execute(sql, params)
                 return self.fill(cur, coder)
         return self.fill(self.conn.execute(sql, params), coder)
+
+    def snapshot(self) -> None:
+        """Begin the read transaction every later statement runs in (see the docstring): on
+        SQLite a deferred BEGIN (its snapshot is taken by the first read), on PostgreSQL
+        REPEATABLE READ, begun by the first statement and never committed."""
+        if self.postgres:
+            import psycopg  # noqa: PLC0415 - as in connect()
+
+            self.conn.autocommit = False
+            self.conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        else:
+            self.conn.execute("BEGIN")
 
     def suppressions(self, sql: str, params: list[Any]) -> dict[str, list[str]]:
         """The active suppressions of the channel by hash, as BulkReader.suppressions reads
@@ -155,6 +221,8 @@ class Worker:
 
 
 _COORDINATE, _ID, _EMAIL_HASH, _PHONE_HASH, _FACTS = map(itemgetter, range(5))
+PROFILE_KEY = 2  # in a row of ``rows_sql`` (gate.probe.ContactRow)
+PROFILES_SQL = "SELECT key, data FROM gate_profiles WHERE key "
 
 
 class _Coder:
@@ -166,12 +234,21 @@ class _Coder:
         self.found, self.liftable, self.own = found, liftable, own
         self.number, self.count = number, count
         self.situations: dict[Any, int] = {}
+        self.by_code: dict[int, Any] = {}
 
     def code(self, situation: Any) -> int:
         code = self.situations.get(situation)
         if code is None:
             code = self.situations[situation] = self.number + 1 + self.count * len(self.situations)
+            self.by_code[code] = situation
         return code
+
+    def situation(self, code: int, row: tuple[Any, ...]) -> tuple[tuple[Any, ...], str | None, bool]:
+        """What the parent decides a code on: a contact's full row, the suppressions the code
+        was made with, and whether the code is that contact's own (see ``alone``)."""
+        situation = self.by_code[code]
+        alone = situation[0] == "contact"
+        return row, None if alone else situation[1], alone
 
     def alone(self, row: tuple[Any, ...]) -> bool:
         """Whether a contact is a situation of its own: no gate profile (the parent's reference
