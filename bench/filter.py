@@ -173,7 +173,8 @@ def decide_main(url: str, list_path: Path, out: Path) -> None:
     ctx, database = context_from(_settings(url)), Database(url)
     campaign, _ = parse_campaign(CAMPAIGN, AS_OF)
     start = time.perf_counter()
-    with database.session_scope() as s:
+    # Read-only, as `gatekeeper check` and the list jobs decide (never holding SQLite's writer).
+    with database.session_scope(read_only=True) as s:
         summary = decide_list(s, ctx, campaign, AS_OF, list_path, out, unwritten=True)
     elapsed = time.perf_counter() - start
     top = dict(list(summary["by_reason"].items())[:6])
