@@ -9,7 +9,6 @@ A newsletter's batch is mostly "processed" and "delivered": those cost a tuple e
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -77,7 +76,7 @@ class FactRow:
     type: str
     at: datetime
     data: dict[str, Any]
-    key: str
+    key: str  # its dedupe key, set once its raw event is stored (``delivery_apply.fact_key``)
     origin: str
     coordinate: str | None  # the contact's, for the journal's subject hash
 
@@ -229,9 +228,8 @@ class _Planner:
         at = min(e.occurred_at, self.now)
         if effect.event_type and contact is not None:
             data = self._data(effect.event_type, e, at)
-            key = hashlib.sha256(f"webhook|{e.dedupe_key}|{effect.event_type}".encode()).hexdigest()
             planned.fact = FactRow(
-                contact.id, effect.event_type, at, data, key, planned.origin, contact.coordinate
+                contact.id, effect.event_type, at, data, "", planned.origin, contact.coordinate
             )
             planned.objection = effect.event_type == "opposition"
             if data.get("counts"):
