@@ -9,6 +9,7 @@ A newsletter's batch is mostly "processed" and "delivered": those cost a tuple e
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -76,7 +77,9 @@ class FactRow:
     type: str
     at: datetime
     data: dict[str, Any]
-    key: str  # its dedupe key, set once its raw event is stored (``delivery_apply.fact_key``)
+    # Its dedupe key: here the part that names the provider event (``fact_key_tail``); the
+    # raw event's id is put in front once that event is stored (``delivery_apply.fact_key``).
+    key: str
     origin: str
     coordinate: str | None  # the contact's, for the journal's subject hash
 
@@ -229,7 +232,13 @@ class _Planner:
         if effect.event_type and contact is not None:
             data = self._data(effect.event_type, e, at)
             planned.fact = FactRow(
-                contact.id, effect.event_type, at, data, "", planned.origin, contact.coordinate
+                contact.id,
+                effect.event_type,
+                at,
+                data,
+                fact_key_tail(e.dedupe_key, effect.event_type),
+                planned.origin,
+                contact.coordinate,
             )
             planned.objection = effect.event_type == "opposition"
             if data.get("counts"):
@@ -267,6 +276,13 @@ class _Planner:
         if event_type == "opposition":
             return {"channels": ["email"], "occurred_at": when, "via": "link"}
         return {"occurred_at": when}
+
+
+def fact_key_tail(dedupe_key: str, event_type: str) -> str:
+    """The end of a webhook fact's dedupe key: its type and 16 hex digits of the SHA-256 of the
+    provider event's key. With the raw event's id in front it is unique even if a deleted raw
+    row's id were ever given again (SQLite reuses the largest rowid once it is deleted)."""
+    return f"{event_type}:{hashlib.sha256(dedupe_key.encode()).hexdigest()[:16]}"
 
 
 def raw_text(raw: Mapping[str, Any]) -> str | None:
