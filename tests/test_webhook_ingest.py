@@ -379,6 +379,40 @@ def test_a_500_event_batch_is_stored_in_one_request_and_only_once(gk: Harness) -
     assert [f.type for f in gk.facts(contact_id)] == ["interest"]
 
 
+def test_each_webhook_fact_is_keyed_by_its_raw_event_and_a_batch_keys_in_id_order(gk: Harness) -> None:
+    ids = [gk.contact(f"person{i}@example.com") for i in range(3)]
+    batch = [
+        event
+        | {"sg_event_id": f"keyed-{i}", "email": f"person{i % 3}@example.com", "gk_contact": str(ids[i % 3])}
+        for i in range(6)
+        for event in payload("sendgrid", ("click", "open", "unsubscribe")[i % 3])
+    ]
+    assert gk.deliver("sendgrid", batch).status_code == 200
+    assert gk.deliver("sendgrid", batch).json["stored"] == 0  # type: ignore[index]
+    raw = {int(r.id): r.kind for r in gk.query("SELECT id, kind FROM webhook_events")}
+    facts = gk.query("SELECT id, type, dedupe_key FROM events ORDER BY id")
+    types = {"click": "interest", "open": "open", "unsubscribe": "opposition"}
+    # Each fact names the raw event that made it, one fact per event, in the raw ids' order.
+    keys = [f.dedupe_key.rsplit(":", 1)[0] for f in facts]
+    assert keys == [f"webhook_event:{i:020d}:{types[raw[i]]}" for i in sorted(raw)]
+    assert len({f.dedupe_key.rsplit(":", 1)[1] for f in facts}) == 6  # each provider event's own
+    assert [f.type for f in facts] == ["interest", "open", "opposition"] * 2
+    assert [f.dedupe_key for f in facts] == sorted(f.dedupe_key for f in facts)
+
+
+def test_a_raw_event_id_given_again_after_a_deletion_still_stores_the_new_events_fact(gk: Harness) -> None:
+    contact_id = gk.contact(RECIPIENT["sendgrid"])
+    gk.deliver("sendgrid", sendgrid_click(1_715_000_460, "first"))
+    (first,) = gk.query("SELECT id FROM webhook_events")
+    with gk.app.extensions["gatekeeper.db"].engine.begin() as conn:
+        conn.execute(text("DELETE FROM webhook_events"))  # SQLite then gives the largest rowid again
+    assert accepted(gk.deliver("sendgrid", sendgrid_click(1_715_000_520, "second"))) == 1
+    (second,) = gk.query("SELECT id FROM webhook_events")
+    assert second.id >= first.id
+    assert [f.type for f in gk.facts(contact_id)] == ["interest", "interest"]
+    assert gk.deadline(contact_id) == "2027-05-06T13:02:00Z"
+
+
 def test_a_nul_character_in_an_event_is_stored_replaced_not_retried_forever(gk: Harness) -> None:
     # PostgreSQL text cannot hold NUL: storing it as sent failed the batch with a 503, retried
     # by the provider for a day. It becomes U+FFFD, the same on every redelivery.

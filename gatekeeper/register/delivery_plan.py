@@ -77,6 +77,8 @@ class FactRow:
     type: str
     at: datetime
     data: dict[str, Any]
+    # Its dedupe key: here the part that names the provider event (``fact_key_tail``); the
+    # raw event's id is put in front once that event is stored (``delivery_apply.fact_key``).
     key: str
     origin: str
     coordinate: str | None  # the contact's, for the journal's subject hash
@@ -229,9 +231,14 @@ class _Planner:
         at = min(e.occurred_at, self.now)
         if effect.event_type and contact is not None:
             data = self._data(effect.event_type, e, at)
-            key = hashlib.sha256(f"webhook|{e.dedupe_key}|{effect.event_type}".encode()).hexdigest()
             planned.fact = FactRow(
-                contact.id, effect.event_type, at, data, key, planned.origin, contact.coordinate
+                contact.id,
+                effect.event_type,
+                at,
+                data,
+                fact_key_tail(e.dedupe_key, effect.event_type),
+                planned.origin,
+                contact.coordinate,
             )
             planned.objection = effect.event_type == "opposition"
             if data.get("counts"):
@@ -269,6 +276,13 @@ class _Planner:
         if event_type == "opposition":
             return {"channels": ["email"], "occurred_at": when, "via": "link"}
         return {"occurred_at": when}
+
+
+def fact_key_tail(dedupe_key: str, event_type: str) -> str:
+    """The end of a webhook fact's dedupe key: its type and 16 hex digits of the SHA-256 of the
+    provider event's key. With the raw event's id in front it is unique even if a deleted raw
+    row's id were ever given again (SQLite reuses the largest rowid once it is deleted)."""
+    return f"{event_type}:{hashlib.sha256(dedupe_key.encode()).hexdigest()[:16]}"
 
 
 def raw_text(raw: Mapping[str, Any]) -> str | None:
