@@ -75,6 +75,8 @@ def _register_errors(app: Flask) -> None:
         # SQLite's single writer held past the busy timeout (a long import keeps it to the
         # end, to stay all-or-nothing), a PostgreSQL lock timeout or a lost connection: the
         # request changed nothing (its session is rolled back) and may be sent again.
+        if not db.unavailable(exc):
+            raise exc  # a mistake of ours, not a busy database: a server error, logged
         log.warning("%s %s: database unavailable: %s", request.method, request.path, exc.orig)
         if not request.path.startswith("/api/"):
             return ServiceUnavailable(retry_after=RETRY_AFTER_SECONDS)

@@ -10,6 +10,7 @@ from typing import Any
 
 from flask import Flask, current_app, g, request
 from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 READ_ONLY = "gatekeeper_read_only"  # an execution option: this session only reads
@@ -125,3 +126,19 @@ def request_session() -> Session:
         g.db_session = (database.read_sessionmaker if reads else database.sessionmaker)()
     session: Session = g.db_session
     return session
+
+
+# SQLite raises its OperationalError for a schema or SQL mistake too ("no such table"): only
+# these say that the database could not take the statement in time.
+_SQLITE_BUSY = ("database is locked", "database table is locked", "database is busy")
+
+
+def unavailable(exc: OperationalError) -> bool:
+    """Whether the statement failed because the database could not take it now (SQLite's
+    writer held past the busy timeout; on PostgreSQL every OperationalError: a lock or
+    statement timeout, a lost connection), so the same request may succeed later. A mistake
+    in our SQL or schema is not that: it stays a server error."""
+    orig = exc.orig
+    if type(orig).__module__ == "sqlite3":
+        return any(message in str(orig) for message in _SQLITE_BUSY)
+    return True

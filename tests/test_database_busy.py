@@ -12,12 +12,14 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import event, text
+from sqlalchemy.exc import OperationalError
 from test_links_helpers import PAUL, TODAY, add_contact, set_clock, signer, stored_events, suppressions
 
-from gatekeeper.db import get_database
+from gatekeeper.db import get_database, unavailable
 
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
 SHORT_WAIT_MS = 200  # instead of the service's 30 s: how long a request waits for the writer
@@ -102,3 +104,18 @@ def test_an_api_write_while_the_writer_is_held_gets_503_in_the_api_error_shape(
 def contacts(app: Flask) -> int:
     with get_database(app).engine.connect() as conn:
         return int(conn.execute(text("SELECT count(*) FROM contacts")).scalar_one())
+
+
+@pytest.mark.parametrize(
+    ("orig", "busy"),
+    [
+        (sqlite3.OperationalError("database is locked"), True),
+        (sqlite3.OperationalError("database table is locked: contacts"), True),
+        (sqlite3.OperationalError("no such table: contacts"), False),  # our mistake: stays a 500
+        (sqlite3.OperationalError('near "SELEC": syntax error'), False),
+        (psycopg.errors.LockNotAvailable("canceling statement due to lock timeout"), True),
+        (psycopg.OperationalError("connection refused"), True),
+    ],
+)
+def test_only_a_busy_or_unreachable_database_is_answered_as_unavailable(orig: Exception, busy: bool) -> None:
+    assert unavailable(OperationalError("SELECT 1", {}, orig)) is busy

@@ -18,7 +18,7 @@ from flask import Blueprint, Response, current_app, request
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from gatekeeper.db import request_session
+from gatekeeper.db import request_session, unavailable
 from gatekeeper.domain.retention import add_years
 from gatekeeper.links import csrf, i18n
 from gatekeeper.links.records import (
@@ -93,6 +93,8 @@ def _busy(exc: OperationalError) -> Response:
     busy timeout (a long import holds it to the end, to stay all-or-nothing), a PostgreSQL lock
     or connection lost. Nothing was recorded (the request's session is rolled back); the person
     gets a page that says so and to use the same link again, not a server error."""
+    if not unavailable(exc):
+        raise exc  # a mistake of ours, not a busy database: a server error, logged
     log.warning("public link %s: database unavailable: %s", request.path[:3], exc.orig)
     return html(
         503,
