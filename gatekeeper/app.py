@@ -17,7 +17,6 @@ from gatekeeper.errors import GatekeeperError
 from gatekeeper.register.context import context_from
 
 log = logging.getLogger(__name__)
-RETRY_AFTER_SECONDS = 60
 
 
 def create_app(settings: Settings | None = None, overrides: Mapping[str, Any] | None = None) -> Flask:
@@ -79,11 +78,11 @@ def _register_errors(app: Flask) -> None:
             raise exc  # a mistake of ours, not a busy database: a server error, logged
         log.warning("%s %s: database unavailable: %s", request.method, request.path, exc.orig)
         if not request.path.startswith("/api/"):
-            return ServiceUnavailable(retry_after=RETRY_AFTER_SECONDS)
+            return ServiceUnavailable(retry_after=db.RETRY_AFTER_SECONDS)
         response = _error_body(
             503, "unavailable", "The database is busy or unreachable; nothing was changed. Retry later."
         )
-        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        response.headers["Retry-After"] = str(db.RETRY_AFTER_SECONDS)
         return response
 
     @app.errorhandler(HTTPException)

@@ -131,6 +131,8 @@ def request_session() -> Session:
 # SQLite raises its OperationalError for a schema or SQL mistake too ("no such table"): only
 # these say that the database could not take the statement in time.
 _SQLITE_BUSY = ("database is locked", "database table is locked", "database is busy")
+# What a request refused by a busy database is told to wait (Retry-After), API and pages alike.
+RETRY_AFTER_SECONDS = 60
 
 
 def unavailable(exc: OperationalError) -> bool:

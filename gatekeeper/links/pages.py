@@ -18,7 +18,7 @@ from flask import Blueprint, Response, current_app, request
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from gatekeeper.db import request_session, unavailable
+from gatekeeper.db import RETRY_AFTER_SECONDS, request_session, unavailable
 from gatekeeper.domain.retention import add_years
 from gatekeeper.links import csrf, i18n
 from gatekeeper.links.records import (
@@ -40,7 +40,6 @@ from gatekeeper.links.tokens import PURPOSES, LinkClaims, TokenExpiredError, Tok
 bp = Blueprint("public", __name__)
 log = logging.getLogger(__name__)
 MESSAGE = "public/message.html"
-BUSY_RETRY_SECONDS = 60  # the busy page's Retry-After
 ANSWERS = ("keep", "stop")
 
 
@@ -99,7 +98,7 @@ def _busy(exc: OperationalError) -> Response:
     return html(
         503,
         MESSAGE,
-        [("Retry-After", str(BUSY_RETRY_SECONDS))],
+        [("Retry-After", str(RETRY_AFTER_SECONDS))],
         title_key="e_busy_title",
         body_key="e_busy_body",
     )
