@@ -169,14 +169,8 @@ class BulkReader:
         return {r[0]: (new(cls, r[:ROW_FACTS]), r[ROW_FACTS]) for r in self.fetch(sql, params, conn)}
 
     def instants(self, rows: list[Slim], conn: Any) -> dict[int, Any]:
-        """The stored instants of these contacts, as text: kept by the register's scan for a
-        contact with a suppressed hash (the sixth item of its row; False when not kept), else
-        read."""
-        kept = {c[1]: c[5] for c in rows if len(c) > 5 and c[5] is not False}
-        ids = [c[1] for c in rows if c[1] not in kept]
-        if not ids:
-            return kept
-        return kept | self._instants(ids, conn)
+        """The stored instants of these contacts, as text, by id."""
+        return self._instants([c[1] for c in rows], conn) if rows else {}
 
     def _instants(self, ids: list[int], conn: Any) -> dict[int, Any]:
         if self.postgres:
