@@ -725,6 +725,17 @@ def _bulk_verdicts(decider: Any, results: list[Any]) -> list[tuple[str, str, str
     return got
 
 
+def _bulk_contacts(results: list[Any]) -> dict[str, int | None]:
+    """The contact each first occurrence's verdict names (its proof item's), by coordinate cell."""
+    named: dict[str, int | None] = {}
+    for verdicts in results:
+        picked, contacts = verdicts.per_record()
+        for r, i in enumerate(picked):
+            if i is not None:
+                named[verdicts.chunk.rows[r][0]] = contacts[r]
+    return named
+
+
 def _race_values() -> list[str]:
     strangers = ["stranger1@example.fr", "stranger2@example.fr"]
     # Chunks of 2: the erased contact, the newcomer and the moved one are new situations of the
@@ -837,8 +848,17 @@ def test_a_contact_changed_between_a_chunk_lookup_and_its_decision_is_decided_as
             for extra in more:
                 extra.close()
         expected = _reference_verdicts(session, ctx, campaign, src)  # as the session reads it now
+        ids_now = {e: i for e, i in session.execute(text("SELECT email, id FROM contacts"))}
     assert more
     got = _bulk_verdicts(decider, results)
+    # Each record's proof item names the contact it was decided on: the erased contact
+    # (PostgreSQL) and the ones the session cannot see yet (SQLite) name none, not the contact
+    # their lookup found.
+    named = _bulk_contacts(results)
+    assert {v: i for v, i in named.items() if v != MOVING} == {
+        v: ids_now.get(v) for v in named if v != MOVING
+    }
+    assert named[ERASED if db.dialect != "sqlite" else NEWCOMER] is None
     # The rectified contact's old address is named by no contact in the lookup (on both
     # databases: it came after the change), though SQLite's session still reads it.
     assert [g for g in got if g[0] != MOVING] == [e for e in expected if e[0] != MOVING]

@@ -489,7 +489,8 @@ class BulkDecider:
         between no longer has the situation its key was made from. Its recipient is then
         decided alone, as the session reads it now (``_decide_now``: an erased contact is
         unknown, as if the list had been decided a moment later), under a key of its own
-        (``keys[i]``), and the key goes to its next recipient, if any."""
+        (``keys[i]``), and ``named[i]`` becomes that contact (None: none); the key goes to its
+        next recipient, if any."""
         ref, memo = self.ref, self.memo
         while missing := {k: i for i, k in enumerate(keys) if k not in memo}:
             wanted = {v for i in missing.values() if (v := fresh[i]) is not None and named[i] is not None}
@@ -507,6 +508,9 @@ class BulkDecider:
                 else:
                     keys[i] = ("now", v)  # unique: a first occurrence's coordinate
                     memo[keys[i]] = self._decide_now(v, row)
+                    # Its proof item and links name the contact it was decided on, not the
+                    # one the lookup found (erased, or another person's since a rectification).
+                    named[i] = None if row is None else (v, row.id, row.email_hash, row.phone_hash, facts)
 
     def _decide_now(self, v: str | None, row: ContactRow | None) -> int:
         """A recipient whose contact changed since its chunk was read, decided as the session
