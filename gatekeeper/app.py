@@ -17,6 +17,9 @@ from gatekeeper.errors import GatekeeperError
 from gatekeeper.register.context import context_from
 
 log = logging.getLogger(__name__)
+# How long a campaign list job waits for journaled unsubscribes to be recorded before it fails:
+# in the background, a long import may end first (an API check waits SETTLE_WAIT_SECONDS).
+SETTLE_JOB_WAIT_SECONDS = 300.0
 
 
 def create_app(settings: Settings | None = None, overrides: Mapping[str, Any] | None = None) -> Flask:
@@ -46,6 +49,10 @@ def create_app(settings: Settings | None = None, overrides: Mapping[str, Any] | 
     app.register_blueprint(links.bp)
     links.init_app(app)  # fast path for GET /u, /c, /d and the pages' security headers
     jobs.runner(app).services["links"] = links.links_of(app)
+    # Before a list is decided: the unsubscribes a busy database could not take at once.
+    jobs.runner(app).services["settle"] = lambda: links.settle(
+        settings, app.extensions["gatekeeper.db"], wait=SETTLE_JOB_WAIT_SECONDS
+    )
     app.register_blueprint(webhook_views.bp)
     from gatekeeper import health
 
@@ -67,7 +74,10 @@ def _error_body(status: int, code: str, message: str, details: list[Any] | None 
 def _register_errors(app: Flask) -> None:
     @app.errorhandler(GatekeeperError)
     def _domain(exc: GatekeeperError) -> Response:
-        return _error_body(exc.status, exc.code, exc.message, exc.details)
+        response = _error_body(exc.status, exc.code, exc.message, exc.details)
+        if exc.status == 503:
+            response.headers["Retry-After"] = str(db.RETRY_AFTER_SECONDS)
+        return response
 
     @app.errorhandler(OperationalError)
     def _unavailable(exc: OperationalError) -> Response | HTTPException:

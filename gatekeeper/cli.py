@@ -318,6 +318,7 @@ def check_command(campaign_file: Path, list_file: Path, output: Path, as_of: str
     from gatekeeper.gate.campaigns import parse_campaign
     from gatekeeper.gate.lists import decide_list
     from gatekeeper.gate.runs import list_links, record_items, record_run
+    from gatekeeper.links.unsubscribes import settle
     from gatekeeper.models import utcnow
     from gatekeeper.register.imports import count_rows
     from gatekeeper.timeparse import parse_instant
@@ -330,6 +331,7 @@ def check_command(campaign_file: Path, list_file: Path, output: Path, as_of: str
             campaign, _ = parse_campaign(tomllib.load(fh).get("campaign", {}), moment)
         total = count_rows(list_file)
         database = Database(settings.database_url)
+        settle(settings, database)  # unsubscribes journaled while the database was busy
         with (
             click.progressbar(length=total, label="deciding", file=sys.stderr) as bar,
             # Read-only: on SQLite the decision never holds the write lock; the run is recorded

@@ -57,3 +57,10 @@ class AuthError(GatekeeperError):
 class ForbiddenError(GatekeeperError):
     status = 403
     code = "forbidden"
+
+
+class UnavailableError(GatekeeperError):
+    """Something the request needs cannot be done yet; the same request will work later."""
+
+    status = 503
+    code = "unavailable"

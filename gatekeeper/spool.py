@@ -7,7 +7,9 @@ A tracked click or a "delivered"/"opened" webhook has no legal urgency, yet stor
 own transaction costs several times the request around it (a commit, a writer lock shared by
 the web workers, the WAL pages of every index touched). So the request appends one line to a
 file of its own process and answers; a single drainer (``gatekeeper drain``) hands the lines
-to the stream's handler in batches of thousands, one transaction each, set-based.
+to the stream's handler in batches of thousands, one transaction each, set-based. (The
+``unsubscribes`` stream is the exception: it only holds what a busy database could not take
+at once, see ``gatekeeper.links.unsubscribes``.)
 
 - Files: ``<root>/<stream>/<host>-<pid>-<seq>.log``, one writer each, so lines never
   interleave. ``append`` is one ``os.write`` on an ``O_APPEND`` descriptor: once it returns,
@@ -59,6 +61,8 @@ HOST = socket.gethostname().replace("-", "_")
 
 # Stream name -> "module:function"; function(settings, database) builds the batch handler.
 STREAMS: dict[str, str] = {
+    # First in each pass: an objection the person was already told is recorded.
+    "unsubscribes": "gatekeeper.links.unsubscribes:handler",
     "clicks": "gatekeeper.links.spooled:handler",
     "webhooks": "gatekeeper.webhook_spooled:handler",
 }

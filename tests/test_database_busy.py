@@ -2,13 +2,16 @@
 import keeps the single write lock to its end; on PostgreSQL, a transaction holds the tables'
 locks). The request changes nothing and says so with a 503 and Retry-After, never a 500: a page
 in the person's language for the public links, the API's error shape for the API. Once the
-other writer is done, the same request works. On SQLite and PostgreSQL."""
+other writer is done, the same request works. An unsubscribe is the exception: it is journaled
+and answered as recorded (gatekeeper/links/unsubscribes.py). On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -17,9 +20,12 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import event, text
 from sqlalchemy.exc import OperationalError
+from test_gate_api import CAMPAIGN
 from test_links_helpers import PAUL, TODAY, add_contact, set_clock, signer, stored_events, suppressions
+from test_links_pages import csrf_of
 
 from gatekeeper.db import get_database, unavailable
+from gatekeeper.spool import pending
 
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
 SHORT_WAIT_MS = 200  # instead of the service's 30 s: how long a request waits for the writer
@@ -63,24 +69,79 @@ def writer_busy(app: Flask) -> Iterator[None]:
         pg.rollback()
 
 
-def test_an_unsubscribe_while_the_writer_is_held_gets_a_busy_page_and_works_once_it_is_free(
+def test_a_one_click_unsubscribe_while_the_writer_is_held_is_journaled_and_recorded_before_any_decision(
     app: Flask, client: FlaskClient, auth: dict[str, str]
 ) -> None:
-    set_clock(app, TODAY)
+    """A mailbox provider's one-click POST is not known to be retried: answered 503, it would
+    be lost. It is journaled (synced to disk) and answered as recorded; no decision is made
+    without it (a check while it cannot be recorded is refused), and the first one after
+    records it, with the proof of the moment it was asked."""
+    clock = set_clock(app, TODAY)
     paul = add_contact(client, auth)
     path = f"/u/{signer(app).unsubscribe(paul, 7)}"
+    check = {"campaign": CAMPAIGN, "recipients": [PAUL["email"]], "as_of": "2026-11-22T12:00:00Z"}
+    before = client.post("/api/v1/checks", json=check, headers=auth).get_json()["verdicts"][0]
+    assert "suppressed.unsubscribe" not in before["reasons"]
     wait_briefly(app)
     with writer_busy(app):
-        busy = client.post(path, data=ONE_CLICK, headers={"Accept-Language": "fr"})
+        done = client.post(
+            path,
+            data=ONE_CLICK,
+            headers={"Accept-Language": "fr", "User-Agent": "Mailbox one-click"},
+            environ_base={"REMOTE_ADDR": "203.0.113.9"},
+        )
+        assert done.status_code == 200
+        assert "Vous êtes désinscrit(e)" in done.get_data(as_text=True)
+        assert "Content-Security-Policy" in done.headers  # still a public page
+        assert pending(spool_root(app), "unsubscribes") > 0
+        refused = client.post("/api/v1/checks", json=check, headers=auth)
+        assert refused.status_code == 503
+        assert refused.headers["Retry-After"] == "60"
+        assert refused.get_json()["error"]["code"] == "unavailable"
+        assert "unsubscribes" in refused.get_json()["error"]["message"]
+    assert stored_events(app, paul, "opposition") == [] and suppressions(app) == []
+    clock.now = TODAY + timedelta(hours=1)  # recorded later, as asked at the time of the POST
+    after = client.post("/api/v1/checks", json=check, headers=auth)
+    assert after.status_code == 200
+    assert "suppressed.unsubscribe" in after.get_json()["verdicts"][0]["reasons"]
+    assert pending(spool_root(app), "unsubscribes") == 0
+    [objection] = stored_events(app, paul, "opposition")
+    assert objection["occurred_at"] == "2026-11-22T10:00:00Z"
+    assert (objection["ip"], objection["user_agent"]) == ("203.0.113.9", "Mailbox one-click")
+    assert (objection["form_id"], objection["one_click"], objection["campaign_id"]) == (
+        "gatekeeper.one_click",
+        True,
+        7,
+    )
+    assert objection["channels"] == ["email"] and objection["origin"] == "link"
+    again = client.post(path, data=ONE_CLICK)
+    assert again.status_code == 200 and "déjà désinscrit" in again.get_data(as_text=True)
+    assert len(stored_events(app, paul, "opposition")) == 1
+
+
+def test_another_public_form_while_the_writer_is_held_gets_a_busy_page_and_works_once_it_is_free(
+    app: Flask, client: FlaskClient, auth: dict[str, str]
+) -> None:
+    """Only the unsubscribe is journaled: a preference centre's choices are a person at a
+    page, who is told nothing was recorded and to use the same link again."""
+    set_clock(app, TODAY)
+    paul = add_contact(client, auth)
+    path = f"/p/{signer(app).preferences(paul, 7)}"
+    token = csrf_of(client.get(path))
+    choices = {"csrf_token": token, "sms": "no"}
+    wait_briefly(app)
+    with writer_busy(app):
+        busy = client.post(path, data=choices, headers={"Accept-Language": "fr"})
         assert busy.status_code == 503
         assert busy.headers["Retry-After"] == "60"
         page = busy.get_data(as_text=True)
         assert "Service momentanément occupé" in page and "même lien" in page
         assert "Content-Security-Policy" in busy.headers  # still a public page
-        english = client.post(f"{path}?lang=en", data=ONE_CLICK)
+        english = client.post(f"{path}?lang=en", data=choices)
         assert english.status_code == 503 and "Service briefly busy" in english.get_data(as_text=True)
     assert stored_events(app, paul, "opposition") == [] and suppressions(app) == []
-    done = client.post(path, data=ONE_CLICK)
+    assert pending(spool_root(app), "unsubscribes") == 0
+    done = client.post(path, data=choices)
     assert done.status_code == 200
     assert len(stored_events(app, paul, "opposition")) == 1
 
@@ -99,6 +160,10 @@ def test_an_api_write_while_the_writer_is_held_gets_503_in_the_api_error_shape(
     created = client.post("/api/v1/contacts", json=body, headers=auth)
     assert created.status_code == 200, created.get_json()
     assert contacts(app) == 1
+
+
+def spool_root(app: Flask) -> Path:
+    return Path(app.extensions["gatekeeper.settings"].spool_dir)
 
 
 def contacts(app: Flask) -> int:

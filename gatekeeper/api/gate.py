@@ -14,13 +14,13 @@ from gatekeeper.api import bp
 from gatekeeper.api.auth import requires
 from gatekeeper.api.helpers import as_of_param, json_body
 from gatekeeper.csvio import detect_format, open_text, text_buffer
-from gatekeeper.db import request_session
+from gatekeeper.db import get_database, request_session
 from gatekeeper.errors import MalformedError, TooLargeError, ValidationError
 from gatekeeper.gate import runs
 from gatekeeper.gate.campaigns import parse_campaign
 from gatekeeper.gate.engine import decide_recipients
 from gatekeeper.gate.recipients import parse_recipient
-from gatekeeper.links import links_of
+from gatekeeper.links import links_of, settle
 from gatekeeper.models import Job, utcnow
 from gatekeeper.register.context import RegisterContext
 from gatekeeper.timeparse import isoformat
@@ -43,9 +43,11 @@ def checks() -> Response:
     limit = current_app.extensions["gatekeeper.settings"].api_max_items
     if len(items) > limit:
         raise TooLargeError(f"at most {limit} recipients per check; upload a campaign list for more")
+    recipients = [parse_recipient(i, item, campaign.channel, _ctx().region) for i, item in enumerate(items)]
+    # Unsubscribes journaled while the database was busy are recorded before anything is read.
+    settle(current_app.extensions["gatekeeper.settings"], get_database(current_app))
     ctx, session = _ctx(), request_session()
     campaign_id = _campaign_id(session, body.get("campaign_id"))
-    recipients = [parse_recipient(i, item, campaign.channel, ctx.region) for i, item in enumerate(items)]
     _staged, decided = decide_recipients(session, ctx, campaign, as_of, recipients, with_retention=True)
     by_row = {d.row: d for d in decided}
     # A repeated recipient was decided once, at its first occurrence; it gets that verdict.

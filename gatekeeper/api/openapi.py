@@ -242,7 +242,11 @@ def _ok(schema: dict[str, Any], status: str = "200") -> dict[str, Any]:
             ("403", "missing scope"),
             ("413", "too large"),
             ("422", "invalid content, per row/field"),
-            ("503", "database busy or unreachable: nothing changed, retry after Retry-After seconds"),
+            (
+                "503",
+                "database busy or unreachable, or (a check) unsubscribes not recorded yet:"
+                " nothing changed, retry after Retry-After seconds",
+            ),
         )
     }
     return {

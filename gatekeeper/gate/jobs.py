@@ -25,6 +25,10 @@ def run_campaign_list(
     path = Path(params["path"])
     progress(0, count_rows(path))
     try:
+        # Unsubscribes journaled while the database was busy, recorded before the list is read
+        # (a background job may wait for a long import to end: app.SETTLE_JOB_WAIT_SECONDS).
+        if "settle" in services:
+            services["settle"]()
         return run_list(
             session,
             ctx,

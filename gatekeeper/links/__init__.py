@@ -3,8 +3,10 @@
 ``tokens`` mints and verifies the links; ``fastpath`` serves ``GET /u`` and the tracked links
 ``/c`` and ``/d`` in front of Flask; ``pages`` is the blueprint for the forms (``POST /u``,
 ``/r``, ``/p``); ``records`` holds their SQL; ``spooled`` stores the tracked clicks the fast path
-journals, in batches (``gatekeeper drain``); ``ratelimit``, ``csrf`` and ``headers`` protect
-them. Other modules mint links through ``links_of(app)`` (a ``LinkSigner``).
+journals, in batches (``gatekeeper drain``); ``unsubscribes`` keeps the unsubscribes a busy
+database could not take at once, and ``settle`` applies them before any decision; ``ratelimit``,
+``csrf`` and ``headers`` protect them. Other modules mint links through ``links_of(app)`` (a
+``LinkSigner``).
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from gatekeeper.links.headers import security_headers
 from gatekeeper.links.pages import bp
 from gatekeeper.links.service import LinkService, build_service
 from gatekeeper.links.tokens import LinkSigner
+from gatekeeper.links.unsubscribes import settle
 
-__all__ = ["LinkService", "bp", "init_app", "links_of"]
+__all__ = ["LinkService", "bp", "init_app", "links_of", "settle"]
 
 
 def init_app(app: Flask) -> None:

@@ -36,6 +36,8 @@ from gatekeeper.links.records import (
 )
 from gatekeeper.links.service import LinkService
 from gatekeeper.links.tokens import PURPOSES, LinkClaims, TokenExpiredError, TokenInvalidError
+from gatekeeper.links.unsubscribes import record_unsubscribe, unsubscribe_line
+from gatekeeper.spool import SpoolError
 
 bp = Blueprint("public", __name__)
 log = logging.getLogger(__name__)
@@ -91,9 +93,13 @@ def _busy(exc: OperationalError) -> Response:
     """The database could not take the write in time: SQLite's single writer held past the
     busy timeout (a long import holds it to the end, to stay all-or-nothing), a PostgreSQL lock
     or connection lost. Nothing was recorded (the request's session is rolled back); the person
-    gets a page that says so and to use the same link again, not a server error."""
+    gets a page that says so and to use the same link again, not a server error. Except an
+    unsubscribe: it is journaled and takes effect as if recorded (``unsubscribes``)."""
     if not unavailable(exc):
         raise exc  # a mistake of ours, not a busy database: a server error, logged
+    journaled = _journal_unsubscribe()
+    if journaled is not None:
+        return journaled
     log.warning("public link %s: database unavailable: %s", request.path[:3], exc.orig)
     return html(
         503,
@@ -164,17 +170,17 @@ def late_page(deadline: int | None, card: ContactCard | None) -> Response:
     return html(410, MESSAGE, title_key="r_late_title", paragraphs=[text])
 
 
-def proof(link: Link, form: str) -> Proof:
+def proof(claims: LinkClaims, lang: str, form: str) -> Proof:
     s = service()
     return Proof(
         occurred_at=s.now(),
         ip=request.remote_addr,
         user_agent=request.headers.get("User-Agent"),
-        url=f"{s.signer.base_url}/{PURPOSES[link.claims.purpose].tag}/",
+        url=f"{s.signer.base_url}/{PURPOSES[claims.purpose].tag}/",
         form_id=f"gatekeeper.{form}",
-        text_version=f"{form}.{i18n.TEXT_VERSION}.{link.lang}",
+        text_version=f"{form}.{i18n.TEXT_VERSION}.{lang}",
         sender=s.sender,
-        campaign_id=link.claims.campaign_id,
+        campaign_id=claims.campaign_id,
     )
 
 
@@ -209,25 +215,59 @@ def unsubscribe(link: Link) -> Response:
     # token, since a forgery could do no more than any mailbox provider's one-click.
     if not one_click():
         return html(400, MESSAGE, title_key="e_form_title", body_key="e_form_body")
-    from_page = request.form.get("source") == "page"
-    channel = link.claims.channel
-    already = channel_states(link.raw, link.card.id, service().sender)[channel].objected
-    if not already:
-        evidence = proof(link, "unsubscribe_page" if from_page else "one_click")
-        objection = objection_record(link.card, [channel], "link", evidence, one_click=not from_page)
-        record(link.session, service().context, [objection])
+    evidence = proof(link.claims, link.lang, _unsubscribe_form())
+    one = not _from_page()
+    recorded = record_unsubscribe(
+        link.session, service().context, link.card, link.claims.channel, evidence, one_click=one
+    )
+    if recorded:
         link.session.commit()
-    t = i18n.MESSAGES[link.lang]
-    body = t["u_done_body"].format(sender=service().sender, channel_by=i18n.CHANNEL_BY[link.lang][channel])
-    prefs = service().signer.preferences(link.card.id, link.claims.campaign_id)
+    return unsubscribed_page(link.claims, link.lang, already=not recorded)
+
+
+def _from_page() -> bool:
+    return request.form.get("source") == "page"
+
+
+def _unsubscribe_form() -> str:
+    return "unsubscribe_page" if _from_page() else "one_click"
+
+
+def unsubscribed_page(claims: LinkClaims, lang: str, *, already: bool) -> Response:
+    t = i18n.MESSAGES[lang]
+    body = t["u_done_body"].format(sender=service().sender, channel_by=i18n.CHANNEL_BY[lang][claims.channel])
+    prefs = service().signer.preferences(claims.contact_id, claims.campaign_id)
     return html(
         200,
         MESSAGE,
         title_key="u_done_title",
         done=True,
         paragraphs=[t["u_already"]] if already else [body, t["u_mistake"]],
-        links=[(f"/p/{prefs}?lang={link.lang}", t["u_prefs_link"])],
+        links=[(f"/p/{prefs}?lang={lang}", t["u_prefs_link"])],
     )
+
+
+def _journal_unsubscribe() -> Response | None:
+    """An unsubscribe POST the database could not take: journaled (synced to disk) for the
+    drainer, and answered as recorded (``unsubscribes``); None when this request is not one, or
+    the journal refused it too."""
+    token = (request.view_args or {}).get("token")
+    if request.endpoint != "public.unsubscribe" or not token or not one_click():
+        return None
+    try:
+        claims = service().signer.load("unsubscribe", token)
+    except (TokenInvalidError, TokenExpiredError):
+        return None
+    lang = page_lang()
+    evidence = proof(claims, lang, _unsubscribe_form())
+    line = unsubscribe_line(claims.contact_id, claims.channel, evidence, one_click=not _from_page())
+    try:
+        service().unsubscribes.append(line)
+    except SpoolError:
+        log.exception("unsubscribe of contact %s could not be journaled either", claims.contact_id)
+        return None
+    log.warning("unsubscribe of contact %s journaled: the database was unavailable", claims.contact_id)
+    return unsubscribed_page(claims, lang, already=False)
 
 
 @bp.route("/u/<token>/preferences", methods=["GET", "HEAD"])
@@ -303,7 +343,7 @@ def reconsent_answer(link: Link) -> Response:
         return html(400, MESSAGE, title_key="e_form_title", body_key="e_form_body")
     keep, channel = answer == "keep", link.claims.channel
     if latest_reconsent(link.raw, link.card.id, link.claims.issued_at) != keep:
-        evidence = proof(link, "reconsent")
+        evidence = proof(link.claims, link.lang, "reconsent")
         records = [consent_record(link.card, channel, keep, "reconsent", evidence)]
         if not keep:  # RULES.md §4: a refusal is also an objection, kept as a suppression
             records.append(objection_record(link.card, ["all"], "link", evidence))
@@ -360,7 +400,7 @@ def preferences_save(link: Link) -> Response:
     if not csrf_ok(link):
         return csrf_page()
     states = channel_states(link.raw, link.card.id, service().sender)
-    evidence, records, changed = proof(link, "preferences"), [], []
+    evidence, records, changed = proof(link.claims, link.lang, "preferences"), [], []
     for channel in PREFERENCE_CHANNELS:
         wanted = request.form.get(channel)
         if wanted not in ("yes", "no") or _unchanged(

@@ -19,6 +19,7 @@ from gatekeeper.links import i18n
 from gatekeeper.links.ratelimit import RATE_LIMIT_FILE, RateLimiter
 from gatekeeper.links.spooled import STREAM
 from gatekeeper.links.tokens import Clock, LinkSigner, signer_secrets, utc_clock
+from gatekeeper.links.unsubscribes import STREAM as UNSUBSCRIBES
 from gatekeeper.register.context import RegisterContext
 from gatekeeper.spool import Spool
 
@@ -62,6 +63,7 @@ class LinkService:
     csrf_secret: str
     css_url: str
     spool: Spool  # the clicks' journal (``spooled``)
+    unsubscribes: Spool  # unsubscribes the database could not take at once (``unsubscribes``)
     _templates: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -128,4 +130,6 @@ def build_service(
         csrf_secret=settings.secret_key,
         css_url=css_url(static_folder),
         spool=Spool(Path(settings.spool_dir), STREAM, fsync=settings.spool_fsync),
+        # Synced to disk whatever spool_fsync says: an objection the person was told is recorded.
+        unsubscribes=Spool(Path(settings.spool_dir), UNSUBSCRIBES, fsync=True),
     )

@@ -35,6 +35,7 @@ from gatekeeper.config import Settings
 from gatekeeper.db import Database
 from gatekeeper.links.i18n import date_in_words
 from gatekeeper.links.tokens import LinkSigner, signer_secrets, utc_clock
+from gatekeeper.links.unsubscribes import settle
 from gatekeeper.proof import journal
 from gatekeeper.register.context import RegisterContext, context_from
 from gatekeeper.retention import outbox
@@ -303,6 +304,11 @@ TASKS: dict[str, tuple[TaskFn, DryFn]] = {
 }
 
 
+# The tasks that choose whom to write to: an unsubscribe journaled while the database was busy
+# (``links.unsubscribes``) is recorded first, so nobody who just unsubscribed gets a message.
+SETTLE_FIRST = ("plan_reconsent", "send_outbox")
+
+
 def run_task(
     database: Database, env: TaskEnv, name: str, as_of: datetime, *, dry_run: bool = False
 ) -> dict[str, Any]:
@@ -312,6 +318,8 @@ def run_task(
     if dry_run:
         with database.session_scope() as session:
             return head | dry(session, as_of, env)
+    if name in SETTLE_FIRST:
+        settle(env.settings, database)
     totals: Counter[str] = Counter()
     batches = 0
     while True:
