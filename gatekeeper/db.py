@@ -3,16 +3,20 @@ transaction (``session_scope``)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import Flask, current_app, g, request
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 READ_ONLY = "gatekeeper_read_only"  # an execution option: this session only reads
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})  # safe methods (RFC 9110): their sessions read
 
@@ -133,6 +137,9 @@ def request_session() -> Session:
 _SQLITE_BUSY = ("database is locked", "database table is locked", "database is busy")
 # What a request refused by a busy database is told to wait (Retry-After), API and pages alike.
 RETRY_AFTER_SECONDS = 60
+# How long background work waits to write while another writer holds the database (on SQLite,
+# an import of millions of rows holds the only write lock for minutes): ``when_writable``.
+WRITABLE_PATIENCE_SECONDS = 3600.0
 
 
 def unavailable(exc: OperationalError) -> bool:
@@ -144,3 +151,18 @@ def unavailable(exc: OperationalError) -> bool:
     if type(orig).__module__ == "sqlite3":
         return any(message in str(orig) for message in _SQLITE_BUSY)
     return True
+
+
+def when_writable(write: Callable[[], T], patience: float = WRITABLE_PATIENCE_SECONDS) -> T:
+    """``write`` (a short transaction of background work: a job's state, a run's record),
+    tried again while the database is busy or unreachable, for up to ``patience`` seconds.
+    Each try already waited the busy or lock timeout; a request answers 503 instead."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            return write()
+        except OperationalError as exc:
+            if not unavailable(exc) or time.monotonic() >= deadline:
+                raise
+            log.warning("background write waits for the database: %s", exc.orig)
+            time.sleep(1.0)

@@ -24,10 +24,11 @@ from typing import IO, Any
 from flask import Flask
 from sqlalchemy import update
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, object_session
 
 from gatekeeper.config import VAR_DIR
-from gatekeeper.db import Database, get_database
+from gatekeeper.db import Database, get_database, unavailable, when_writable
 from gatekeeper.errors import GatekeeperError, TooLargeError
 from gatekeeper.models import Job, utcnow
 from gatekeeper.register.context import RegisterContext
@@ -81,10 +82,7 @@ class JobRunner:
             future.result(timeout=timeout)
 
     def _run(self, job_id: int) -> None:
-        with self.database.session_scope() as s:
-            job = s.get_one(Job, job_id)
-            kind, params = job.kind, {**(job.params or {}), "job_id": job_id}
-            job.state, job.updated_at = "running", utcnow()
+        kind, params = when_writable(lambda: self._mark_running(job_id))
         try:
             job_fn, reads_first = _REGISTRY[kind]
             with self.database.session_scope(read_only=reads_first) as session:
@@ -96,9 +94,16 @@ class JobRunner:
                 {"message": exc.message},
                 exc.details or [{"problem": exc.message}],
             )
+        except OperationalError as exc:
+            if not unavailable(exc):
+                self._failed_internally(job_id, exc)
+                return
+            # Another writer held the database past the busy timeout (on SQLite, a long import
+            # keeps the only write lock to its end): the job's transaction is rolled back whole.
+            message = "the database was busy or unreachable; nothing was recorded, submit it again"
+            self._finish(job_id, "failed", {"message": message}, [{"problem": message}])
         except Exception as exc:  # a job must end in a state the user can read, whatever happened
-            log.exception("job %s failed", job_id)
-            self._finish(job_id, "failed", {"message": "internal error"}, [{"problem": type(exc).__name__}])
+            self._failed_internally(job_id, exc)
         else:
             self._finish(job_id, "done", result, [])
 
@@ -116,7 +121,22 @@ class JobRunner:
 
         return report
 
+    def _failed_internally(self, job_id: int, exc: Exception) -> None:
+        log.exception("job %s failed", job_id, exc_info=exc)
+        self._finish(job_id, "failed", {"message": "internal error"}, [{"problem": type(exc).__name__}])
+
+    def _mark_running(self, job_id: int) -> tuple[str, dict[str, Any]]:
+        with self.database.session_scope() as s:
+            job = s.get_one(Job, job_id)
+            job.state, job.updated_at = "running", utcnow()
+            return job.kind, {**(job.params or {}), "job_id": job_id}
+
     def _finish(self, job_id: int, state: str, result: dict[str, Any], errors: list[Any]) -> None:
+        # A job that could not say it ended would show "running" forever (and "queued" if it
+        # could not say it started): its own short writes wait for a busy database.
+        when_writable(lambda: self._write_end(job_id, state, result, errors))
+
+    def _write_end(self, job_id: int, state: str, result: dict[str, Any], errors: list[Any]) -> None:
         path = progress_file(self.database.url, job_id)
         with self.database.session_scope() as s:
             job = s.get_one(Job, job_id)

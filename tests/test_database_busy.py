@@ -8,6 +8,8 @@ and answered as recorded (gatekeeper/links/unsubscribes.py). On SQLite and Postg
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -49,8 +51,9 @@ def wait_briefly(app: Flask) -> None:
 
 
 @contextmanager
-def writer_busy(app: Flask) -> Iterator[None]:
-    """Another connection holds what a write needs, as an import in progress does."""
+def writer_busy(app: Flask, tables: str = "contacts, events, suppressions") -> Iterator[None]:
+    """Another connection holds what a write needs, as an import in progress does (on
+    PostgreSQL, these ``tables``; SQLite's one writer holds them all)."""
     database = get_database(app)
     if database.dialect == "sqlite":
         conn = sqlite3.connect(database.engine.url.database or "", isolation_level=None)
@@ -64,7 +67,7 @@ def writer_busy(app: Flask) -> Iterator[None]:
     url = database.engine.url.set(drivername="postgresql")
     with psycopg.connect(url.render_as_string(hide_password=False)) as pg:
         # EXCLUSIVE: others may still read these tables, but not write them.
-        pg.execute("LOCK TABLE contacts, events, suppressions IN EXCLUSIVE MODE")
+        pg.execute(f"LOCK TABLE {tables} IN EXCLUSIVE MODE")
         yield
         pg.rollback()
 
@@ -160,6 +163,43 @@ def test_an_api_write_while_the_writer_is_held_gets_503_in_the_api_error_shape(
     created = client.post("/api/v1/contacts", json=body, headers=auth)
     assert created.status_code == 200, created.get_json()
     assert contacts(app) == 1
+
+
+def test_a_list_job_that_starts_while_the_writer_is_held_waits_for_it_and_ends_done(
+    app: Flask, client: FlaskClient, auth: dict[str, str], tmp_path: Path
+) -> None:
+    """A job runs in the background: its own state (running, done) and its run's record wait
+    for a busy database instead of failing, which left the job "queued" for ever."""
+    set_clock(app, TODAY)
+    add_contact(client, auth)
+    cid = client.post("/api/v1/campaigns", headers=auth, json=CAMPAIGN).json["id"]
+    listing = tmp_path / "list.csv"
+    listing.write_text(f"email\n{PAUL['email']}\n")
+    runner, database = app.extensions["gatekeeper.jobs"], get_database(app)
+    params = {"campaign_id": cid, "path": str(listing), "as_of": "2026-11-22T12:00:00Z"}
+    with database.session_scope() as session:
+        job_id = runner.submit(session, "campaign_list", params).id
+    wait_briefly(app)
+    held, freed = threading.Event(), threading.Event()
+
+    def hold_for_a_while() -> None:
+        with writer_busy(app, "jobs, verdict_runs, verdict_items"):
+            held.set()
+            time.sleep(1.5)
+        freed.set()
+
+    holder = threading.Thread(target=hold_for_a_while)
+    holder.start()
+    try:
+        assert held.wait(10)
+        runner.start(job_id)
+        runner.wait(job_id, timeout=60)
+    finally:
+        holder.join()
+    assert freed.is_set()
+    job = client.get(f"/api/v1/jobs/{job_id}", headers=auth).json
+    assert job["state"] == "done", job
+    assert job["result"]["recipients"] == 1
 
 
 def spool_root(app: Flask) -> Path:

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gatekeeper.config import VAR_DIR
+from gatekeeper.db import when_writable
 from gatekeeper.domain import Campaign
 from gatekeeper.errors import NotFoundError, ValidationError
 from gatekeeper.gate.campaigns import parse_campaign
@@ -168,8 +169,13 @@ def run_list(
         run = _record_list_run(session, ctx, as_of, summary, campaign_id, out, job_id, items)
     else:
         session.rollback()  # the decision's read transaction: nothing in it to keep
-        with record() as writer:
-            run = _record_list_run(writer, ctx, as_of, summary, campaign_id, out, job_id, items)
+
+        def write_run() -> VerdictRun:
+            with record() as writer:
+                return _record_list_run(writer, ctx, as_of, summary, campaign_id, out, job_id, items)
+
+        # In the background, a decided list waits for a busy database rather than being lost.
+        run = when_writable(write_run)
     return {**summary, "run_id": run.id, "policy": {"id": run.policy_id, "version": run.policy_version}}
 
 
