@@ -57,6 +57,38 @@ def _sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
+# The WAL size past which ``checkpoint_wal`` waits briefly for the readers to reset it.
+WAL_TRUNCATE_BYTES = 64 * 1024 * 1024
+WAL_TRUNCATE_WAIT_MS = 50  # readers of a request or a batch are done in a few milliseconds
+
+
+def checkpoint_wal(
+    connection: Any, *, truncate_above: int = WAL_TRUNCATE_BYTES, wait_ms: int = WAL_TRUNCATE_WAIT_MS
+) -> None:
+    """Checkpoint a SQLite connection's WAL between transactions (the kept connections of the
+    webhooks and the clicks never checkpoint inside a COMMIT, in the writers' turn).
+
+    PASSIVE waits for nobody and copies what the readers allow. Under constant load (two
+    workers, one writing while the other reads) some reader always holds an older snapshot:
+    the copy never catches up, SQLite never starts the WAL over, and the file grew by every
+    page written (about 2 MiB a 500-event batch) for as long as the load lasted. So once the
+    log is past ``truncate_above`` and not fully copied, a TRUNCATE checkpoint waits up to
+    ``wait_ms`` for the readers, copies the rest and empties the file. A long
+    reader (a campaign list being decided) makes it give up at once; a later call tries again."""
+    _busy, frames, copied = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    if frames < 0 or copied >= frames:  # not in WAL mode, or all copied: the WAL starts over
+        return
+    page = connection.execute("PRAGMA page_size").fetchone()[0]
+    if frames * page < truncate_above:
+        return
+    waited = connection.execute("PRAGMA busy_timeout").fetchone()[0]
+    connection.execute(f"PRAGMA busy_timeout={int(wait_ms)}")
+    try:
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    finally:
+        connection.execute(f"PRAGMA busy_timeout={int(waited)}")
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     # WAL lets the web workers read while an import or the scheduler writes.
     cur = dbapi_conn.cursor()
@@ -66,6 +98,8 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA busy_timeout=30000")
     # Checkpoint the WAL less often: each checkpoint syncs, and click links write one row each.
     cur.execute("PRAGMA wal_autocheckpoint=10000")
+    # When the WAL starts over, a file a burst of load made larger is cut back to this size.
+    cur.execute(f"PRAGMA journal_size_limit={WAL_TRUNCATE_BYTES}")
     # Bulk joins (a campaign list against the register) walk the contact indexes at random:
     # a 64 MiB page cache and memory-mapped reads avoid a system call per B-tree page.
     cur.execute("PRAGMA cache_size=-65536")

@@ -51,6 +51,7 @@ import requests
 from sqlalchemy import Engine, event
 from sqlalchemy.exc import SQLAlchemyError
 
+from gatekeeper.db import checkpoint_wal
 from gatekeeper.models import utcnow
 from gatekeeper.register import delivery_apply, delivery_plan
 from gatekeeper.register.context import RegisterContext
@@ -136,8 +137,9 @@ class Connections:
 
     def written(self, sql: Sql, rows: int) -> None:
         """After a commit, outside the writers' turn: checkpoint the WAL once this connection
-        has written about ``CHECKPOINT_ROWS`` rows since its last one. PASSIVE: it waits for no
-        reader or writer, and copies what they allow. A failure here loses nothing (committed)."""
+        has written about ``CHECKPOINT_ROWS`` rows since its last one (``db.checkpoint_wal``:
+        it waits for no reader or writer unless the WAL grew large). A failure here loses
+        nothing (committed)."""
         if sql.dialect != "sqlite":
             return
         self.local.unchecked += rows + COMMIT_ROWS
@@ -145,8 +147,8 @@ class Connections:
             return
         self.local.unchecked = 0
         try:
-            sql.run("PRAGMA wal_checkpoint(PASSIVE)")
-        except SQLAlchemyError:
+            checkpoint_wal(sql.connection)
+        except (SQLAlchemyError, sql.error):
             log.warning("webhook connection: WAL checkpoint failed; the next one will copy more")
 
     def _discard(self, sql: Sql) -> None:

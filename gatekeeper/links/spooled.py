@@ -41,7 +41,7 @@ from functools import lru_cache
 from typing import Any
 
 from gatekeeper.config import Settings
-from gatekeeper.db import Database
+from gatekeeper.db import Database, checkpoint_wal
 from gatekeeper.domain.policy import Policy
 from gatekeeper.domain.retention import clock_after_interest
 from gatekeeper.links.connection import LinkConnections
@@ -205,8 +205,8 @@ def apply_in_transaction(
         raise
     if checkpoint and raw.dialect == "sqlite":
         # The kept connections never checkpoint inside a commit; between batches is the
-        # moment (PASSIVE: it never waits for the web workers' reads).
-        raw.run("PRAGMA wal_checkpoint(PASSIVE)")
+        # moment (``checkpoint_wal``).
+        checkpoint_wal(raw.connection)
     connections.give_back(raw)
 
 
