@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import base64
 import os
+import re
 import shutil
 import sqlite3
 import statistics
@@ -187,6 +188,7 @@ class Bench:
                 spool,
                 drain_pid,
             )
+        wal_note(run)
         return checked(result, len(self.batches))
 
     def ingest(self, run: Path) -> Run:
@@ -259,7 +261,21 @@ class Bench:
             result = stored_run(
                 server, lambda: self.mailgun(server.port, self.singles, self.seconds), url, spool, drain_pid
             )
+        wal_note(run)
         return checked(result)
+
+
+def slug(name: str) -> str:
+    return re.sub("[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+def wal_note(run: Path) -> None:
+    """The WAL's size once the load ended: its frames since the last restart of the log. Two
+    workers that take turns writing while the other reads can keep every checkpoint from
+    restarting it, and then it holds everything the run wrote."""
+    wal = run / "gatekeeper.db-wal"
+    size = wal.stat().st_size / 2**20 if wal.exists() else 0.0
+    print(f"    (gatekeeper's WAL at the end: {size:,.0f} MiB)")
 
 
 def resign(pool: Signed, key: ec.EllipticCurvePrivateKey) -> Signed:
@@ -337,7 +353,7 @@ def summary(
             continue
         figures.append(
             {
-                "bench": f"webhooks_ceiling.{series}.{arm.name.replace('+ ', '').replace(' ', '_')}",
+                "bench": f"webhooks_ceiling.{series}.{slug(arm.name)}",
                 "db": "sqlite",
                 **extra,
                 "value": round(mean, 1),
