@@ -18,6 +18,10 @@ from sqlalchemy.orm import Session, sessionmaker
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 READ_ONLY = "gatekeeper_read_only"  # an execution option: this session only reads
+# An execution option: how long this session's transaction waits for another writer's locks
+# (milliseconds) instead of BUSY_TIMEOUT_MS on SQLite and for ever on PostgreSQL.
+WAIT_MS = "gatekeeper_wait_ms"
+BUSY_TIMEOUT_MS = 30_000
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})  # safe methods (RFC 9110): their sessions read
 
 
@@ -30,7 +34,9 @@ def make_engine(url: str) -> Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url, pool_pre_ping=True)
+    event.listen(engine, "begin", _postgresql_begin)
+    return engine
 
 
 def _ensure_sqlite_dir(url: str) -> None:
@@ -53,8 +59,27 @@ def _sqlite_begin(conn: Connection) -> None:
     apply), so two workers writing at the same time would answer 500. Beginning IMMEDIATE, the
     second waits (busy_timeout) and then runs. Read-only sessions (``READ_ONLY``: GET requests)
     begin deferred and never wait for writers (WAL)."""
-    read_only = conn.get_execution_options().get(READ_ONLY, False)
-    conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+    options = conn.get_execution_options()
+    begin = "BEGIN" if options.get(READ_ONLY, False) else "BEGIN IMMEDIATE"
+    wait = options.get(WAIT_MS)
+    if wait is None:
+        conn.exec_driver_sql(begin)
+        return
+    # Only the BEGIN waits for another writer: once IMMEDIATE holds the write lock, nothing
+    # later in the transaction does (WAL), so the connection's own timeout is put back at once.
+    own = conn.exec_driver_sql("PRAGMA busy_timeout").scalar_one()
+    conn.exec_driver_sql(f"PRAGMA busy_timeout={int(wait)}")
+    try:
+        conn.exec_driver_sql(begin)
+    finally:
+        conn.exec_driver_sql(f"PRAGMA busy_timeout={int(own)}")
+
+
+def _postgresql_begin(conn: Connection) -> None:
+    """``WAIT_MS``: the transaction gives up on a lock after that long (``lock_timeout``)."""
+    wait = conn.get_execution_options().get(WAIT_MS)
+    if wait is not None:
+        conn.exec_driver_sql(f"SET LOCAL lock_timeout = {int(wait)}")
 
 
 # The WAL size past which ``checkpoint_wal`` waits briefly for the readers to reset it.
@@ -95,7 +120,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     # Checkpoint the WAL less often: each checkpoint syncs, and click links write one row each.
     cur.execute("PRAGMA wal_autocheckpoint=10000")
     # When the WAL starts over, a file a burst of load made larger is cut back to this size.
@@ -116,6 +141,11 @@ class Database:
         self.read_sessionmaker = sessionmaker(
             self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
         )
+
+    def impatient_session(self, wait_ms: int) -> Session:
+        """A writing session whose transaction waits at most ``wait_ms`` for another writer
+        (``WAIT_MS``), then fails as ``unavailable``."""
+        return Session(self.engine.execution_options(**{WAIT_MS: wait_ms}), expire_on_commit=False)
 
     @property
     def dialect(self) -> str:
@@ -154,14 +184,20 @@ def get_database(app: Flask) -> Database:
     return db
 
 
-def request_session() -> Session:
+def request_session(*, wait_ms: int | None = None) -> Session:
     """The request's session; the view commits, teardown rolls back whatever it did not.
     A GET's session is read-only (``READ_METHODS``); a GET that must write (the journaled
-    access export) opens a ``session_scope()`` of its own."""
+    access export) opens a ``session_scope()`` of its own. ``wait_ms``, on the first call: a
+    writing session that waits at most that long for another writer (``impatient_session``)."""
     if "db_session" not in g:
         database = get_database(current_app)
         reads = request.method in READ_METHODS
-        g.db_session = (database.read_sessionmaker if reads else database.sessionmaker)()
+        if reads:
+            g.db_session = database.read_sessionmaker()
+        elif wait_ms is not None:
+            g.db_session = database.impatient_session(wait_ms)
+        else:
+            g.db_session = database.sessionmaker()
     session: Session = g.db_session
     return session
 

@@ -33,8 +33,11 @@ ONE_CLICK = {"List-Unsubscribe": "One-Click"}
 SHORT_WAIT_MS = 200  # instead of the service's 30 s: how long a request waits for the writer
 
 
-def wait_briefly(app: Flask) -> None:
-    """The app's connections give up on a held lock after SHORT_WAIT_MS."""
+def wait_briefly(app: Flask, monkeypatch: pytest.MonkeyPatch | None = None) -> None:
+    """The app's connections give up on a held lock after SHORT_WAIT_MS (with ``monkeypatch``,
+    an unsubscribe POST's own shorter wait too)."""
+    if monkeypatch is not None:
+        monkeypatch.setattr("gatekeeper.links.pages.UNSUBSCRIBE_WAIT_MS", SHORT_WAIT_MS)
     engine = get_database(app).engine
 
     @event.listens_for(engine, "connect")
@@ -73,19 +76,20 @@ def writer_busy(app: Flask, tables: str = "contacts, events, suppressions") -> I
 
 
 def test_a_one_click_unsubscribe_while_the_writer_is_held_is_journaled_and_recorded_before_any_decision(
-    app: Flask, client: FlaskClient, auth: dict[str, str]
+    app: Flask, client: FlaskClient, auth: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A mailbox provider's one-click POST is not known to be retried: answered 503, it would
     be lost. It is journaled (synced to disk) and answered as recorded; no decision is made
     without it (a check while it cannot be recorded is refused), and the first one after
     records it, with the proof of the moment it was asked."""
+    monkeypatch.setattr("gatekeeper.links.unsubscribes.SETTLE_WAIT_SECONDS", 0.5)  # not 10 s
     clock = set_clock(app, TODAY)
     paul = add_contact(client, auth)
     path = f"/u/{signer(app).unsubscribe(paul, 7)}"
     check = {"campaign": CAMPAIGN, "recipients": [PAUL["email"]], "as_of": "2026-11-22T12:00:00Z"}
     before = client.post("/api/v1/checks", json=check, headers=auth).get_json()["verdicts"][0]
     assert "suppressed.unsubscribe" not in before["reasons"]
-    wait_briefly(app)
+    wait_briefly(app, monkeypatch)
     with writer_busy(app):
         done = client.post(
             path,
@@ -120,6 +124,32 @@ def test_a_one_click_unsubscribe_while_the_writer_is_held_is_journaled_and_recor
     again = client.post(path, data=ONE_CLICK)
     assert again.status_code == 200 and "déjà désinscrit" in again.get_data(as_text=True)
     assert len(stored_events(app, paul, "opposition")) == 1
+
+
+def test_an_unsubscribe_waits_a_few_seconds_for_the_writer_not_the_busy_timeout(
+    app: Flask, client: FlaskClient, auth: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the service's own timeouts (SQLite's 30 s busy timeout, PostgreSQL's endless lock
+    wait), an unsubscribe POST gives up on a held writer after UNSUBSCRIBE_WAIT_MS and is
+    journaled: a mailbox provider is not known to wait, and gunicorn kills a worker after 30 s."""
+    monkeypatch.setattr("gatekeeper.links.pages.UNSUBSCRIBE_WAIT_MS", 300)
+    set_clock(app, TODAY)
+    paul = add_contact(client, auth)
+    path = f"/u/{signer(app).unsubscribe(paul, 7)}"
+    answers: list[int] = []
+    with writer_busy(app):
+        poster = threading.Thread(
+            target=lambda: answers.append(client.post(path, data=ONE_CLICK).status_code)
+        )
+        poster.start()
+        poster.join(timeout=20)  # the service's own timeout would be 30 s (SQLite) or none
+        assert not poster.is_alive(), "the unsubscribe waited for the writer"
+    assert answers == [200]
+    assert pending(spool_root(app), "unsubscribes") > 0
+    assert stored_events(app, paul, "opposition") == []
+    with get_database(app).engine.connect() as conn:  # the pool's connections keep their own
+        if conn.dialect.name == "sqlite":
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar_one() == 30_000
 
 
 def test_another_public_form_while_the_writer_is_held_gets_a_busy_page_and_works_once_it_is_free(

@@ -110,11 +110,11 @@ def test_the_drainer_records_each_unsubscribe_once_and_nothing_for_an_erased_per
 
 
 def test_a_campaign_list_records_the_journaled_unsubscribes_before_it_is_decided(
-    app: Flask, client: FlaskClient, auth: dict[str, str]
+    app: Flask, client: FlaskClient, auth: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     set_clock(app, TODAY)
     paul = add_contact(client, auth)
-    wait_briefly(app)
+    wait_briefly(app, monkeypatch)
     with writer_busy(app):
         done = client.post(f"/u/{signer(app).unsubscribe(paul, 7)}", data=ONE_CLICK)
         assert done.status_code == 200

@@ -42,6 +42,7 @@ from gatekeeper.spool import SpoolError
 bp = Blueprint("public", __name__)
 log = logging.getLogger(__name__)
 MESSAGE = "public/message.html"
+UNSUBSCRIBE_WAIT_MS = 5_000  # how long an unsubscribe POST waits for the database's writer
 ANSWERS = ("keep", "stop")
 
 
@@ -143,7 +144,11 @@ def public_link(purpose: str) -> Callable[[View], Callable[[str], Response]]:
                 if exc.claims is not None and exc.claims.deadline is not None:
                     return late_page(exc.claims.deadline, None)
                 return html(410, MESSAGE, title_key="e_expired_title", body_key="e_expired_body")
-            session = request_session()
+            # An unsubscribe POST waits a few seconds at most for a busy database, then is
+            # journaled (``_journal_unsubscribe``): a mailbox provider's one-click POST may not
+            # wait the general busy timeout (gunicorn kills a worker after 30 s anyway).
+            hurried = purpose == "unsubscribe" and request.method == "POST"
+            session = request_session(wait_ms=UNSUBSCRIBE_WAIT_MS if hurried else None)
             raw = session_raw(session)
             card = load_card(raw, claims.contact_id)
             if card is None or not card.recordable:

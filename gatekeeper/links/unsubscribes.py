@@ -178,15 +178,16 @@ def handler(settings: Settings, database: Database) -> Callable[[Sequence[KeyedL
     return handle
 
 
-def settle(settings: Settings, database: Database, *, wait: float = SETTLE_WAIT_SECONDS) -> int:
+def settle(settings: Settings, database: Database, *, wait: float | None = None) -> int:
     """Apply the journaled unsubscribes before a decision reads the register; how many lines
     were handled here. UnavailableError when some are still waiting: the database cannot take
-    them yet, or the drainer applying them did not finish within ``wait`` seconds."""
+    them yet, or the drainer applying them did not finish within ``wait`` seconds (default
+    ``SETTLE_WAIT_SECONDS``)."""
     root = Path(settings.spool_dir)
     if pending(root, STREAM) == 0:  # the usual case: a stat of one directory
         return 0
     handle = handler(settings, database)
-    deadline = time.monotonic() + wait
+    deadline = time.monotonic() + (SETTLE_WAIT_SECONDS if wait is None else wait)
     handled = 0
     while True:
         try:
