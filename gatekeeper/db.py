@@ -22,6 +22,10 @@ READ_ONLY = "gatekeeper_read_only"  # an execution option: this session only rea
 # (milliseconds) instead of BUSY_TIMEOUT_MS on SQLite and for ever on PostgreSQL.
 WAIT_MS = "gatekeeper_wait_ms"
 BUSY_TIMEOUT_MS = 30_000
+# How long a request's writing transaction waits for another writer: under gunicorn's 30 s
+# worker timeout, so a request held up by a long import answers 503 (Retry-After) instead of
+# having its worker killed mid-request (no answer at all). Jobs and commands wait longer.
+REQUEST_WAIT_MS = 20_000
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})  # safe methods (RFC 9110): their sessions read
 
 
@@ -141,11 +145,16 @@ class Database:
         self.read_sessionmaker = sessionmaker(
             self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
         )
+        self._impatient: dict[int, sessionmaker[Session]] = {}
 
     def impatient_session(self, wait_ms: int) -> Session:
         """A writing session whose transaction waits at most ``wait_ms`` for another writer
         (``WAIT_MS``), then fails as ``unavailable``."""
-        return Session(self.engine.execution_options(**{WAIT_MS: wait_ms}), expire_on_commit=False)
+        maker = self._impatient.get(wait_ms)
+        if maker is None:  # a few values in all: one per caller's constant
+            bind = self.engine.execution_options(**{WAIT_MS: wait_ms})
+            maker = self._impatient[wait_ms] = sessionmaker(bind, expire_on_commit=False)
+        return maker()
 
     @property
     def dialect(self) -> str:
@@ -187,17 +196,15 @@ def get_database(app: Flask) -> Database:
 def request_session(*, wait_ms: int | None = None) -> Session:
     """The request's session; the view commits, teardown rolls back whatever it did not.
     A GET's session is read-only (``READ_METHODS``); a GET that must write (the journaled
-    access export) opens a ``session_scope()`` of its own. ``wait_ms``, on the first call: a
-    writing session that waits at most that long for another writer (``impatient_session``)."""
+    access export) opens a ``session_scope()`` of its own. Another one waits at most
+    ``wait_ms`` (on the first call; default ``REQUEST_WAIT_MS``) for another writer, then the
+    request answers 503."""
     if "db_session" not in g:
         database = get_database(current_app)
-        reads = request.method in READ_METHODS
-        if reads:
+        if request.method in READ_METHODS:
             g.db_session = database.read_sessionmaker()
-        elif wait_ms is not None:
-            g.db_session = database.impatient_session(wait_ms)
         else:
-            g.db_session = database.sessionmaker()
+            g.db_session = database.impatient_session(REQUEST_WAIT_MS if wait_ms is None else wait_ms)
     session: Session = g.db_session
     return session
 

@@ -33,11 +33,11 @@ ONE_CLICK = {"List-Unsubscribe": "One-Click"}
 SHORT_WAIT_MS = 200  # instead of the service's 30 s: how long a request waits for the writer
 
 
-def wait_briefly(app: Flask, monkeypatch: pytest.MonkeyPatch | None = None) -> None:
-    """The app's connections give up on a held lock after SHORT_WAIT_MS (with ``monkeypatch``,
-    an unsubscribe POST's own shorter wait too)."""
-    if monkeypatch is not None:
-        monkeypatch.setattr("gatekeeper.links.pages.UNSUBSCRIBE_WAIT_MS", SHORT_WAIT_MS)
+def wait_briefly(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The app's connections, and the requests' own shorter waits, give up on a held lock
+    after SHORT_WAIT_MS."""
+    monkeypatch.setattr("gatekeeper.db.REQUEST_WAIT_MS", SHORT_WAIT_MS)
+    monkeypatch.setattr("gatekeeper.links.pages.UNSUBSCRIBE_WAIT_MS", SHORT_WAIT_MS)
     engine = get_database(app).engine
 
     @event.listens_for(engine, "connect")
@@ -153,7 +153,7 @@ def test_an_unsubscribe_waits_a_few_seconds_for_the_writer_not_the_busy_timeout(
 
 
 def test_another_public_form_while_the_writer_is_held_gets_a_busy_page_and_works_once_it_is_free(
-    app: Flask, client: FlaskClient, auth: dict[str, str]
+    app: Flask, client: FlaskClient, auth: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Only the unsubscribe is journaled: a preference centre's choices are a person at a
     page, who is told nothing was recorded and to use the same link again."""
@@ -162,7 +162,7 @@ def test_another_public_form_while_the_writer_is_held_gets_a_busy_page_and_works
     path = f"/p/{signer(app).preferences(paul, 7)}"
     token = csrf_of(client.get(path))
     choices = {"csrf_token": token, "sms": "no"}
-    wait_briefly(app)
+    wait_briefly(app, monkeypatch)
     with writer_busy(app):
         busy = client.post(path, data=choices, headers={"Accept-Language": "fr"})
         assert busy.status_code == 503
@@ -180,10 +180,10 @@ def test_another_public_form_while_the_writer_is_held_gets_a_busy_page_and_works
 
 
 def test_an_api_write_while_the_writer_is_held_gets_503_in_the_api_error_shape(
-    app: Flask, client: FlaskClient, auth: dict[str, str]
+    app: Flask, client: FlaskClient, auth: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     body = {"contacts": [PAUL]}
-    wait_briefly(app)
+    wait_briefly(app, monkeypatch)
     with writer_busy(app):
         busy = client.post("/api/v1/contacts", json=body, headers=auth)
         assert busy.status_code == 503
@@ -195,8 +195,33 @@ def test_an_api_write_while_the_writer_is_held_gets_503_in_the_api_error_shape(
     assert contacts(app) == 1
 
 
+def test_a_request_held_up_by_a_writer_answers_503_before_its_worker_would_be_killed(
+    app: Flask, client: FlaskClient, auth: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the service's own timeouts (SQLite's 30 s busy timeout, PostgreSQL's endless lock
+    wait, gunicorn's 30 s worker timeout), a request's write gives up after REQUEST_WAIT_MS
+    and answers 503: waiting longer, its worker would be killed with no answer at all."""
+    monkeypatch.setattr("gatekeeper.db.REQUEST_WAIT_MS", 300)
+    answers: list[int] = []
+
+    def post() -> None:
+        answers.append(client.post("/api/v1/contacts", json={"contacts": [PAUL]}, headers=auth).status_code)
+
+    with writer_busy(app):
+        poster = threading.Thread(target=post)
+        poster.start()
+        poster.join(timeout=20)  # the service's own timeout would be 30 s (SQLite) or none
+        assert not poster.is_alive(), "the request waited for the writer"
+    assert answers == [503]
+    assert contacts(app) == 0
+    with get_database(app).engine.connect() as conn:  # the pool's connections keep their own
+        if conn.dialect.name == "sqlite":
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar_one() == 30_000
+    assert client.post("/api/v1/contacts", json={"contacts": [PAUL]}, headers=auth).status_code == 200
+
+
 def test_a_list_job_that_starts_while_the_writer_is_held_waits_for_it_and_ends_done(
-    app: Flask, client: FlaskClient, auth: dict[str, str], tmp_path: Path
+    app: Flask, client: FlaskClient, auth: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A job runs in the background: its own state (running, done) and its run's record wait
     for a busy database instead of failing, which left the job "queued" for ever."""
@@ -209,7 +234,7 @@ def test_a_list_job_that_starts_while_the_writer_is_held_waits_for_it_and_ends_d
     params = {"campaign_id": cid, "path": str(listing), "as_of": "2026-11-22T12:00:00Z"}
     with database.session_scope() as session:
         job_id = runner.submit(session, "campaign_list", params).id
-    wait_briefly(app)
+    wait_briefly(app, monkeypatch)
     held, freed = threading.Event(), threading.Event()
 
     def hold_for_a_while() -> None:

@@ -198,7 +198,7 @@ def test_the_check_command_decides_a_list_with_a_summary_and_records_journaled_u
 
 
 def test_settling_waits_for_a_busy_database_within_its_limit_then_refuses(
-    app: Flask, client: FlaskClient, auth: dict[str, str]
+    app: Flask, client: FlaskClient, auth: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A list job may wait for a long import to end; a caller that cannot wait is refused, and
     nothing is lost: the line stays journaled for the next try."""
@@ -206,7 +206,7 @@ def test_settling_waits_for_a_busy_database_within_its_limit_then_refuses(
     paul = add_contact(client, auth)
     journal(app, unsubscribe_line(paul, "email", evidence(), one_click=True))
     settings, database = app.extensions["gatekeeper.settings"], app.extensions["gatekeeper.db"]
-    wait_briefly(app)
+    wait_briefly(app, monkeypatch)
     with writer_busy(app), pytest.raises(UnavailableError, match="not recorded yet"):
         settle(settings, database, wait=0.3)
     assert stored_events(app, paul, "opposition") == []
