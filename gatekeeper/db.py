@@ -161,10 +161,14 @@ class Database:
         return self.engine.dialect.name
 
     @contextmanager
-    def session_scope(self, *, read_only: bool = False) -> Iterator[Session]:
+    def session_scope(self, *, read_only: bool = False, wait_ms: int | None = None) -> Iterator[Session]:
         """A transaction committed at the end, rolled back on error; ``read_only`` ones never
-        wait for SQLite's write lock (``_sqlite_begin``)."""
-        session = (self.read_sessionmaker if read_only else self.sessionmaker)()
+        wait for SQLite's write lock (``_sqlite_begin``); ``wait_ms``: a writing one waits at
+        most that long for another writer (``impatient_session``)."""
+        if wait_ms is not None and not read_only:
+            session = self.impatient_session(wait_ms)
+        else:
+            session = (self.read_sessionmaker if read_only else self.sessionmaker)()
         try:
             yield session
             session.commit()

@@ -228,3 +228,31 @@ def test_settling_waits_for_a_busy_database_within_its_limit_then_refuses(
         holder.join()
     assert freed.is_set()
     assert len(stored_events(app, paul, "opposition")) == 1
+
+
+def test_settling_waits_no_longer_than_its_limit_whatever_the_databases_own_timeouts(
+    app: Flask, client: FlaskClient, auth: dict[str, str]
+) -> None:
+    """A check settles within SETTLE_WAIT_SECONDS (under gunicorn's 30 s worker timeout), not
+    SQLite's 30 s busy timeout or PostgreSQL's endless lock wait."""
+    set_clock(app, TODAY)
+    paul = add_contact(client, auth)
+    journal(app, unsubscribe_line(paul, "email", evidence(), one_click=True))
+    settings, database = app.extensions["gatekeeper.settings"], app.extensions["gatekeeper.db"]
+    outcome: list[BaseException] = []
+
+    def settling() -> None:
+        try:
+            settle(settings, database, wait=0.3)
+        except UnavailableError as exc:
+            outcome.append(exc)
+
+    with writer_busy(app):
+        worker = threading.Thread(target=settling)
+        worker.start()
+        worker.join(timeout=20)
+        assert not worker.is_alive(), "settling waited for the database's own timeout"
+    assert len(outcome) == 1
+    assert stored_events(app, paul, "opposition") == []
+    assert settle(settings, database) == 1
+    assert len(stored_events(app, paul, "opposition")) == 1

@@ -162,14 +162,17 @@ def apply_batch(session: Session, ctx: RegisterContext, items: Sequence[SpooledU
     return recorded
 
 
-def handler(settings: Settings, database: Database) -> Callable[[Sequence[KeyedLine]], None]:
-    """The ``unsubscribes`` stream's batch handler (registered in ``gatekeeper.spool.STREAMS``)."""
+def handler(
+    settings: Settings, database: Database, *, wait_ms: int | None = None
+) -> Callable[[Sequence[KeyedLine]], None]:
+    """The ``unsubscribes`` stream's batch handler (registered in ``gatekeeper.spool.STREAMS``);
+    ``wait_ms``: how long its transaction waits for another writer (default: the engine's)."""
     ctx = context_from(settings)
 
     def handle(records: Sequence[KeyedLine]) -> None:
         items = parse_each(records, parse_unsubscribe, "an unsubscribe", logger)
         if items:
-            with database.session_scope() as session:
+            with database.session_scope(wait_ms=wait_ms) as session:
                 recorded = apply_batch(session, ctx, items)
             logger.info(
                 "recorded %d of %d unsubscribes journaled while the database was busy", recorded, len(items)
@@ -186,8 +189,10 @@ def settle(settings: Settings, database: Database, *, wait: float | None = None)
     root = Path(settings.spool_dir)
     if pending(root, STREAM) == 0:  # the usual case: a stat of one directory
         return 0
-    handle = handler(settings, database)
-    deadline = time.monotonic() + (SETTLE_WAIT_SECONDS if wait is None else wait)
+    patience = SETTLE_WAIT_SECONDS if wait is None else wait
+    # Each try waits for the database no longer than the whole: a request stays answerable.
+    handle = handler(settings, database, wait_ms=max(1, int(patience * 1000)))
+    deadline = time.monotonic() + patience
     handled = 0
     while True:
         try:
