@@ -71,12 +71,19 @@ def _sqlite_begin(conn: Connection) -> None:
         return
     # Only the BEGIN waits for another writer: once IMMEDIATE holds the write lock, nothing
     # later in the transaction does (WAL), so the connection's own timeout is put back at once.
-    own = conn.exec_driver_sql("PRAGMA busy_timeout").scalar_one()
-    conn.exec_driver_sql(f"PRAGMA busy_timeout={int(wait)}")
-    try:
+    with _busy_timeout(conn.connection.driver_connection, wait):
         conn.exec_driver_sql(begin)
+
+
+@contextmanager
+def _busy_timeout(connection: Any, wait_ms: int) -> Iterator[None]:
+    """A SQLite connection waits at most ``wait_ms`` for a lock inside the block, then as before."""
+    own = connection.execute("PRAGMA busy_timeout").fetchone()[0]
+    connection.execute(f"PRAGMA busy_timeout={int(wait_ms)}")
+    try:
+        yield
     finally:
-        conn.exec_driver_sql(f"PRAGMA busy_timeout={int(own)}")
+        connection.execute(f"PRAGMA busy_timeout={int(own)}")
 
 
 def _postgresql_begin(conn: Connection) -> None:
@@ -110,12 +117,8 @@ def checkpoint_wal(
     page = connection.execute("PRAGMA page_size").fetchone()[0]
     if frames * page < truncate_above:
         return
-    waited = connection.execute("PRAGMA busy_timeout").fetchone()[0]
-    connection.execute(f"PRAGMA busy_timeout={int(wait_ms)}")
-    try:
+    with _busy_timeout(connection, wait_ms):
         connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-    finally:
-        connection.execute(f"PRAGMA busy_timeout={int(waited)}")
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
