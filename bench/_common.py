@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import resource
+import shutil
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -81,3 +85,23 @@ def emit(figures: list[dict[str, Any]]) -> None:
             f"baseline {f['baseline']} {f['baseline_value']:,.1f}  ratio {f['ratio']:.2f}"
         )
     print(json.dumps(figures))
+
+
+def ensure_wrk() -> str:
+    """The path of ``wrk`` (the Debian package), installed with apt-get when run as root."""
+    found = shutil.which("wrk")
+    if found:
+        return found
+    print("wrk is not installed; it is the Debian package 'wrk'.", flush=True)
+    if os.geteuid() == 0:
+        print("installing it: apt-get install -y wrk", flush=True)
+        subprocess.run(["apt-get", "update", "-qq"], check=False)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "wrk"],
+            check=False,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        )
+    found = shutil.which("wrk")
+    if not found:
+        sys.exit("wrk is required: run `sudo apt-get install wrk`, then this benchmark again")
+    return found

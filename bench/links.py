@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -44,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import create_engine, text  # noqa: E402
 
+from bench._common import ensure_wrk  # noqa: E402
 from gatekeeper.config import load_settings  # noqa: E402
 from gatekeeper.db import Database  # noqa: E402
 from gatekeeper.links.tokens import LinkSigner, utc_clock  # noqa: E402
@@ -68,25 +68,6 @@ end
 WARM_UP = 2  # seconds of load before each measured run, not counted
 # PERFORMANCE.md targets (ratios to the trivial 302 in the same run).
 TARGETS = {"unsubscribe_get": (0.85, 1.5), "click": (0.65, 2.0)}
-
-
-def ensure_wrk() -> str:
-    found = shutil.which("wrk")
-    if found:
-        return found
-    print("wrk is not installed; it is the Debian package 'wrk'.", flush=True)
-    if os.geteuid() == 0:
-        print("installing it: apt-get install -y wrk", flush=True)
-        subprocess.run(["apt-get", "update", "-qq"], check=False)
-        subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "wrk"],
-            check=False,
-            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-        )
-    found = shutil.which("wrk")
-    if not found:
-        sys.exit("wrk is required: run `sudo apt-get install wrk`, then this benchmark again")
-    return found
 
 
 def free_port() -> int:

@@ -18,11 +18,13 @@ What runs, in order, on 127.0.0.1:
   * single: signed Mailgun events, one per request, by ``wrk -t1 -c16`` like the baseline.
   Every body is generated and signed before the clock starts, each with its own event ids (and
   Mailgun token): the server stores every event, none is a cheap duplicate.
-  The service journals the events without legal urgency in its spool (gatekeeper/spool.py), so
-  ``gatekeeper drain`` runs beside it throughout. Each run reports the answer rate *and* the rate
-  at which events were stored in the database: every event stored, counted from the first
-  request until the spool is empty again (``pending() == 0``); the drain lag is the time from
-  the last answer to that moment. The ratio uses the stored rate.
+  The service journals the events without legal urgency in its spool (gatekeeper/spool.py), and
+  a request that stores its events leaves their index by contact and its clicks' facts in a
+  queue table (gatekeeper/register/webhook_queue.py), so ``gatekeeper drain`` runs beside it
+  throughout. Each run reports the answer rate *and* the rate at which events were stored *and
+  applied*: every event stored, counted from the first request until the spool and the queue
+  are both empty again; the drain lag is the time from the last answer to that moment. The
+  ratio uses that rate.
 - Both baselines again: on a shared, noisy machine, the ratios use the mean of the two.
 The script is named as the issue asks, which makes it shadow the ``webhooks`` adapters package
 while bench/ is on ``sys.path``: its own directory is removed from the path before any import.
@@ -62,7 +64,7 @@ HERE = Path(__file__).resolve().parent
 # This file's name would shadow the ``webhooks`` adapters package for every import made while
 # bench/ is on the path (the editable install's finder comes after the path): keep it off.
 sys.path[:] = [str(HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != HERE]
-from bench._common import emit  # noqa: E402
+from bench._common import emit, ensure_wrk  # noqa: E402
 from gatekeeper.config import load_settings  # noqa: E402
 from gatekeeper.db import Database  # noqa: E402
 from gatekeeper.migrate import upgrade  # noqa: E402
@@ -259,7 +261,7 @@ def cpu_of(server: Server) -> Iterator[list[float]]:
 
 def wrk(port: int, seconds: int, path: str = "/", script: Path | None = None,
         script_args: list[str] | None = None) -> Run:
-    command = ["wrk", "-t1", "-c16", f"-d{seconds}s", "--latency"]
+    command = [ensure_wrk(), "-t1", "-c16", f"-d{seconds}s", "--latency"]
     if script is not None:
         command += ["-s", str(script)]
     command.append(f"http://127.0.0.1:{port}{path}")
@@ -384,24 +386,35 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def until_drained(spool_dir: Path, seconds: float = 600) -> float:
-    """Waits until the drainer has applied everything journaled; the moment it had."""
+def until_drained(spool_dir: Path, url: str, seconds: float = 600) -> float:
+    """Waits until the drainer has applied everything journaled in the spool and everything the
+    requests queued in the database (``webhook_pending``: the index by contact, the clicks'
+    facts); the moment it had."""
     deadline = time.monotonic() + seconds
-    while pending(spool_dir, STREAM):
-        if time.monotonic() > deadline:
-            raise RuntimeError("the drainer did not empty the spool")
-        time.sleep(0.01)
-    return time.perf_counter()
+    database = Database(url)
+    try:
+        with database.engine.connect() as conn:
+            while True:
+                if not pending(spool_dir, STREAM):
+                    queued = conn.exec_driver_sql("SELECT 1 FROM webhook_pending LIMIT 1").first()
+                    conn.rollback()  # a fresh snapshot each time round
+                    if queued is None:
+                        return time.perf_counter()
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the drainer did not empty the spool and the queue")
+                time.sleep(0.01)
+    finally:
+        database.engine.dispose()
 
 
 def stored_run(server: Server, load: Any, url: str, spool_dir: Path, drainer_pid: int) -> Run:
     """``measured``, then until the spool is empty: what reached the database, and when."""
-    until_drained(spool_dir)  # nothing left over from the warm-up
+    until_drained(spool_dir, url)  # nothing left over from the warm-up
     before, cpu = stored(url), process_cpu(drainer_pid)
     began = time.perf_counter()
     run = measured(server, load)
     answered = time.perf_counter()
-    done = until_drained(spool_dir)
+    done = until_drained(spool_dir, url)
     run.stored, run.stored_seconds = stored(url) - before, done - began
     run.drain_lag, run.drainer_cpu_seconds = done - answered, process_cpu(drainer_pid) - cpu
     return run

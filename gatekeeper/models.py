@@ -19,6 +19,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Text,
     UniqueConstraint,
 )
 from sqlalchemy.engine import Dialect
@@ -189,10 +190,34 @@ class WebhookEvent(Base):
     kind: Mapped[str] = mapped_column(String(32))
     provider_event: Mapped[str] = mapped_column(String(64))
     occurred_at: Mapped[datetime] = mapped_column(UtcDateTime)
-    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id", ondelete="SET NULL"), index=True)
+    # Not indexed here: ``webhook_event_contacts`` is its index by contact (migration 0006).
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id", ondelete="SET NULL"))
     campaign_id: Mapped[int | None] = mapped_column(BigInteger)
     raw: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class WebhookEventContact(Base):
+    """The provider events of a contact: ``webhook_events.contact_id``'s index, filled in bulk
+    from ``webhook_pending`` by the drainer (``gatekeeper.register.webhook_queue``)."""
+
+    __tablename__ = "webhook_event_contacts"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+    contact_id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
+    event_id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
+
+
+class WebhookPending(Base):
+    """Stored provider events (ids ``event_id`` to ``last_event_id``) not yet indexed in
+    ``webhook_event_contacts``, and the register fact one of them makes for ``contact_id`` when
+    it waits for the drainer (a click: ``effect``)."""
+
+    __tablename__ = "webhook_pending"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    event_id: Mapped[int] = mapped_column(BigId)
+    last_event_id: Mapped[int] = mapped_column(BigId)
+    contact_id: Mapped[int | None] = mapped_column(BigId)
+    effect: Mapped[str | None] = mapped_column(Text)
 
 
 class WebhookToken(Base):

@@ -66,6 +66,9 @@ STREAMS: dict[str, str] = {
     "clicks": "gatekeeper.links.spooled:handler",
     "webhooks": "gatekeeper.webhook_spooled:handler",
 }
+# What the web workers left for the drainer in the database itself: function(settings, database)
+# applies it and returns how many rows (after the streams, whose records may add to it).
+QUEUE = "gatekeeper.webhook_spooled:settle_queue"
 
 
 class SpoolRecord(NamedTuple):
@@ -398,4 +401,11 @@ def drain_all(
         if stream not in handlers:
             handlers[stream] = load_handler(stream, settings, database)
         counts[stream] = drain(root, stream, handlers[stream], batch=batch)
+    # Last, what the webhook requests (and the streams above) left for the drainer in the
+    # database: the events' index by contact and the facts of clicks and opens.
+    module, _, name = QUEUE.partition(":")
+    settle: Callable[[Settings, Database], int] = getattr(importlib.import_module(module), name)
+    queued = settle(settings, database)
+    if queued:
+        counts["webhook_queue"] = queued
     return counts

@@ -268,7 +268,8 @@ class WebhookService:
                 try:
                     begin_writes(sql)
                     book.record(sql)
-                    result = delivery_apply.apply(sql, plan, self.ctx)
+                    # With a spool there is a drainer: the clicks' and opens' facts may wait for it.
+                    result = delivery_apply.apply(sql, plan, self.ctx, defer=self.spool is not None)
                     sql.commit()
                 except BaseException:
                     sql.rollback()  # before the turn passes: no one waits for our teardown

@@ -26,8 +26,10 @@ logged and skipped: it can never become readable.
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gatekeeper.models import utcnow
@@ -41,7 +43,7 @@ from gatekeeper.register.deliveries import (
     used_tokens,
     writers_turn,
 )
-from gatekeeper.spool import SpoolRecord, parse_each
+from gatekeeper.spool import SpoolRecord, drain, parse_each
 from gatekeeper.webhook_service import Connections, begin_writes, collector_paused
 
 if TYPE_CHECKING:
@@ -151,3 +153,51 @@ def _first_uses(requests: Sequence[SpooledRequest], used: set[tuple[str, str]]) 
                 " over this batch); its events were skipped"
             )
     return kept
+
+
+class QueueApplier:
+    """Applies ``webhook_pending`` (``gatekeeper.register.webhook_queue``) for the drainer: one
+    write transaction per ``delivery_apply.QUEUE_ROWS`` rows, on a kept connection."""
+
+    def __init__(self, settings: Settings, database: Database) -> None:
+        self.ctx = context_from(settings)
+        self.connections = Connections(database.engine)
+        self.sqlite_path = _sqlite_path(database)
+
+    def __call__(self) -> int:
+        applied = 0
+        with self.connections() as sql:
+            while sql.one("SELECT 1 FROM webhook_pending LIMIT 1") is not None:
+                with writers_turn(self.sqlite_path):
+                    try:
+                        begin_writes(sql)
+                        done = delivery_apply.apply_queued(sql, self.ctx, utcnow())
+                        sql.commit()
+                    except BaseException:
+                        sql.rollback()
+                        raise
+                self.connections.written(sql, done)
+                applied += done
+                if done < delivery_apply.QUEUE_ROWS:
+                    break
+        return applied
+
+
+_APPLIERS: weakref.WeakKeyDictionary[Database, QueueApplier] = weakref.WeakKeyDictionary()
+
+
+def settle_queue(settings: Settings, database: Database) -> int:
+    """Apply everything the webhook requests queued (``gatekeeper drain``'s every pass, or a
+    task that must see every click first); how many rows. One applier per database object."""
+    applier = _APPLIERS.get(database)
+    if applier is None:
+        applier = _APPLIERS[database] = QueueApplier(settings, database)
+    return applier()
+
+
+def settle_interest(settings: Settings, database: Database) -> int:
+    """Apply the provider events waiting for the drainer, journaled (this stream) or queued
+    (``settle_queue``), before a task reads the clocks; how many. The drainer may be applying
+    them at the same time: both are idempotent, and the spool hands each batch to one of them."""
+    handled = drain(Path(settings.spool_dir), STREAM, handler(settings, database))
+    return handled + settle_queue(settings, database)

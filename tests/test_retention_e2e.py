@@ -31,7 +31,7 @@ from test_retention_helpers import (
 )
 
 from gatekeeper.mailsink import start_sink
-from gatekeeper.models import WebhookEvent, utcnow
+from gatekeeper.models import WebhookEvent, WebhookPending, utcnow
 from gatekeeper.retention.archive import ArchiveStore
 
 PAUL = {"external_id": "crm-42", "email": "paul.martin@example.fr", "first_name": "Paul",
@@ -80,9 +80,13 @@ def give_zephyrine_a_history(app: Flask, client: FlaskClient, auth: dict[str, st
     res = client.post("/api/v1/events", json={"events": events}, headers=auth)
     assert res.status_code == 200, res.json
     with app.extensions["gatekeeper.db"].session_scope() as session:
-        session.add(WebhookEvent(provider="brevo", dedupe_key=f"brevo|{ZEPHYRINE['email']}|1",
-                                 kind="open", provider_event="opened", occurred_at=utcnow(),
-                                 contact_id=cid, raw={"email": ZEPHYRINE["email"]}))
+        event = WebhookEvent(provider="brevo", dedupe_key=f"brevo|{ZEPHYRINE['email']}|1",
+                             kind="open", provider_event="opened", occurred_at=utcnow(),
+                             contact_id=cid, raw={"email": ZEPHYRINE["email"]})
+        session.add(event)
+        session.flush()
+        # As the webhook service stores one: queued for the index by contact in its transaction.
+        session.add(WebhookPending(event_id=event.id, last_event_id=event.id))
 
 
 def test_near_the_deadline_a_reconsent_mail_arrives_keep_restarts_and_silence_anonymises(

@@ -21,6 +21,7 @@ from gatekeeper.models import Contact
 from gatekeeper.proof.journal import chain_hash, select_in
 from gatekeeper.register.context import RegisterContext
 from gatekeeper.register.views import contact_view
+from gatekeeper.register.webhook_queue import EVENTS_OF_CONTACT
 from gatekeeper.sqlbulk import read_json, read_ts
 from gatekeeper.timeparse import isoformat
 
@@ -227,10 +228,10 @@ def _messages(session: Session, contact_id: int) -> list[dict[str, Any]]:
     """What the platforms told us they sent (webhooks) and what we sent ourselves (outbox)."""
     hooks = session.execute(
         text(
-            "SELECT provider, kind, occurred_at, campaign_id FROM webhook_events"
-            " WHERE contact_id = :c ORDER BY occurred_at"
+            "SELECT provider, kind, occurred_at, campaign_id FROM webhook_events"  # noqa: S608 - a constant
+            f" WHERE id IN ({EVENTS_OF_CONTACT}) ORDER BY occurred_at"
         ),
-        {"c": contact_id},
+        {"contact": contact_id},
     ).all()
     ours = session.execute(
         text("SELECT kind, state, sent_at, created_at FROM outbox WHERE contact_id = :c ORDER BY id"),

@@ -24,6 +24,7 @@ from gatekeeper.proof.evidence import evidence_pack
 from gatekeeper.register.context import RegisterContext
 from gatekeeper.register.events import EventRecord, append_events
 from gatekeeper.register.views import contact_view
+from gatekeeper.register.webhook_queue import EVENTS_OF_CONTACT
 from gatekeeper.retention.archive import ArchiveStore
 from gatekeeper.retention.purge import anonymise_contacts
 from gatekeeper.sqlbulk import read_json, read_ts
@@ -91,10 +92,10 @@ def _all_events(session: Session, contact_id: int) -> list[dict[str, Any]]:
 def _webhook_events(session: Session, contact_id: int) -> list[dict[str, Any]]:
     rows = session.execute(
         text(
-            "SELECT provider, kind, provider_event, occurred_at, campaign_id, raw"
-            " FROM webhook_events WHERE contact_id = :c ORDER BY occurred_at"
+            "SELECT provider, kind, provider_event, occurred_at, campaign_id, raw"  # noqa: S608 - a constant
+            f" FROM webhook_events WHERE id IN ({EVENTS_OF_CONTACT}) ORDER BY occurred_at"
         ),
-        {"c": contact_id},
+        {"contact": contact_id},
     ).all()
     return [
         {

@@ -16,18 +16,19 @@ still move, computed once per contact.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from gatekeeper.proof import journal
-from gatekeeper.register import clocks
+from gatekeeper.register import clocks, webhook_queue
 from gatekeeper.register.context import RegisterContext
-from gatekeeper.register.delivery_plan import Consequence, DeliveryPlan, FactRow
-from gatekeeper.register.rawsql import Sql
+from gatekeeper.register.delivery_plan import Consequence, DeliveryPlan, FactRow, live_contacts
+from gatekeeper.register.rawsql import Sql, ints
 from gatekeeper.register.suppressions import SuppressionRecord, upsert_suppressions
-from gatekeeper.sqlbulk import json_value
+from gatekeeper.sqlbulk import json_value, read_ts
 from gatekeeper.timeparse import isoformat
 
 # Rows per multi-row INSERT: 9 columns x 1,000 stays far under SQLite's 32,766 parameters.
@@ -46,6 +47,10 @@ _INSERT_FACT = (
     "INSERT INTO events (contact_id, type, occurred_at, data, origin, dedupe_key, created_at)"
     " VALUES {values} ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, dedupe_key"
 )
+_INSERT_FACT_ONE = (
+    "INSERT INTO events (contact_id, type, occurred_at, data, origin, dedupe_key, created_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedupe_key) DO NOTHING"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +64,10 @@ class DeliveryResult:
         return self.received - self.stored - self.queued
 
 
-def apply(sql: Sql, plan: DeliveryPlan, ctx: RegisterContext) -> DeliveryResult:
-    """Store the raw events; let only the new ones change the register."""
+def apply(sql: Sql, plan: DeliveryPlan, ctx: RegisterContext, *, defer: bool = False) -> DeliveryResult:
+    """Store the raw events; let only the new ones change the register. The stored events are
+    queued for the index by contact (``webhook_queue``); with ``defer``, so are the facts
+    without legal urgency (clicks), which the drainer applies a moment later."""
     if not plan.rows:  # Mandrill's setup probe, an SNS confirmation: nothing to write
         return DeliveryResult(received=plan.received, stored=0)
     if sql.dialect == "sqlite":
@@ -68,10 +75,16 @@ def apply(sql: Sql, plan: DeliveryPlan, ctx: RegisterContext) -> DeliveryResult:
     else:
         fresh = store_raw(sql, plan.rows)
         stored = len(fresh)
+        if fresh:
+            webhook_queue.queue_range(sql, min(fresh.values()), max(fresh.values()))
     new = [c for c in plan.consequences if c.key in fresh]
     for c in new:
         if c.fact is not None:
             c.fact.key = fact_key(fresh[c.key], c.fact.key)
+    later = [c for c in new if webhook_queue.deferrable(c)] if defer else []
+    if later:
+        webhook_queue.queue_facts(sql, [(fresh[c.key], c) for c in later])
+        new = [c for c in new if not webhook_queue.deferrable(c)]
     if new:
         _change_register(sql, new, ctx, plan.now)
     return DeliveryResult(received=plan.received, stored=stored)
@@ -105,13 +118,33 @@ def store_raw(sql: Sql, rows: Sequence[tuple[Any, ...]]) -> dict[str, int]:
 
 
 def _store_raw_sqlite(sql: Sql, plan: DeliveryPlan) -> tuple[dict[str, int], int]:
-    """``store_raw`` for SQLite: only the events with consequences need their keys back; the
-    others (most of a batch: delivered, processed) go in one executemany of the prepared
-    statement, counted by its row count (a skipped duplicate changes no row)."""
+    """``store_raw`` for SQLite: every row in one executemany of the prepared statement, counted
+    by its row count (a skipped duplicate changes no row); their range of ids queued for the
+    index by contact; then the ids of the new events with consequences, read back by rowid
+    (``_new_since``). A multi-row ``INSERT … RETURNING`` has a different text for every batch
+    size, so SQLite prepared its ~1,000 parameters afresh each time: it cost twice the
+    executemany per row (bench/webhooks_phases.py)."""
+    last = _last_id(sql, "webhook_events")
+    stored = sql.many(_INSERT_PLAIN, plan.rows)
+    if not stored:
+        return {}, 0
+    webhook_queue.queue_range(sql, last + 1, last + stored)  # a skipped duplicate takes no id
     watched = {c.key for c in plan.consequences}
-    plain = [row for row in plan.rows if row[1] not in watched]
-    fresh = store_raw(sql, [row for row in plan.rows if row[1] in watched]) if watched else {}
-    return fresh, len(fresh) + (sql.many(_INSERT_PLAIN, plain) if plain else 0)
+    return (_new_since(sql, "webhook_events", last, watched) if watched else {}), stored
+
+
+def _last_id(sql: Sql, table: str) -> int:
+    """The table's largest id, read in the write transaction (SQLite: BEGIN IMMEDIATE, the only
+    writer), so the rows this transaction inserts next are exactly those above it: an INTEGER
+    PRIMARY KEY without AUTOINCREMENT takes the largest rowid plus one."""
+    row = sql.one(f"SELECT max(id) FROM {table}")  # noqa: S608 - a constant table name
+    return int(row[0] or 0)
+
+
+def _new_since(sql: Sql, table: str, last: int, keys: set[str]) -> dict[str, int]:
+    """The ids, by dedupe key, of the ``keys`` inserted above id ``last`` (``_last_id``)."""
+    rows = sql.all(f"SELECT id, dedupe_key FROM {table} WHERE id > ?", (last,))  # noqa: S608 - constant
+    return {str(key): int(rid) for rid, key in rows if key in keys}
 
 
 def _change_register(sql: Sql, new: list[Consequence], ctx: RegisterContext, now: datetime) -> None:
@@ -131,16 +164,12 @@ def _change_register(sql: Sql, new: list[Consequence], ctx: RegisterContext, now
 def insert_facts(sql: Sql, rows: list[FactRow], now: datetime) -> list[journal.Fact]:
     """Insert the register facts; the journal's facts of those that were new, oldest first."""
     created = sql.ts(now)
-    ids: dict[str, int] = {}
-    for start in range(0, len(rows), INSERT_CHUNK):
-        chunk = rows[start : start + INSERT_CHUNK]
-        params = [
-            value
-            for f in chunk
-            for value in (f.contact_id, f.type, sql.ts(f.at), json_value(f.data), f.origin, f.key, created)
-        ]
-        returned = sql.all(_INSERT_FACT.format(values=sql.values(7, len(chunk))), params)
-        ids.update((key, int(eid)) for eid, key in returned)
+    params = [
+        (f.contact_id, f.type, sql.ts(f.at), json_value(f.data), f.origin, f.key, created) for f in rows
+    ]
+    ids = (
+        _insert_facts_sqlite(sql, params) if sql.dialect == "sqlite" else _insert_facts_returning(sql, params)
+    )
     facts = [
         journal.event_fact(
             {
@@ -160,6 +189,26 @@ def insert_facts(sql: Sql, rows: list[FactRow], now: datetime) -> list[journal.F
     return sorted(facts, key=lambda fact: fact.fact_id or 0)
 
 
+def _insert_facts_returning(sql: Sql, params: list[tuple[Any, ...]]) -> dict[str, int]:
+    ids: dict[str, int] = {}
+    for start in range(0, len(params), INSERT_CHUNK):
+        chunk = params[start : start + INSERT_CHUNK]
+        flat = [value for row in chunk for value in row]
+        returned = sql.all(_INSERT_FACT.format(values=sql.values(7, len(chunk))), flat)
+        ids.update((key, int(eid)) for eid, key in returned)
+    return ids
+
+
+def _insert_facts_sqlite(sql: Sql, params: list[tuple[Any, ...]]) -> dict[str, int]:
+    """As ``_store_raw_sqlite``: one executemany, the new ids read back by rowid."""
+    if not params:
+        return {}
+    last = _last_id(sql, "events")
+    if not sql.many(_INSERT_FACT_ONE, params):
+        return {}
+    return _new_since(sql, "events", last, {str(row[5]) for row in params})
+
+
 def _refresh_clocks(sql: Sql, new: list[Consequence], ctx: RegisterContext) -> None:
     objected = {c.fact.contact_id for c in new if c.objection and c.fact is not None}
     latest: dict[int, datetime] = {}
@@ -170,4 +219,52 @@ def _refresh_clocks(sql: Sql, new: list[Consequence], ctx: RegisterContext) -> N
     if objected:
         clocks.refresh_sql(sql, objected, ctx.policy, lock=True)
     if latest:
+        clocks.refresh_after_interest(sql, latest, ctx.policy)
+
+
+# --- what the requests queued (``webhook_queue``), applied by the drainer --------------------
+
+# Rows per transaction of a pass: a pass behind a minute of full load applies it in a few.
+QUEUE_ROWS = 20_000
+DELETE_CHUNK = 5_000
+
+
+def apply_queued(sql: Sql, ctx: RegisterContext, now: datetime, *, limit: int = QUEUE_ROWS) -> int:
+    """Apply up to ``limit`` queued rows, oldest first, in the caller's write transaction: the
+    events' ranges into their index by contact; the clicks' facts as a request would have
+    stored them. How many rows were applied."""
+    rows = sql.all(webhook_queue.TAKE, (limit,))
+    if not rows:
+        return 0
+    for first, last in webhook_queue.merged([(int(row[1]), int(row[2])) for row in rows]):
+        sql.run(webhook_queue.INDEX_RANGE, (first, last))
+    effects = [(int(contact), json.loads(effect)) for *_, contact, effect in rows if effect]
+    if effects:
+        _apply_queued_facts(sql, effects, ctx, now)
+    ids = [int(row[0]) for row in rows]
+    for start in range(0, len(ids), DELETE_CHUNK):
+        # By id, never by range: on PostgreSQL a row with a smaller id may commit later.
+        some = ints(ids[start : start + DELETE_CHUNK])
+        sql.run(f"DELETE FROM webhook_pending WHERE id IN ({some})")  # noqa: S608 - ints
+    return len(rows)
+
+
+def _apply_queued_facts(
+    sql: Sql, effects: list[tuple[int, dict[str, Any]]], ctx: RegisterContext, now: datetime
+) -> None:
+    contacts = live_contacts(sql, sorted({contact for contact, _ in effects}))  # erased meanwhile: none
+    facts = [
+        FactRow(cid, e["type"], read_ts(e["at"]), e["data"], e["key"], e["origin"], contacts[cid].coordinate)
+        for cid, e in effects
+        if cid in contacts
+    ]
+    new = insert_facts(sql, facts, now)
+    if new:
+        journal.write_sql(sql, ctx.hasher, journal.lock_head_sql(sql), new)
+    latest: dict[int, datetime] = {}
+    for cid, e in effects:
+        if e["counts"] and cid in contacts:
+            at = read_ts(e["at"])
+            latest[cid] = max(latest.get(cid, at), at)
+    if latest:  # a clock is a maximum over facts: a click applied twice moves nothing
         clocks.refresh_after_interest(sql, latest, ctx.policy)

@@ -42,10 +42,13 @@ class Effect:
     channels: tuple[str, ...] = ()
 
 
-# soft_bounce, delivered and other are stored only.
+# open, soft_bounce, delivered and other are stored only: the provider's event, kept with its
+# raw payload and found by contact (the access export, the evidence pack), is the record of an
+# open. An open never restarts a clock (CNIL, Spartoo 2020) and proves neither consent nor
+# objection, so it makes no register fact and no journal entry: a newsletter's batch carries a
+# sixth of opens, and their facts and entries were most of what its clicks' cost again.
 EFFECTS: dict[str, Effect] = {
     "click": Effect(event_type="interest"),
-    "open": Effect(event_type="open"),  # recorded, never restarts a clock (CNIL, Spartoo 2020)
     "unsubscribe": Effect(event_type="opposition", reason="unsubscribe", channels=("email",)),
     "hard_bounce": Effect(reason="hard_bounce", channels=("email",)),
     # A spam complaint is the strongest objection a mailbox lets a person make: every channel.
@@ -149,6 +152,13 @@ def plan(sql: Sql, events: Sequence[NormalizedEvent], ctx: RegisterContext, now:
         if e.kind in EFFECTS
     ]
     return DeliveryPlan(len(events), planner.rows(batch, found), consequences, now)
+
+
+def live_contacts(sql: Sql, ids: Sequence[int]) -> dict[int, Contact]:
+    """The contacts of ``ids`` that are not anonymised, by id."""
+    found: Contacts = {}
+    _add(sql, found, "id", ids)
+    return {key: contact for key, contact in found.items() if isinstance(key, int)}
 
 
 def _address(raw: str | None) -> str | None:

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from gatekeeper.proof import journal
 from gatekeeper.register.context import RegisterContext
 from gatekeeper.register.suppressions import SuppressionRecord, add_suppressions
+from gatekeeper.register.webhook_queue import EVENTS_OF_CONTACTS
 from gatekeeper.retention.archive import ArchivedRecord, ArchiveStore, invoice_keep_until
 from gatekeeper.sqlbulk import dialect_of, json_value, read_json, read_ts, ts_value
 
@@ -175,7 +176,7 @@ def _scrub_webhook_events(session: Session, found: str) -> None:
         text(
             "UPDATE webhook_events SET raw = NULL,"  # noqa: S608
             " dedupe_key = 'anon:' || CAST(id AS VARCHAR(20))"
-            f" WHERE contact_id IN ({found})"
+            f" WHERE id IN ({EVENTS_OF_CONTACTS.format(contacts=found)})"
         )
     )
 

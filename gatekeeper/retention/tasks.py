@@ -57,6 +57,7 @@ from gatekeeper.retention.transports import (
 )
 from gatekeeper.sqlbulk import dialect_of, read_ts, ts_value
 from gatekeeper.timeparse import isoformat
+from gatekeeper.webhook_spooled import settle_interest
 
 PLAN_BATCH = 2000
 PURGE_BATCH = 500  # a contact's events are rewritten too: stays under ~5k rows a transaction
@@ -307,6 +308,10 @@ TASKS: dict[str, tuple[TaskFn, DryFn]] = {
 # The tasks that choose whom to write to: an unsubscribe journaled while the database was busy
 # (``links.unsubscribes``) is recorded first, so nobody who just unsubscribed gets a message.
 SETTLE_FIRST = ("plan_reconsent", "send_outbox")
+# The tasks that read the retention clocks: the clicks the webhooks journaled or queued for the
+# drainer (``webhook_spooled.settle_interest``) move them first, so nobody who just clicked is
+# asked again or anonymised.
+INTEREST_FIRST = ("plan_reconsent", "purge_expired")
 
 
 def run_task(
@@ -320,6 +325,8 @@ def run_task(
             return head | dry(session, as_of, env)
     if name in SETTLE_FIRST:
         settle(env.settings, database)
+    if name in INTEREST_FIRST:
+        settle_interest(env.settings, database)
     totals: Counter[str] = Counter()
     batches = 0
     while True:
