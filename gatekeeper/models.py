@@ -145,7 +145,7 @@ class Suppression(Base):
     __tablename__ = "suppressions"
     __table_args__ = (UniqueConstraint("coord_hash", "reason", "channels"),)
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    coord_hash: Mapped[str] = mapped_column(String(64), index=True)
+    coord_hash: Mapped[str] = mapped_column(String(64))  # looked up through the unique constraint
     coord_kind: Mapped[str] = mapped_column(String(8))
     reason: Mapped[str] = mapped_column(String(32))
     channels: Mapped[str] = mapped_column(String(100))

@@ -188,9 +188,15 @@ def recording_handler(settings: Any, database: Any) -> Any:
     return handle
 
 
+def empty_queue(settings: Any, database: Any) -> int:
+    """The database's queue (``spool.QUEUE``) of a register these tests never create."""
+    return 0
+
+
 @pytest.fixture
 def test_stream(monkeypatch: Any) -> None:
     monkeypatch.setattr(spool, "STREAMS", {"s": "test_spool:recording_handler"})
+    monkeypatch.setattr(spool, "QUEUE", "test_spool:empty_queue")
     built.clear()
     handed.clear()
 
