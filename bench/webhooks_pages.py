@@ -44,7 +44,7 @@ def main() -> None:
     parser.add_argument("--contacts", type=int, default=20_000)
     parser.add_argument("--batches", type=int, default=40, help="500-event SendGrid batches")
     args = parser.parse_args()
-    webhook_service.CHECKPOINT_ROWS = 10**12  # every frame stays in the WAL
+    webhook_service.WORKER_CHECKPOINT_ROWS = 10**12  # every frame stays in the WAL
     with tempfile.TemporaryDirectory(prefix="gk-bench-pages-") as tmp:
         workdir = Path(tmp)
         key = ec.generate_private_key(ec.SECP256R1())

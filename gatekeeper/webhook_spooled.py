@@ -176,10 +176,12 @@ class QueueApplier:
                     except BaseException:
                         sql.rollback()
                         raise
-                self.connections.written(sql, done)
                 applied += done
                 if done < delivery_apply.QUEUE_ROWS:
                     break
+            if applied:
+                # Each pass: the web workers leave the WAL to the drainer (WORKER_CHECKPOINT_ROWS).
+                self.connections.checkpoint(sql)
         return applied
 
 

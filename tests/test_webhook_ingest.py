@@ -41,7 +41,7 @@ from gatekeeper.register.webhook_queue import EVENTS_OF_CONTACT
 from gatekeeper.spool import SpoolRecord, drain
 from gatekeeper.sqlbulk import read_ts, ts_value
 from gatekeeper.timeparse import isoformat
-from gatekeeper.webhook_service import CHECKPOINT_ROWS, collector_paused
+from gatekeeper.webhook_service import collector_paused
 from gatekeeper.webhook_views import service_of
 from webhooks.base import InboundRequest, NormalizedEvent, ReplayError
 
@@ -1018,5 +1018,5 @@ def test_a_kept_sqlite_connection_checkpoints_after_its_turn_never_inside_a_comm
         before = database.stat().st_size
         sql.commit()
         assert database.stat().st_size == before  # the COMMIT copied nothing into the database
-        connections.written(sql, CHECKPOINT_ROWS)  # enough written: its own checkpoint, now
+        connections.written(sql, connections.checkpoint_rows)  # enough written: its own checkpoint
     assert database.stat().st_size > before + 1_000_000
