@@ -69,6 +69,8 @@ STREAMS: dict[str, str] = {
 # What the web workers left for the drainer in the database itself: function(settings, database)
 # applies it and returns how many rows (after the streams, whose records may add to it).
 QUEUE = "gatekeeper.webhook_spooled:settle_queue"
+# function(settings, database) -> a number that grows whenever the requests queue more.
+QUEUE_MARK = "gatekeeper.webhook_spooled:queue_mark"
 
 
 class SpoolRecord(NamedTuple):
@@ -409,3 +411,12 @@ def drain_all(
     if queued:
         counts["webhook_queue"] = queued
     return counts
+
+
+def backlog_size(settings: Settings, database: Database) -> tuple[int, int]:
+    """What waits for the drainer, as a value that changes whenever more arrives: the bytes
+    pending in every stream, and the mark of the database's queue (``QUEUE_MARK``)."""
+    root = Path(settings.spool_dir)
+    module, _, name = QUEUE_MARK.partition(":")
+    mark: Callable[[Settings, Database], int] = getattr(importlib.import_module(module), name)
+    return sum(pending(root, stream) for stream in STREAMS), mark(settings, database)

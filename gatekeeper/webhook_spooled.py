@@ -32,6 +32,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from gatekeeper.models import utcnow
 from gatekeeper.register import delivery_apply, delivery_plan
 from gatekeeper.register.context import RegisterContext, context_from
@@ -203,3 +205,13 @@ def settle_interest(settings: Settings, database: Database) -> int:
     them at the same time: both are idempotent, and the spool hands each batch to one of them."""
     handled = drain(Path(settings.spool_dir), STREAM, handler(settings, database))
     return handled + settle_queue(settings, database)
+
+
+def queue_mark(settings: Settings, database: Database) -> int:
+    """The last id of the requests' queue (0 when empty or unreadable: the next pass says why),
+    which grows whenever a request queues more (``spool.backlog_size``)."""
+    try:
+        with database.engine.connect() as conn:
+            return int(conn.exec_driver_sql("SELECT max(id) FROM webhook_pending").scalar() or 0)
+    except SQLAlchemyError:
+        return 0
