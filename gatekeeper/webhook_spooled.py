@@ -159,7 +159,8 @@ def _first_uses(requests: Sequence[SpooledRequest], used: set[tuple[str, str]]) 
 
 class QueueApplier:
     """Applies ``webhook_pending`` (``gatekeeper.register.webhook_queue``) for the drainer: one
-    write transaction per ``delivery_apply.QUEUE_ROWS`` rows, on a kept connection."""
+    write transaction per ``delivery_apply.QUEUE_ROWS`` rows or ``QUEUE_EVENTS`` events, read
+    before it, on a kept connection."""
 
     def __init__(self, settings: Settings, database: Database) -> None:
         self.ctx = context_from(settings)
@@ -169,17 +170,16 @@ class QueueApplier:
     def __call__(self) -> int:
         applied = 0
         with self.connections() as sql:
-            while sql.one("SELECT 1 FROM webhook_pending LIMIT 1") is not None:
+            while (queued := delivery_apply.take_queued(sql)) is not None:  # reads, before the turn
                 with writers_turn(self.sqlite_path):
                     try:
                         begin_writes(sql)
-                        done = delivery_apply.apply_queued(sql, self.ctx, utcnow())
+                        applied += delivery_apply.apply_queued(sql, queued, self.ctx, utcnow())
                         sql.commit()
                     except BaseException:
                         sql.rollback()
                         raise
-                applied += done
-                if done < delivery_apply.QUEUE_ROWS:
+                if not queued.more:
                     break
             if applied:
                 # Each pass: the web workers leave the WAL to the drainer (WORKER_CHECKPOINT_ROWS).
