@@ -13,6 +13,7 @@ import gc
 import io
 import json
 import os
+import zipfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -287,6 +288,60 @@ def test_the_proof_journal_holds_every_fact_a_webhook_made_and_still_verifies(
     with gk.app.extensions["gatekeeper.db"].session_scope() as session:
         report = verify(session, gk.app.extensions["gatekeeper.context"].hasher)
     assert report.ok, report.problem
+
+
+# --- what follows the request through the queue (register/webhook_queue.py) ---------------
+
+
+def post_undrained(gk: Harness, body: Any) -> TestResponse:
+    """Post as a provider does, and leave the drainer's work undone."""
+    data, headers = gk.signer.sign("sendgrid", body)
+    return gk.client.post("/webhooks/sendgrid", data=data, headers=headers)
+
+
+def a_click_beside_a_bounce(contact_email: str) -> list[dict[str, Any]]:
+    """A click of the contact's and a stranger's hard bounce: the batch is stored by the request
+    (the bounce is urgent), the click's fact waits in the queue."""
+    (bounce,) = payload("sendgrid", "hard_bounce")
+    (click,) = sendgrid_click(1_715_000_460, "queued-click", email=contact_email)
+    return [click, bounce | {"email": "gone@example.com", "sg_event_id": "queued-bounce"}]
+
+
+def test_the_access_export_holds_a_contacts_provider_events_before_and_after_the_drain(gk: Harness) -> None:
+    contact_id = gk.contact(RECIPIENT["sendgrid"])
+
+    def exported() -> list[str]:
+        res = gk.client.get(f"/api/v1/contacts/{contact_id}/export", headers=gk.auth)
+        assert res.status_code == 200
+        messages = json.loads(zipfile.ZipFile(io.BytesIO(res.data)).read("messages.json"))
+        return sorted(m["kind"] for m in messages)
+
+    assert post_undrained(gk, a_click_beside_a_bounce(RECIPIENT["sendgrid"])).status_code == 200
+    assert gk.count("webhook_pending") == 2  # the batch's range, the click's fact
+    assert gk.count("webhook_event_contacts") == 0
+    assert gk.facts(contact_id) == []
+    assert exported() == ["click"]  # found in the queue
+    gk.drain()
+    assert (gk.count("webhook_pending"), gk.count("webhook_event_contacts")) == (0, 1)
+    assert exported() == ["click"]  # found in the index
+    assert [f.type for f in gk.facts(contact_id)] == ["interest"]
+    assert gk.deadline(contact_id) == "2027-05-06T13:01:00Z"
+    gk.drain()  # applying again changes nothing
+    assert (gk.count("webhook_event_contacts"), len(gk.facts(contact_id))) == (1, 1)
+
+
+def test_the_purge_applies_the_queued_clicks_before_it_reads_the_deadlines(gk: Harness) -> None:
+    # Collected in 2023: past its deadline, unless the click (2024-05-06) it made counts.
+    contact_id = gk.contact(RECIPIENT["sendgrid"])
+    assert post_undrained(gk, a_click_beside_a_bounce(RECIPIENT["sendgrid"])).status_code == 200
+    assert gk.deadline(contact_id) == FIRST_DEADLINE  # the click waits for the drainer
+    res = gk.client.post("/api/v1/tasks/purge_expired/run", json={}, headers=gk.auth)
+    assert res.status_code == 200, res.json
+    assert res.json["done"].get("expired", 0) == 0  # type: ignore[index]
+    view = gk.client.get(f"/api/v1/contacts/{contact_id}", headers=gk.auth).json
+    assert view["retention"]["deadline"] == "2027-05-06T13:01:00Z"  # type: ignore[index]
+    assert view["email"] == RECIPIENT["sendgrid"]  # type: ignore[index]
+    assert gk.count("webhook_pending") == 0
 
 
 # --- out of order, matching, scanners -----------------------------------------------------
