@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 from conftest import make_settings
@@ -14,6 +15,7 @@ from sqlalchemy import text
 
 from gatekeeper import spool
 from gatekeeper.app import create_app
+from gatekeeper.models import WebhookEvent, WebhookPending, utcnow
 from gatekeeper.spool import Spool
 
 
@@ -31,6 +33,35 @@ def test_a_quiet_service_is_healthy(client: FlaskClient) -> None:
     assert body["database"] == "ok"
     assert set(body["spool"]) == set(spool.STREAMS)
     assert body["spool"]["clicks"] == {"pending_bytes": 0, "last_drain_seconds_ago": None, "stalled": False}
+    assert body["queue"] == {"rows": 0, "oldest_seconds": None, "stalled": False}
+
+
+def test_webhook_events_queued_for_a_minute_are_a_stalled_drainer(
+    app: Flask, client: FlaskClient, drain: Callable[[], dict[str, int]]
+) -> None:
+    with app.extensions["gatekeeper.db"].session_scope() as session:
+        event = WebhookEvent(
+            provider="sendgrid", dedupe_key="sendgrid:h1", kind="delivered", provider_event="delivered",
+            occurred_at=utcnow(), raw={}, created_at=utcnow(),
+        )  # fmt: skip
+        session.add(event)
+        session.flush()
+        session.add(WebhookPending(event_id=event.id, last_event_id=event.id))  # as a request queues it
+    fresh = client.get("/healthz")
+    assert fresh.status_code == 200 and fresh.json is not None
+    assert fresh.json["queue"]["rows"] == 1 and fresh.json["queue"]["stalled"] is False
+    with app.extensions["gatekeeper.db"].session_scope() as session:
+        long_ago = utcnow() - timedelta(seconds=spool.STALLED_AFTER + 5)
+        session.query(WebhookEvent).update({"created_at": long_ago})
+    stalled = client.get("/healthz")
+    assert stalled.status_code == 503 and stalled.json is not None
+    assert stalled.json["status"] == "degraded"
+    assert stalled.json["queue"]["stalled"] is True
+    assert stalled.json["queue"]["oldest_seconds"] > spool.STALLED_AFTER
+    drain()
+    again = client.get("/healthz")
+    assert again.status_code == 200 and again.json is not None
+    assert again.json["queue"] == {"rows": 0, "oldest_seconds": None, "stalled": False}
 
 
 def test_records_waiting_without_a_drain_pass_for_a_minute_are_a_stalled_drainer(
