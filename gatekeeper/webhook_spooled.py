@@ -170,7 +170,13 @@ class QueueApplier:
     def __call__(self) -> int:
         applied = 0
         with self.connections() as sql:
-            while (queued := delivery_apply.take_queued(sql)) is not None:  # reads, before the turn
+            while True:
+                queued = delivery_apply.take_queued(sql)  # reads, before the turn
+                if queued is None:
+                    # PostgreSQL's driver began a transaction for the read: end it, or the kept
+                    # connection sits idle in it, holding back vacuum and table locks.
+                    sql.rollback()
+                    break
                 with writers_turn(self.sqlite_path):
                     try:
                         begin_writes(sql)

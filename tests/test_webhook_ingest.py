@@ -344,6 +344,18 @@ def test_the_purge_applies_the_queued_clicks_before_it_reads_the_deadlines(gk: H
     assert gk.count("webhook_pending") == 0
 
 
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_drain_pass_over_an_empty_queue_leaves_no_transaction_open(gk: Harness) -> None:
+    # The drainer's kept connection reads the queue outside its write turn; PostgreSQL's driver
+    # begins a transaction for that read, which would sit idle, holding back vacuum and locks.
+    gk.drain()
+    (idle,) = gk.query(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND state = 'idle in transaction'"
+    )
+    assert idle[0] == 0
+
+
 # --- out of order, matching, scanners -----------------------------------------------------
 
 
