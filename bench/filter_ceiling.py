@@ -58,7 +58,10 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, TextIO
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The repository before bench/: bench/webhooks.py must not shadow the webhook adapters, which
+# the register imports; bench/'s own modules are found after it.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.append(str(Path(__file__).resolve().parent))
 from _common import emit, peak_rss_mib
 
 from gatekeeper.gate.bulkread import facts_sql

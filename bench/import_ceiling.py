@@ -33,7 +33,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The repository before bench/: bench/webhooks.py must not shadow the webhook adapters, which
+# the register imports; bench/'s own modules are found after it.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.append(str(Path(__file__).resolve().parent))
 from _common import CITIES, FIRST, LAST, email_of, emit, ins_baseline
 
 from gatekeeper.migrate import upgrade

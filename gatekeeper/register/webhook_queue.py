@@ -28,11 +28,16 @@ small while the drainer runs, and its rows are found without it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from gatekeeper.register.delivery_plan import Consequence
-from gatekeeper.register.rawsql import Sql
 from gatekeeper.sqlbulk import json_value
 from gatekeeper.timeparse import isoformat
+
+if TYPE_CHECKING:
+    # Types only: the readers by contact (evidence, rights, purge) import this module, and
+    # must not pull in the webhook adapters with the delivery plan.
+    from gatekeeper.register.delivery_plan import Consequence
+    from gatekeeper.register.rawsql import Sql
 
 # The ids of a contact's provider events (bound parameter ``:contact``), wherever they are: the
 # queue holds few ranges while the drainer runs, each read on the events' primary key.
