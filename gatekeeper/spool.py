@@ -404,7 +404,7 @@ def drain_all(
             handlers[stream] = load_handler(stream, settings, database)
         counts[stream] = drain(root, stream, handlers[stream], batch=batch)
     # Last, what the webhook requests (and the streams above) left for the drainer in the
-    # database: the events' index by contact and the facts of clicks and opens.
+    # database: the events' index by contact and the facts of clicks.
     module, _, name = QUEUE.partition(":")
     settle: Callable[[Settings, Database], int] = getattr(importlib.import_module(module), name)
     queued = settle(settings, database)

@@ -278,7 +278,7 @@ class WebhookService:
                 try:
                     begin_writes(sql)
                     book.record(sql)
-                    # With a spool there is a drainer: the clicks' and opens' facts may wait for it.
+                    # With a spool there is a drainer: the clicks' facts may wait for it.
                     result = delivery_apply.apply(sql, plan, self.ctx, defer=self.spool is not None)
                     sql.commit()
                 except BaseException:

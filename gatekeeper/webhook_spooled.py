@@ -45,7 +45,7 @@ from gatekeeper.register.deliveries import (
     used_tokens,
     writers_turn,
 )
-from gatekeeper.spool import SpoolRecord, drain, parse_each
+from gatekeeper.spool import SpoolRecord, drain, parse_each, pending
 from gatekeeper.webhook_service import Connections, begin_writes, collector_paused
 
 if TYPE_CHECKING:
@@ -209,7 +209,9 @@ def settle_interest(settings: Settings, database: Database) -> int:
     """Apply the provider events waiting for the drainer, journaled (this stream) or queued
     (``settle_queue``), before a task reads the clocks; how many. The drainer may be applying
     them at the same time: both are idempotent, and the spool hands each batch to one of them."""
-    handled = drain(Path(settings.spool_dir), STREAM, handler(settings, database))
+    root, handled = Path(settings.spool_dir), 0
+    if pending(root, STREAM):  # the usual case is a stat: no handler (and connection) built
+        handled = drain(root, STREAM, handler(settings, database))
     return handled + settle_queue(settings, database)
 
 

@@ -83,8 +83,8 @@ def apply(sql: Sql, plan: DeliveryPlan, ctx: RegisterContext, *, defer: bool = F
     for c in new:
         if c.fact is not None:
             c.fact.key = fact_key(fresh[c.key], c.fact.key)
-    later = [c for c in new if webhook_queue.deferrable(c)] if defer else []
-    if later:
+    if defer:
+        later = [c for c in new if webhook_queue.deferrable(c)]
         webhook_queue.queue_facts(sql, [(fresh[c.key], c) for c in later])
         new = [c for c in new if not webhook_queue.deferrable(c)]
     if new:

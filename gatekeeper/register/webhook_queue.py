@@ -14,9 +14,9 @@ stored, and one per click with the fact it makes (``effect``), at the table's ri
 (``webhook_spooled.settle_queue``, ``delivery_apply.apply_queued``): the contacts into
 ``webhook_event_contacts`` sorted, so each index page is written once per pass rather than once
 per request; the facts through the same inserts, journal entries and clock moves a request
-would have made. It is idempotent, like the rest of the
-drainer: a link or a fact stored twice is skipped by its key, a clock only moves forward, and
-the rows applied are deleted by id in the same transaction. A fact waiting for a contact who
+would have made. It is idempotent, like the rest of the drainer: a link or a fact stored twice
+is skipped by its key, a clock only moves forward, and the rows applied are deleted by id in the
+same transaction. A fact waiting for a contact who
 was anonymised meanwhile is dropped. Until applied, a click's clock has not moved yet: a
 decision made in that second errs on the safe side (an older deadline), and the retention
 tasks apply the queue first (``settle_queue``).
